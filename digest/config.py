@@ -1,0 +1,284 @@
+"""Load ``config.toml`` once into a typed, frozen :class:`Config`.
+
+Only entry points (``cli.py``, ``web/app.py``, ``scheduler.py``) call :func:`load`;
+everything else is handed typed values.
+
+Rules:
+- unknown or mistyped keys raise :class:`~digest.errors.ConfigError` naming the
+  key, the section and the file (with a "did you mean" hint);
+- relative paths are resolved against the folder that holds the config file;
+- secrets never come from the file: they are read from ``DIGEST_*`` environment
+  variables (``DIGEST_SECRET_KEY``, ``DIGEST_SMTP_PASSWORD``, ``DIGEST_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from digest.errors import ConfigError
+
+ENV_CONFIG = "DIGEST_CONFIG"
+ENV_DATABASE_URL = "DIGEST_DATABASE_URL"
+ENV_SECRET_KEY = "DIGEST_SECRET_KEY"  # noqa: S105  (a variable name, not a secret)
+DEFAULT_CONFIG_NAME = "config.toml"
+
+UnknownPolicy = Literal["resend", "skip"]
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    base_url: str
+    postal_address: str
+    timezone: str = "UTC"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///digest.db"
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    from_: str
+    reply_to: str | None = None
+    list_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EditionConfig:
+    max_comparisons: int = 10
+    max_html_bytes: int = 100_000
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    batch_size: int = 200
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 30.0
+    max_retry_wait_seconds: float = 300.0
+    unknown_policy: UnknownPolicy = "resend"
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    templates: Path
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """A ``[feed]`` or ``[transport]`` table: ``kind`` plus the adapter's own keys.
+
+    The adapter's constructor validates ``options``; :meth:`describe` gives the
+    place to name in error messages.
+    """
+
+    section: str
+    kind: str
+    options: Mapping[str, Any]
+    source: Path
+
+    def describe(self, key: str | None = None) -> str:
+        where = f"[{self.section}]" + (f" key '{key}'" if key else "")
+        return f"{where} in {self.source}"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    site: SiteConfig
+    database: DatabaseConfig
+    email: EmailConfig
+    feed: AdapterConfig
+    transport: AdapterConfig
+    edition: EditionConfig
+    send: SendConfig
+    paths: PathsConfig
+    secret_keys: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+
+_SECTIONS: dict[str, type] = {
+    "site": SiteConfig,
+    "database": DatabaseConfig,
+    "email": EmailConfig,
+    "edition": EditionConfig,
+    "send": SendConfig,
+    "paths": PathsConfig,
+}
+_ADAPTERS = ("feed", "transport")
+
+
+def find_config(explicit: str | Path | None, environ: Mapping[str, str]) -> Path:
+    """Return the config path: ``--config``, else ``$DIGEST_CONFIG``, else ``./config.toml``."""
+    raw = explicit or environ.get(ENV_CONFIG) or DEFAULT_CONFIG_NAME
+    return Path(raw).expanduser().resolve()
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file.
+
+    Raises :class:`ConfigError` when the file is missing, is not TOML, or holds an
+    unknown, missing or mistyped key.
+    """
+    env = dict(os.environ if environ is None else environ)
+    source = find_config(path, env)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no config file at {source}: pass --config PATH or set {ENV_CONFIG}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {source}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    return parse(data, source=source, environ=env)
+
+
+def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) -> Config:
+    """Turn already-parsed TOML into a :class:`Config` (see :func:`load`)."""
+    known = [*_SECTIONS, *_ADAPTERS]
+    for name, value in data.items():
+        if name not in known:
+            raise ConfigError(f"unknown section [{name}] in {source}{_hint(name, known)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] in {source} must be a table")
+    base = source.parent
+    for required in ("site", "email", "feed", "transport"):
+        if required not in data:
+            raise ConfigError(f"missing section [{required}] in {source}")
+
+    site = _section(data, "site", source)
+    assert isinstance(site, SiteConfig)
+    try:
+        ZoneInfo(site.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"[site] key 'timezone' in {source}: unknown time zone {site.timezone!r} "
+            "(use an IANA name such as 'Europe/Berlin')"
+        ) from None
+    if not site.base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"[site] key 'base_url' in {source}: must start with https://")
+    if not site.postal_address.strip():
+        raise ConfigError(f"[site] key 'postal_address' in {source}: must not be empty")
+
+    db = _section(data, "database", source)
+    assert isinstance(db, DatabaseConfig)
+    db_url = environ.get(ENV_DATABASE_URL) or _resolve_sqlite(db.url, base)
+
+    paths_table = dict(data.get("paths", {}))
+    paths_table.setdefault("templates", "templates")
+    paths = _section({"paths": paths_table}, "paths", source)
+    assert isinstance(paths, PathsConfig)
+
+    secrets = tuple(k.strip() for k in environ.get(ENV_SECRET_KEY, "").split(",") if k.strip())
+    return Config(
+        source=source,
+        site=site,
+        database=DatabaseConfig(url=db_url),
+        email=_section(data, "email", source),  # type: ignore[arg-type]
+        feed=_adapter(data, "feed", source),
+        transport=_adapter(data, "transport", source),
+        edition=_section(data, "edition", source),  # type: ignore[arg-type]
+        send=_section(data, "send", source),  # type: ignore[arg-type]
+        paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
+        secret_keys=secrets,
+        env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
+    )
+
+
+def _hint(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _section(data: Mapping[str, Any], name: str, source: Path) -> object:
+    cls = _SECTIONS[name]
+    table = dict(data.get(name, {}))
+    specs = {f.name.rstrip("_"): f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in specs:
+            raise ConfigError(
+                f"unknown key '{key}' in [{name}] in {source}{_hint(key, list(specs))}"
+            )
+        spec = specs[key]
+        values[spec.name] = _check_type(value, spec.type, f"[{name}] key '{key}' in {source}")
+    missing = [
+        key
+        for key, spec in specs.items()
+        if spec.name not in values and spec.default is spec.default_factory  # both MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing key '{missing[0]}' in [{name}] in {source}")
+    return cls(**values)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    text = str(annotation)
+    if text.startswith("Literal") or text == "UnknownPolicy":
+        allowed = get_args(UnknownPolicy)
+        if value not in allowed:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, allowed))}")
+        return value
+    expected: tuple[type, ...]
+    if text in ("int",):
+        expected = (int,)
+    elif text in ("float",):
+        expected = (int, float)
+    elif text in ("str", "Path") or text == "str | None":
+        expected = (str,)
+    else:  # pragma: no cover - a new field type must be taught here
+        raise AssertionError(f"unhandled config type {text}")
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {text.replace(' | None', '')}, got {value!r}")
+    if isinstance(value, int | float) and value <= 0:
+        raise ConfigError(f"{where}: must be greater than zero, got {value!r}")
+    if text == "Path":
+        return Path(str(value))
+    return float(value) if text == "float" else value
+
+
+def _adapter(data: Mapping[str, Any], name: str, source: Path) -> AdapterConfig:
+    table = dict(data[name])
+    kind = table.pop("kind", None)
+    if not isinstance(kind, str):
+        raise ConfigError(f"[{name}] in {source} needs a 'kind' key")
+    for key, value in list(table.items()):
+        if key == "path" or key.endswith("_path"):
+            if not isinstance(value, str):
+                raise ConfigError(f"[{name}] key '{key}' in {source}: expected a path string")
+            table[key] = _resolve_path(Path(value), source.parent)
+    return AdapterConfig(section=name, kind=kind, options=MappingProxyType(table), source=source)
+
+
+def _resolve_path(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """Make a relative ``sqlite:///file.db`` URL relative to the config's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("/"):
+            return prefix + str((base / rest).resolve())
+    return url

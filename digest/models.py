@@ -1,0 +1,157 @@
+"""The digest's tables: comparisons, editions, the delivery ledger, feed state, leases.
+
+Times are stored timezone-aware (UTC). JSON columns hold the tool and review lists
+exactly as validated from the feed (plain text, never markup).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from subscribers.models import Subscriber  # noqa: F401  (same metadata, FK target)
+from subscribers.sqltypes import UTCDateTime, utcnow  # noqa: F401
+
+
+def _ts(nullable: bool = False, **kw: Any) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, **kw))
+
+
+class Comparison(SQLModel, table=True):
+    __tablename__ = "comparison"
+    __table_args__ = (Index("ix_comparison_published_at", "published_at"),)
+
+    id: str = Field(sa_column=Column(String(120), primary_key=True))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    title: str = Field(sa_column=Column(String(300), nullable=False))
+    question: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    category: str = Field(sa_column=Column(String(200), nullable=False))
+    published_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    tools: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    reviews: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    first_seen_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+
+
+class EditionStatus(StrEnum):
+    composed = "composed"  # comparisons chosen, nothing planned yet
+    sending = "sending"  # ledger planned; rows pending
+    sent = "sent"  # no row pending
+    cancelled = "cancelled"
+
+
+class Edition(SQLModel, table=True):
+    __tablename__ = "edition"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # ISO week in the site's time zone, e.g. "2026-W48"; unique: composing twice
+    # gives the same edition, two schedulers cannot make two.
+    key: str = Field(sa_column=Column(String(10), unique=True, nullable=False))
+    status: EditionStatus = Field(
+        default=EditionStatus.composed, sa_column=Column(String(20), nullable=False)
+    )
+    cutoff: datetime = _ts()  # comparisons published up to this instant are eligible
+    composed_at: datetime = _ts()
+    planned_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    planned_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+
+
+class EditionComparison(SQLModel, table=True):
+    """Which comparisons an edition holds, in display order."""
+
+    __tablename__ = "edition_comparison"
+
+    edition_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("edition.id", ondelete="CASCADE"), primary_key=True)
+    )
+    comparison_id: str = Field(
+        sa_column=Column(String(120), ForeignKey("comparison.id"), primary_key=True)
+    )
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class DeliveryState(StrEnum):
+    """A delivery row's life: queued → sending → sent | failed | skipped.
+
+    ``unknown``: a row found in ``sending`` by a later run (the process died between
+    the network call and recording its answer, or the connection dropped mid-DATA);
+    resolved by ``[send] unknown_policy``, never silently.
+    """
+
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    bounced = "bounced"
+    skipped = "skipped"
+    unknown = "unknown"
+
+
+PENDING_STATES = (DeliveryState.queued, DeliveryState.sending, DeliveryState.unknown)
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+        Index("ix_delivery_edition_state", "edition_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("edition.id", ondelete="CASCADE"), nullable=False)
+    )
+    subscriber_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("subscriber.id"), nullable=False)
+    )
+    state: DeliveryState = Field(
+        default=DeliveryState.queued, sa_column=Column(String(10), nullable=False)
+    )
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    transport: str = Field(default="", sa_column=Column(String(40), nullable=False, default=""))
+    provider_id: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    updated_at: datetime = _ts()
+
+
+class FeedState(SQLModel, table=True):
+    """What a feed remembers between polls (conditional GET validators, health)."""
+
+    __tablename__ = "feed_state"
+
+    feed: str = Field(sa_column=Column(String(500), primary_key=True))
+    etag: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    last_modified: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    last_success_at: datetime | None = _ts(nullable=True)
+    last_attempt_at: datetime | None = _ts(nullable=True)
+    consecutive_failures: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, default=0)
+    )
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Lease(SQLModel, table=True):
+    """A named lease: one live holder at a time, taken over only after it expires."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(sa_column=Column(String(200), primary_key=True))
+    owner: str = Field(sa_column=Column(String(200), nullable=False))
+    expires_at: datetime = _ts()
+
+
+class InstanceSecret(SQLModel, table=True):
+    """A generated signing key, used only when ``DIGEST_SECRET_KEY`` is not set."""
+
+    __tablename__ = "instance_secret"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True))
+    value: str = Field(sa_column=Column(String(200), nullable=False))
+    created_at: datetime = _ts()

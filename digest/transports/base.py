@@ -1,0 +1,71 @@
+"""The transport protocol: what the delivery ledger hands a transport and gets back.
+
+A transport never raises for a per-message outcome: every message in a batch gets a
+:class:`SendResult`. It raises :class:`~digest.errors.TransportUnavailable` only when
+it cannot work at all (server unreachable, authentication refused), and then the
+ledger leaves the batch's rows to the crash policy (they were marked ``sending``).
+
+``concurrency`` × ``max_batch`` bounds how many messages are in flight at once, and
+so how many duplicates a crash can cause: the ledger marks a batch ``sending`` and
+commits before calling :meth:`Transport.send_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar, Protocol
+
+
+class Outcome(StrEnum):
+    sent = "sent"  # accepted by the server (SMTP 250) / written (outbox)
+    queued = "queued"  # accepted by a provider API for later delivery
+    rejected = "rejected"  # permanent refusal of this recipient or message (5xx)
+    failed = "failed"  # permanent failure not specific to the recipient
+    deferred = "deferred"  # temporary (4xx, throttling, timeout before DATA): retry later
+    unknown = "unknown"  # may or may not have been delivered (connection lost mid-DATA)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    delivery_id: int
+    sender: str  # envelope MAIL FROM: a bare address
+    recipient: str  # envelope RCPT TO: a bare, normalized address
+    message_id: str  # the Message-ID header value, with angle brackets
+    data: bytes  # the complete RFC 5322 message, CRLF line endings
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    delivery_id: int
+    outcome: Outcome
+    provider_id: str = ""  # server queue id / provider message id, when given
+    detail: str = ""  # the server's or provider's own words
+    retry_after: float | None = None  # seconds, for ``deferred``
+
+
+class Transport(Protocol):
+    """A way out for messages. Built from ``[transport]`` by the registry."""
+
+    kind: ClassVar[str]
+
+    @property
+    def concurrency(self) -> int:
+        """How many batches may be in flight at once (e.g. SMTP connections)."""
+        ...
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch :meth:`send_batch` accepts."""
+        ...
+
+    async def open(self) -> None:
+        """Prepare (connect, create folders). Raises ``TransportUnavailable``."""
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send; one result per message, in order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""

@@ -1,0 +1,38 @@
+"""Alembic environment: the engine is handed in by ``digest.db.upgrade``.
+
+Run from the command line with ``alembic -x url=sqlite:///digest.db upgrade head``
+if ever needed; ``digest init`` is the normal way.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlmodel import SQLModel
+
+import digest.models  # noqa: F401  (registers every table on SQLModel.metadata)
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def run_migrations() -> None:
+    engine = config.attributes.get("engine")
+    if engine is None:
+        url = context.get_x_argument(as_dictionary=True).get("url")
+        if not url:
+            raise SystemExit("pass -x url=DATABASE_URL or use 'digest init'")
+        engine = create_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+run_migrations()

@@ -1,0 +1,127 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), config files.
+
+PostgreSQL tests use ``DIGEST_TEST_PG_URL`` (default: the local server on
+127.0.0.1:5432, user postgres, database test) and skip with a reason when no server
+answers. Each test gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from digest.db import make_engine, upgrade
+
+PG_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_FEED = REPO / "examples" / "feed.json"
+
+
+def _pg_reachable() -> str | None:
+    try:
+        eng = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with eng.connect() as conn:
+            conn.execute(text("select 1"))
+        eng.dispose()
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+_PG_SKIP: str | bool | None = False  # False = not checked yet
+
+
+def pg_skip_reason() -> str | None:
+    global _PG_SKIP
+    if _PG_SKIP is False:
+        _PG_SKIP = _pg_reachable()
+    return _PG_SKIP  # type: ignore[return-value]
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+    reason = pg_skip_reason()
+    if reason:
+        if os.environ.get("CI") == "true" and os.environ.get("DIGEST_REQUIRE_PG") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for each backend: a fresh SQLite file, or a fresh PG schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'digest.db'}"
+    url: str = request.getfixturevalue("pg_schema_url")
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a migrated, empty database (both backends)."""
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = make_engine(f"sqlite:///{tmp_path / 'digest.db'}")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
+    """Write a config.toml into ``directory``: the defaults below, updated per section."""
+    base: dict[str, dict[str, Any]] = {
+        "site": {
+            "name": "Test Weekly",
+            "base_url": "https://digest.test.example",
+            "postal_address": "1 Test Street, 10115 Berlin",
+            "timezone": "Europe/Berlin",
+        },
+        "database": {"url": "sqlite:///digest.db"},
+        "feed": {"kind": "files", "path": str(SAMPLE_FEED)},
+        "email": {"from": "Test Weekly <digest@test.example>"},
+        "transport": {"kind": "outbox", "path": "outbox"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, table in base.items():
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml(value)}")
+        lines.append("")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
