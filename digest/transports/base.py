@@ -34,6 +34,7 @@ class OutgoingMessage:
     recipient: str  # envelope RCPT TO: a bare, normalized address
     message_id: str  # the Message-ID header value, with angle brackets
     data: bytes  # the complete RFC 5322 message, CRLF line endings
+    tag: str = ""  # the edition key, e.g. "2026-W48" (outbox folder, provider tag)
 
 
 @dataclass(frozen=True, slots=True)
