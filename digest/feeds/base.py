@@ -25,7 +25,8 @@ class FeedEntry:
         """How to name this entry in a message: its ``id`` when it has a usable one."""
         ident = self.raw.get("id") if isinstance(self.raw, Mapping) else None
         if isinstance(ident, str) and ident:
-            return f"'{ident[:120]}'"
+            printable = "".join(c if c.isprintable() else "?" for c in ident[:120])
+            return f"'{printable}'"
         return f"#{self.position + 1} in {self.source}"
 
 

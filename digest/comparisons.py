@@ -1,0 +1,335 @@
+"""Feed entries → stored :class:`~digest.models.Comparison` rows.
+
+:func:`validate` checks one entry against ``$defs/comparison`` of the packaged v1
+schema, then what JSON Schema leaves out: real RFC 3339 timestamps with an offset,
+absolute http(s) URLs, tool keys unique within a comparison, and each review naming
+one of the comparison's tools. It returns cleaned plain text (rules below) and
+never HTML-escapes: escaping belongs to rendering.
+
+Text cleaning (every string is plain text, shown as written):
+
+- one-line fields (title, question, category; tool name, vendor, category, tagline;
+  review lens, reviewer): each run of control or line-break characters becomes one
+  space, ends are trimmed — a title can never become two header lines;
+- multi-line fields (tool description, review quote): CR LF / CR become LF, TAB a
+  space, other control characters are dropped;
+- lone surrogates (possible through ``\\ud800`` escapes, refused by UTF-8 encoders
+  and so by PostgreSQL) become U+FFFD in text; URLs holding one are refused;
+- a category is cut to 200 characters (its column's size; the schema sets no limit).
+
+Stored shapes: every tool dict holds ``key, name, vendor, category, tagline,
+description, url, pricing, panel_ship_pct, community_pct`` (absent strings are ""),
+every review dict ``tool, lens, reviewer, verdict, quote``; unknown keys are dropped.
+
+:func:`ingest` upserts by id: new → insert; a later ``updated_at`` → update in place;
+same or older → unchanged. A bad entry is reported and never overwrites a good row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.exceptions import best_match
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from digest.errors import InvalidComparison
+from digest.feeds.base import FeedEntry, IsKnown
+from digest.feeds.document import parse_timestamp
+from digest.models import Comparison
+
+CATEGORY_MAX = 200  # comparison.category is VARCHAR(200); the schema sets no limit
+_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
+
+# C0, DEL, C1 controls and the Unicode line/paragraph separators, which str.splitlines()
+# and so some header and template code treat as line breaks.
+_LINE_BREAKING = re.compile(r" *[\x00-\x1f\x7f-\x9f\u2028\u2029]+ *")
+_NEWLINES = re.compile(r"\r\n?|[\x85\u2028\u2029]")
+_DROPPED = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# The schema's id/key patterns again, matched whole: jsonschema uses re.search, where
+# "$" also matches before a final newline, so "slug\n" would pass the schema.
+_ID = re.compile(r"[a-z0-9-]{1,120}")
+_KEY = re.compile(r"[a-z0-9-]{1,80}")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidComparison:
+    """One comparison that passed :func:`validate`: cleaned text, aware UTC datetimes."""
+
+    id: str
+    url: str
+    title: str
+    question: str
+    category: str
+    published_at: datetime
+    updated_at: datetime
+    tools: list[dict[str, Any]]
+    reviews: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class IngestReport:
+    new: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    invalid: list[InvalidComparison] = field(default_factory=list)
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    text = files("digest").joinpath("schema", "feed-v1.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    # Validate one comparison at a time against $defs/comparison, keeping the $defs
+    # its $refs point into.
+    return Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/comparison"})
+
+
+def validate(entry: FeedEntry) -> ValidComparison:
+    """Check one entry against the contract and return it cleaned.
+
+    Raises :class:`InvalidComparison` with ``entry.where`` and the JSON path of the
+    offending field (``$`` for the comparison itself), e.g. ``tools[1].pricing``.
+    """
+    raw = entry.raw
+    error = best_match(_validator().iter_errors(raw))
+    if error is not None:
+        raise InvalidComparison(entry.where, *_describe(error))
+    published = _timestamp(entry, "published_at")
+    updated = _timestamp(entry, "updated_at") if "updated_at" in raw else published
+    _check_urls(entry)
+    _check_keys(entry)
+    category = clean_line(raw["category"])[:CATEGORY_MAX]
+    return ValidComparison(
+        id=raw["id"],
+        url=raw["url"],
+        title=clean_line(raw["title"]),
+        question=clean_line(raw.get("question", "")),
+        category=category,
+        published_at=published,
+        updated_at=updated,
+        tools=[_tool(t, category) for t in raw["tools"]],
+        reviews=[_review(r) for r in raw.get("reviews", [])],
+    )
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    path = list(error.absolute_path)
+    reason = error.message
+    shown = repr(error.instance)
+    if len(shown) > 60 and reason.startswith(shown):  # "'xxx…' is too long", etc.
+        reason = f"{shown[:40]}...{shown[-1]}{reason[len(shown) :]}"
+    if error.validator == "required" and isinstance(error.instance, Mapping):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        if missing:
+            path.append(missing[0])
+            reason = "is required"
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return json_path(path), reason
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    """``["tools", 1, "pricing"]`` → ``tools[1].pricing``; empty → ``$``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "$"
+
+
+def _timestamp(entry: FeedEntry, name: str) -> datetime:
+    try:
+        return parse_timestamp(entry.raw[name])
+    except ValueError as exc:
+        raise InvalidComparison(entry.where, name, str(exc)) from None
+
+
+def _check_urls(entry: FeedEntry) -> None:
+    raw = entry.raw
+    places = [("url", raw["url"])]
+    places += [(f"tools[{i}].url", t["url"]) for i, t in enumerate(raw["tools"]) if "url" in t]
+    for where, url in places:
+        if not is_clean_url(url):
+            raise InvalidComparison(
+                entry.where, where, f"{url[:80]!r} is not an absolute http(s) URL"
+            )
+
+
+def _check_keys(entry: FeedEntry) -> None:
+    if not _ID.fullmatch(entry.raw["id"]):
+        raise InvalidComparison(entry.where, "id", "must match ^[a-z0-9-]{1,120}$")
+    keys: dict[str, int] = {}
+    for i, tool in enumerate(entry.raw["tools"]):
+        if not _KEY.fullmatch(tool["key"]):
+            raise InvalidComparison(entry.where, f"tools[{i}].key", "must match ^[a-z0-9-]{1,80}$")
+        if tool["key"] in keys:
+            reason = f"duplicate tool key {tool['key']!r} (also tools[{keys[tool['key']]}])"
+            raise InvalidComparison(entry.where, f"tools[{i}].key", reason)
+        keys[tool["key"]] = i
+    for i, review in enumerate(entry.raw.get("reviews", [])):
+        if review["tool"] not in keys:
+            known = ", ".join(keys)
+            reason = f"{review['tool'][:80]!r} is not a key of this comparison's tools ({known})"
+            raise InvalidComparison(entry.where, f"reviews[{i}].tool", reason)
+
+
+def _tool(tool: Mapping[str, Any], category: str) -> dict[str, Any]:
+    return {
+        "key": tool["key"],
+        "name": clean_line(tool["name"]),
+        "vendor": clean_line(tool.get("vendor", "")),
+        "category": clean_line(tool.get("category", "")) or category,
+        "tagline": clean_line(tool.get("tagline", "")),
+        "description": clean_paragraph(tool.get("description", "")),
+        "url": tool.get("url", ""),
+        "pricing": tool["pricing"],
+        "panel_ship_pct": tool["panel_ship_pct"],
+        "community_pct": tool["community_pct"],
+    }
+
+
+def _review(review: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "tool": review["tool"],
+        "lens": clean_line(review["lens"]),
+        "reviewer": clean_line(review.get("reviewer", "")),
+        "verdict": review["verdict"],
+        "quote": clean_paragraph(review["quote"]),
+    }
+
+
+def ingest(session: Session, entries: Iterable[FeedEntry], *, now: datetime) -> IngestReport:
+    """Validate ``entries`` and upsert the good ones by id (flushed, not committed).
+
+    The same id twice in one batch: the newest ``updated_at`` wins (the first seen on a
+    tie). Never raises :class:`InvalidComparison`: bad entries land in ``invalid``.
+    """
+    report = IngestReport()
+    newest: dict[str, ValidComparison] = {}
+    for entry in entries:
+        try:
+            valid = validate(entry)
+        except InvalidComparison as exc:
+            report.invalid.append(exc)
+            continue
+        kept = newest.get(valid.id)
+        if kept is None or valid.updated_at > kept.updated_at:
+            newest[valid.id] = valid
+    stored = {row.id: row for row in _load(session, list(newest))}
+    seen: list[str] = []
+    for valid in newest.values():
+        row = stored.get(valid.id)
+        if row is None:
+            session.add(_new_row(valid, now))
+            report.new.append(valid.id)
+        elif valid.updated_at > row.updated_at:
+            _apply(row, valid, now)
+            report.updated.append(valid.id)
+        else:
+            seen.append(valid.id)
+    report.unchanged = len(seen)
+    _touch(session, seen, now)
+    session.flush()
+    return report
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _load(session: Session, ids: list[str]) -> Iterator[Comparison]:
+    for chunk in _chunks(ids):
+        yield from session.exec(select(Comparison).where(col(Comparison.id).in_(chunk)))
+
+
+def _touch(session: Session, ids: list[str], now: datetime) -> None:
+    """Record that unchanged comparisons are still in the feed: one UPDATE per chunk."""
+    for chunk in _chunks(ids):
+        session.execute(
+            update(Comparison).where(col(Comparison.id).in_(chunk)).values(last_seen_at=now)
+        )
+
+
+def _new_row(valid: ValidComparison, now: datetime) -> Comparison:
+    return Comparison(
+        id=valid.id,
+        url=valid.url,
+        title=valid.title,
+        question=valid.question,
+        category=valid.category,
+        published_at=valid.published_at,
+        updated_at=valid.updated_at,
+        tools=valid.tools,
+        reviews=valid.reviews,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+
+
+def _apply(row: Comparison, valid: ValidComparison, now: datetime) -> None:
+    row.url = valid.url
+    row.title = valid.title
+    row.question = valid.question
+    row.category = valid.category
+    row.published_at = valid.published_at
+    row.updated_at = valid.updated_at
+    row.tools = valid.tools
+    row.reviews = valid.reviews
+    row.last_seen_at = now
+
+
+def known_checker(session: Session) -> IsKnown:
+    """An :data:`IsKnown` backed by ``session``: stored and not updated since.
+
+    ``updated_at`` None means "same as published_at", so never newer; an unreadable
+    ``updated_at`` counts as not known (the entry is then read and reported).
+    """
+
+    def is_known(comparison_id: str, updated_at: str | None, /) -> bool:
+        stored = session.exec(
+            select(Comparison.updated_at).where(Comparison.id == comparison_id)
+        ).first()
+        if stored is None:
+            return False
+        if updated_at is None:
+            return True
+        try:
+            return parse_timestamp(updated_at) <= stored
+        except ValueError:
+            return False
+
+    return is_known
+
+
+def clean_line(text: str) -> str:
+    """One-line plain text: each run of control characters (with the spaces around
+    it) becomes one space; lone surrogates become U+FFFD; outer spaces are trimmed."""
+    return _LINE_BREAKING.sub(" ", _SURROGATES.sub("\ufffd", text)).strip(" ")
+
+
+def clean_paragraph(text: str) -> str:
+    """Multi-line plain text: line breaks become LF, TAB a space, other control
+    characters are dropped; lone surrogates become U+FFFD."""
+    text = _NEWLINES.sub("\n", _SURROGATES.sub("\ufffd", text))
+    return _DROPPED.sub("", text.replace("\t", " "))
+
+
+def is_clean_url(url: str) -> bool:
+    """True for an absolute http(s) URL with a host and no spaces or control characters."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
