@@ -1,0 +1,118 @@
+"""Render one edition: Jinja2 → MJML → HTML, the plain-text part and the subject.
+
+Runs once per edition (and segment), never per subscriber. Per-subscriber values
+are left as :class:`~digest.render.base.Slot` pieces:
+
+1. each slot name in :data:`SLOT_NAMES` is bound to a one-off marker
+   ``%%<nonce>:<name>%%`` with a fresh ``secrets.token_hex`` nonce per call, so no
+   feed text can forge one (it cannot know the nonce);
+2. the templates place ``{{ unsubscribe_url }}`` etc. where the values go; the
+   markers hold no character that HTML escaping or MJML would change;
+3. after compiling, HTML and text are split at the markers. Every slot must appear
+   in both parts (the footer carries both links) and no damaged marker may remain.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from digest.errors import DigestTooLarge, RenderError
+from digest.models import Comparison
+from digest.render.base import SLOT_NAMES, Piece, RenderedDigest, Slot, fill
+from digest.render.mjml import compile_mjml
+from digest.render.templates import TemplateSet
+from digest.render.view import edition_view, shorten, site_view
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+SUBJECT_TEMPLATE = "subject.txt.j2"
+SUBJECT_LIMIT = 150
+# What a real per-subscriber URL costs in bytes, for the size check (~120 chars).
+TYPICAL_SLOT_VALUE = "https://digest.example.com/u/" + "x" * 91
+
+
+def render_digest(
+    templates: TemplateSet,
+    *,
+    site_name: str,
+    base_url: str,
+    postal_address: str,
+    edition_key: str,
+    comparisons: Sequence[Comparison],
+    max_html_bytes: int,
+) -> RenderedDigest:
+    """Render the edition ``edition_key`` (ISO week, e.g. ``2026-W48``).
+
+    ``comparisons`` are shown in the order given. Returns subject, HTML and text
+    with :class:`Slot` pieces for the names in :data:`SLOT_NAMES`.
+
+    Raises :class:`RenderError` (template missing or broken, MJML refused, a slot
+    missing from a part, a bad edition key) and :class:`DigestTooLarge` when the
+    HTML with typical slot values exceeds ``max_html_bytes`` (UTF-8 bytes).
+    """
+    site = site_view(name=site_name, base_url=base_url, postal_address=postal_address)
+    edition = edition_view(site, edition_key, comparisons)
+    context: dict[str, Any] = {"site": site, "edition": edition}
+    subject = clean_subject(templates.render(SUBJECT_TEMPLATE, context))
+
+    nonce = secrets.token_hex(16)
+    markers = {name: f"%%{nonce}:{name}%%" for name in SLOT_NAMES}
+    context.update(markers)
+    html = compile_mjml(templates.render(HTML_TEMPLATE, context))
+    text = templates.render(TEXT_TEMPLATE, context)
+
+    digest = RenderedDigest(
+        subject=subject,
+        html=split_slots(html, nonce, template=HTML_TEMPLATE),
+        text=split_slots(text, nonce, template=TEXT_TEMPLATE),
+    )
+    size = html_size(digest.html)
+    if size > max_html_bytes:
+        raise DigestTooLarge(size, max_html_bytes)
+    return digest
+
+
+def html_size(pieces: tuple[Piece, ...]) -> int:
+    """UTF-8 size of the HTML with every slot filled by a typical ~120-char URL."""
+    values = dict.fromkeys(SLOT_NAMES, TYPICAL_SLOT_VALUE)
+    return len(fill(pieces, values, escape_html=True).encode("utf-8"))
+
+
+def split_slots(rendered: str, nonce: str, *, template: str) -> tuple[Piece, ...]:
+    """Split ``rendered`` at this render's markers into text and :class:`Slot` pieces.
+
+    Raises :class:`RenderError` when a slot never appears, or a marker was damaged
+    (e.g. by a filter applied to it in the template).
+    """
+    names = "|".join(re.escape(n) for n in SLOT_NAMES)
+    parts = re.split(rf"%%{re.escape(nonce)}:({names})%%", rendered)
+    pieces: list[Piece] = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            pieces.append(Slot(part))
+        elif part:
+            if nonce in part:
+                raise RenderError(
+                    f"template '{template}': a personal link was altered (keep "
+                    "{{ unsubscribe_url }} / {{ preferences_url }} unfiltered)"
+                )
+            pieces.append(part)
+    missing = [n for n in SLOT_NAMES if Slot(n) not in pieces]
+    if missing:
+        wanted = ", ".join("{{ %s }}" % n for n in missing)  # noqa: UP031
+        raise RenderError(f"template '{template}' must place {wanted} (the footer links)")
+    return tuple(pieces)
+
+
+# Every C0/C1 control character (Cc), whitespace and the Unicode line separators.
+_CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean_subject(raw: str) -> str:
+    """One line: runs of whitespace and control characters become one space, then
+    the text is cut to :data:`SUBJECT_LIMIT` characters at a word boundary with
+    ``…``. No CR or LF can survive (header injection, RFC 5322 folding)."""
+    return shorten(_CONTROL_OR_SPACE.sub(" ", raw), SUBJECT_LIMIT)
