@@ -1,0 +1,300 @@
+"""SMTP submission with aiosmtplib: a small pool of reused connections.
+
+Each connection carries one transaction at a time and ``max_batch`` is 1, so a
+crash can leave at most ``connections`` messages in doubt. Every phase's answer is
+classified (RFC 5321 4.2.1: 2xx done, 4xx transient, 5xx permanent):
+
+=========================================  ==========================================
+MAIL / RCPT / DATA answered 4xx             ``deferred`` (server's words in ``detail``)
+MAIL answered 5xx                           ``failed`` (the sender or session, not the
+                                            recipient, is refused)
+RCPT or DATA answered 5xx                   ``rejected``
+connect / disconnect / timeout before DATA  ``deferred``: definitely not delivered
+disconnect / timeout after DATA was sent    ``unknown``: the server may have queued it
+DATA answered 250                           ``sent``; ``provider_id`` = the queue id
+=========================================  ==========================================
+
+After a refusal the session is still healthy: it is RSET (RFC 5321 4.1.1.5) and
+kept; if RSET fails, or on 421 (RFC 5321 3.8: the server is closing), or on any
+connection error, the connection is dropped and the next send reconnects.
+``aiosmtplib`` is imported here and nowhere else; its exceptions stop at this seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from aiosmtplib import (
+    SMTP,
+    SMTPAuthenticationError,
+    SMTPException,
+    SMTPResponse,
+    SMTPResponseException,
+)
+
+from digest.errors import TransportUnavailable
+from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.pacing import TokenBucket
+
+SECURITY = ("none", "starttls", "tls")
+# Connection-level failures: aiosmtplib's own, plus socket and TLS errors (OSError).
+_CONNECTION_ERRORS = (SMTPException, OSError, TimeoutError)
+_QUEUE_ID = (re.compile(r"queued as\s+([\w.@<>-]+)", re.I), re.compile(r"\bid=([\w.@-]+)"))
+
+
+class _Connection:
+    """One pool slot: at most one open session, used by one send at a time."""
+
+    __slots__ = ("client", "used")
+
+    def __init__(self) -> None:
+        self.client: SMTP | None = None
+        self.used = 0
+
+
+class SmtpTransport:
+    kind: ClassVar[str] = "smtp"
+    secret_env: ClassVar[Mapping[str, str]] = {"password": "DIGEST_SMTP_PASSWORD"}
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 25,
+        security: str = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        connections: int = 4,
+        rate_per_second: float = 0,
+        timeout: float = 30,
+        local_hostname: str | None = None,
+        validate_certs: bool = True,
+        max_messages_per_connection: int = 1000,
+        ca_path: Path | str | None = None,
+    ) -> None:
+        """Validate the ``[transport]`` keywords; ``ValueError`` names the bad key."""
+        _check_str("host", host)
+        _check_int("port", port, 1, 65535)
+        if security not in SECURITY:
+            raise ValueError(f"key 'security': must be one of {SECURITY}, got {security!r}")
+        _check_int("connections", connections, 1, 100)
+        _check_number("rate_per_second", rate_per_second, allow_zero=True)
+        _check_number("timeout", timeout, allow_zero=False)
+        _check_int("max_messages_per_connection", max_messages_per_connection, 1, 10**9)
+        if local_hostname is not None:
+            _check_str("local_hostname", local_hostname)
+        if not isinstance(validate_certs, bool):
+            raise ValueError(
+                f"key 'validate_certs': expected true or false, got {validate_certs!r}"
+            )
+        _check_auth(host, security, username, password)
+        self.host, self.port, self.security = host, port, security
+        self.username, self._password = username, password
+        self.timeout = float(timeout)
+        self.local_hostname = local_hostname
+        self.validate_certs = validate_certs
+        self.max_messages_per_connection = max_messages_per_connection
+        self.ca_path = None if ca_path is None else str(ca_path)
+        self.bucket = TokenBucket(rate_per_second)
+        self.sessions = 0  # sessions opened so far (connection reuse is visible in tests)
+        self._slots = [_Connection() for _ in range(connections)]
+        self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
+        for slot in self._slots:
+            self._pool.put_nowait(slot)
+
+    @property
+    def concurrency(self) -> int:
+        return len(self._slots)
+
+    @property
+    def max_batch(self) -> int:
+        return 1
+
+    async def open(self) -> None:
+        """Connect (and authenticate) once to fail fast; keeps the session for reuse.
+
+        Raises ``TransportUnavailable`` naming host:port and what to check.
+        """
+        slot = await self._pool.get()
+        try:
+            await self._connect(slot)
+        except SMTPAuthenticationError as exc:
+            raise TransportUnavailable(
+                f"SMTP server {self.host}:{self.port} refused authentication as "
+                f"{self.username!r} ({exc.code} {exc.message}): check [transport] "
+                "username and the DIGEST_SMTP_PASSWORD environment variable"
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise TransportUnavailable(
+                f"cannot use SMTP server {self.host}:{self.port} ({_describe(exc)}): check "
+                f"[transport] host, port and security (now {self.security!r}), that the "
+                "server is reachable from here, and its TLS certificate"
+            ) from exc
+        finally:
+            self._pool.put_nowait(slot)
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send each message on one pooled connection; never raises per message."""
+        if len(messages) > self.max_batch:
+            raise ValueError(f"batch of {len(messages)} is over max_batch={self.max_batch}")
+        slot = await self._pool.get()
+        try:
+            results = []
+            for message in messages:
+                await self.bucket.acquire()
+                results.append(await self._send_one(slot, message))
+            return results
+        except BaseException:  # cancelled mid-command: the session state is unknown
+            await self._drop(slot)
+            raise
+        finally:
+            self._pool.put_nowait(slot)
+
+    async def close(self) -> None:
+        """QUIT every open session; safe to call twice."""
+        await asyncio.gather(*(self._quit(slot) for slot in self._slots))
+
+    async def _send_one(self, slot: _Connection, message: OutgoingMessage) -> SendResult:
+        if slot.client is None or not slot.client.is_connected:
+            try:
+                await self._connect(slot)
+            except _CONNECTION_ERRORS as exc:
+                detail = f"connect to {self.host}:{self.port}: {_describe(exc)}"
+                return SendResult(message.delivery_id, Outcome.deferred, detail=detail)
+        assert slot.client is not None
+        phase = "MAIL"
+        try:
+            await slot.client.mail(message.sender)
+            phase = "RCPT"
+            await slot.client.rcpt(message.recipient)
+            phase = "DATA"
+            response = await slot.client.data(message.data)
+        except SMTPResponseException as exc:
+            return await self._refused(slot, message, phase, exc)
+        except _CONNECTION_ERRORS as exc:
+            await self._drop(slot)
+            # Once DATA went out the server may have the message: never claim either way.
+            outcome = Outcome.unknown if phase == "DATA" else Outcome.deferred
+            detail = f"{phase}: {_describe(exc)}"
+            return SendResult(message.delivery_id, outcome, detail=detail)
+        slot.used += 1
+        if slot.used >= self.max_messages_per_connection:
+            await self._quit(slot)
+        return _sent(message, response)
+
+    async def _refused(
+        self, slot: _Connection, message: OutgoingMessage, phase: str, exc: SMTPResponseException
+    ) -> SendResult:
+        detail = f"{phase}: {exc.code} {exc.message}"
+        if exc.code == 421 or not await self._reset(slot):
+            await self._drop(slot)
+        if 400 <= exc.code < 500:
+            outcome = Outcome.deferred
+        elif 500 <= exc.code < 600:
+            outcome = Outcome.failed if phase == "MAIL" else Outcome.rejected
+        else:  # not an SMTP answer we understand
+            outcome = Outcome.unknown if phase == "DATA" else Outcome.deferred
+        return SendResult(message.delivery_id, outcome, detail=detail)
+
+    async def _connect(self, slot: _Connection) -> None:
+        await self._drop(slot)
+        client = SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.local_hostname,
+            timeout=self.timeout,
+            use_tls=self.security == "tls",
+            start_tls=self.security == "starttls",  # False: no opportunistic upgrade
+            validate_certs=self.validate_certs,
+            cert_bundle=self.ca_path,
+        )
+        try:
+            await client.connect()
+            if self.username is not None and self._password is not None:
+                await client.login(self.username, self._password)
+        except BaseException:
+            client.close()
+            raise
+        slot.client, slot.used = client, 0
+        self.sessions += 1
+
+    async def _reset(self, slot: _Connection) -> bool:
+        if slot.client is None or not slot.client.is_connected:
+            return False
+        try:
+            await slot.client.rset()
+        except _CONNECTION_ERRORS:
+            return False
+        return True
+
+    async def _quit(self, slot: _Connection) -> None:
+        client, slot.client = slot.client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except _CONNECTION_ERRORS:
+                client.close()
+
+    async def _drop(self, slot: _Connection) -> None:
+        client, slot.client = slot.client, None
+        if client is not None:
+            client.close()
+
+
+def _sent(message: OutgoingMessage, response: SMTPResponse) -> SendResult:
+    text = response.message
+    queue_id = next((m.group(1) for p in _QUEUE_ID if (m := p.search(text))), "")
+    return SendResult(
+        message.delivery_id, Outcome.sent, provider_id=queue_id, detail=f"{response.code} {text}"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_auth(host: str, security: str, username: str | None, password: str | None) -> None:
+    """AUTH needs both; a password without a username is ignored (no AUTH is attempted)."""
+    if username is not None:
+        _check_str("username", username)
+        if not password:
+            raise ValueError("key 'username' is set: set DIGEST_SMTP_PASSWORD as well")
+        if security == "none" and not _is_loopback(host):
+            raise ValueError(
+                "key 'security': 'none' would send the password in clear text to "
+                f"{host}; use 'starttls' or 'tls' (AUTH without TLS only on loopback)"
+            )
+
+
+def _check_str(key: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
+
+
+def _check_int(key: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(
+            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
+        )
+
+
+def _check_number(key: str, value: object, *, allow_zero: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
