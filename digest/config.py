@@ -59,7 +59,8 @@ class EmailConfig:
 
 @dataclass(frozen=True)
 class EditionConfig:
-    max_comparisons: int = 10
+    max_comparisons: int = 8
+    max_age_days: int = 14
     max_html_bytes: int = 100_000
 
 

@@ -1,0 +1,262 @@
+"""The delivery ledger: one row per (edition, subscriber), moved through its states.
+
+::
+
+    queued ──mark_sending──► sending ──record──► sent | failed | skipped
+       ▲                        │                   (deferred → queued, later)
+       └── policy "resend" ── unknown ◄── found in sending by a later run,
+                                          or connection lost mid-DATA
+
+Rules (see DESIGN.md, "Deliveries are a ledger"):
+- rows are planned in bulk SQL, unique per (edition, subscriber);
+- a row is marked ``sending`` and committed *before* the network call, and its
+  answer recorded after it, so a crash leaves at most the in-flight rows in doubt;
+- suppression is re-checked in the same statement that marks a row ``sending``;
+- ``unknown`` rows are resolved by ``[send] unknown_policy``: ``resend`` (default:
+  nobody is missed; a reader may get a second copy with the same Message-ID) or
+  ``skip`` (nobody gets two; a reader may get none). Never silently.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, bindparam, case, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from digest.models import Delivery, DeliveryState, Edition, EditionStatus
+from digest.transports.base import Outcome, SendResult
+from subscribers.models import Subscriber, SubscriberStatus
+
+D = Delivery.__table__  # type: ignore[attr-defined]
+S = Subscriber.__table__  # type: ignore[attr-defined]
+E = Edition.__table__  # type: ignore[attr-defined]
+PENDING = (DeliveryState.queued.value, DeliveryState.sending.value, DeliveryState.unknown.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+
+
+def plan(conn: Connection, *, edition_id: int, now: datetime) -> int:
+    """Create a queued row for every active subscriber (once per edition); return rows."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    source = select(
+        literal(edition_id), S.c.id, literal(DeliveryState.queued.value), literal(now)
+    ).where(S.c.status == SubscriberStatus.active.value)
+    stmt = dialect.insert(D).from_select(
+        ["edition_id", "subscriber_id", "state", "updated_at"], source
+    )
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"]))
+    planned = conn.execute(
+        select(func.count()).select_from(D).where(D.c.edition_id == edition_id)
+    ).scalar_one()
+    conn.execute(
+        update(E)
+        .where(E.c.id == edition_id)
+        .values(planned_at=now, planned_count=planned, status=EditionStatus.sending.value)
+    )
+    return int(planned)
+
+
+def recover(conn: Connection, *, edition_id: int, policy: str, now: datetime) -> int:
+    """Resolve rows a dead run left in ``sending``, and ``unknown`` rows; return count.
+
+    Only call this while holding the edition's send lease: then no live process
+    can have a row in ``sending``.
+    """
+    in_doubt = (D.c.edition_id == edition_id) & D.c.state.in_(
+        [DeliveryState.sending.value, DeliveryState.unknown.value]
+    )
+    note = f"outcome unknown after an interrupted run ({now:%Y-%m-%d %H:%M:%S} UTC): "
+    values: dict[str, object]
+    if policy == "skip":
+        values = {"state": DeliveryState.skipped.value, "detail": note + "skipped by policy"}
+    else:
+        values = {
+            "state": DeliveryState.queued.value,
+            "next_attempt_at": None,
+            "detail": note + "re-queued by policy (same Message-ID)",
+        }
+    result = conn.execute(update(D).where(in_doubt).values(updated_at=now, **values))
+    return int(result.rowcount)
+
+
+def claim(
+    conn: Connection, *, edition_id: int, after_id: int, limit: int, now: datetime
+) -> list[Recipient]:
+    """Up to ``limit`` due queued rows with id > ``after_id``, in id order."""
+    stmt = (
+        select(D.c.id, S.c.id, S.c.email, S.c.name)
+        .join(S, S.c.id == D.c.subscriber_id)
+        .where(
+            D.c.edition_id == edition_id,
+            D.c.state == DeliveryState.queued.value,
+            D.c.id > after_id,
+            (D.c.next_attempt_at.is_(None)) | (D.c.next_attempt_at <= now),
+        )
+        .order_by(D.c.id)
+        .limit(limit)
+    )
+    return [Recipient(*row) for row in conn.execute(stmt)]
+
+
+def mark_sending(conn: Connection, *, ids: Sequence[int], now: datetime) -> dict[int, int]:
+    """Mark queued rows ``sending``; skip those whose reader is no longer active.
+
+    Returns ``{delivery id: attempt number}`` for the rows that may be sent now.
+    Commit before the network call.
+    """
+    inactive = select(S.c.id).where(S.c.status != SubscriberStatus.active.value)
+    conn.execute(
+        update(D)
+        .where(D.c.id.in_(ids), D.c.state == DeliveryState.queued.value)
+        .where(D.c.subscriber_id.in_(inactive))
+        .values(
+            state=DeliveryState.skipped.value,
+            detail="reader no longer active at send time (unsubscribed or suppressed)",
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        update(D)
+        .where(D.c.id.in_(ids), D.c.state == DeliveryState.queued.value)
+        .values(state=DeliveryState.sending.value, attempts=D.c.attempts + 1, updated_at=now)
+    )
+    rows = conn.execute(
+        select(D.c.id, D.c.attempts).where(
+            D.c.id.in_(ids), D.c.state == DeliveryState.sending.value
+        )
+    )
+    return {int(i): int(a) for i, a in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    backoff_seconds: float
+    unknown_policy: str
+
+    def delay(self, attempts: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never sooner than ``retry_after``."""
+        base = self.backoff_seconds * 2 ** max(attempts - 1, 0)
+        jittered: float = base * (0.5 + random.random() / 2)  # noqa: S311  (not crypto)
+        return max(retry_after or 0.0, jittered)
+
+
+def record(
+    conn: Connection,
+    *,
+    results: Sequence[SendResult],
+    attempts: dict[int, int],
+    transport: str,
+    policy: RetryPolicy,
+    now: datetime,
+) -> dict[str, int]:
+    """Store each answer on its row; return counts by resulting state."""
+    rows = [_row_for(r, attempts.get(r.delivery_id, 1), transport, policy, now) for r in results]
+    if rows:
+        stmt = (
+            update(D)
+            .where(D.c.id == bindparam("b_id"))
+            .values(
+                state=bindparam("b_state"),
+                provider_id=bindparam("b_provider_id"),
+                detail=bindparam("b_detail"),
+                next_attempt_at=bindparam("b_next"),
+                transport=bindparam("b_transport"),
+                updated_at=now,
+            )
+        )
+        conn.execute(stmt, rows)
+    tally: dict[str, int] = {}
+    for row in rows:
+        state = str(row["b_state"])
+        tally[state] = tally.get(state, 0) + 1
+    return tally
+
+
+def _row_for(
+    result: SendResult, attempts: int, transport: str, policy: RetryPolicy, now: datetime
+) -> dict[str, object]:
+    state, detail, next_at = _next_state(result, attempts, policy, now)
+    return {
+        "b_id": result.delivery_id,
+        "b_state": state,
+        "b_provider_id": result.provider_id[:200],
+        "b_detail": detail[:2000],
+        "b_next": next_at,
+        "b_transport": transport,
+    }
+
+
+def _next_state(
+    result: SendResult, attempts: int, policy: RetryPolicy, now: datetime
+) -> tuple[str, str, datetime | None]:
+    outcome = result.outcome
+    if outcome in (Outcome.sent, Outcome.queued):
+        return DeliveryState.sent.value, result.detail, None
+    if outcome in (Outcome.rejected, Outcome.failed):
+        return DeliveryState.failed.value, result.detail, None
+    if outcome is Outcome.unknown and policy.unknown_policy == "skip":
+        return (
+            DeliveryState.skipped.value,
+            f"outcome unknown, skipped by policy: {result.detail}",
+            None,
+        )
+    if attempts >= policy.max_attempts:
+        return (
+            DeliveryState.failed.value,
+            f"gave up after {attempts} attempts; last answer: {result.detail}",
+            None,
+        )
+    delay = policy.delay(attempts, result.retry_after)
+    label = "deferred" if outcome is Outcome.deferred else "outcome unknown, re-queued"
+    return DeliveryState.queued.value, f"{label}: {result.detail}", now + timedelta(seconds=delay)
+
+
+def next_due(conn: Connection, *, edition_id: int, now: datetime) -> datetime | None:
+    """When the earliest queued row becomes due: ``now`` if one is due already,
+    None when nothing is queued."""
+    stmt = select(
+        func.count(),
+        func.min(D.c.next_attempt_at),
+        func.sum(case((D.c.next_attempt_at.is_(None), 1), else_=0)),
+    ).where(D.c.edition_id == edition_id, D.c.state == DeliveryState.queued.value)
+    queued, earliest, undated = conn.execute(stmt).one()
+    if not queued:
+        return None
+    if undated or earliest is None or earliest <= now:
+        return now
+    assert isinstance(earliest, datetime)
+    return earliest
+
+
+def counts(conn: Connection, *, edition_id: int) -> dict[str, int]:
+    """Rows per state for one edition."""
+    stmt = select(D.c.state, func.count()).where(D.c.edition_id == edition_id).group_by(D.c.state)
+    return {str(state): int(n) for state, n in conn.execute(stmt)}
+
+
+def finish_if_done(conn: Connection, *, edition_id: int, now: datetime) -> bool:
+    """Mark the edition ``sent`` when no row is pending; return whether it is done."""
+    pending = conn.execute(
+        select(func.count())
+        .select_from(D)
+        .where(D.c.edition_id == edition_id, D.c.state.in_(PENDING))
+    ).scalar_one()
+    if pending:
+        return False
+    conn.execute(
+        update(E)
+        .where(E.c.id == edition_id, E.c.status != EditionStatus.sent.value)
+        .values(status=EditionStatus.sent.value, finished_at=now)
+    )
+    return True

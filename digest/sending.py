@@ -1,0 +1,282 @@
+"""Work through an edition's delivery ledger with a transport.
+
+One run holds the edition's send lease (so a second ``digest send`` or a cron run
+cannot work the same edition), plans the ledger once, resolves rows a dead run
+left in doubt, then feeds batches of due rows to ``transport.concurrency``
+workers. Each worker marks its batch ``sending`` and commits, calls the
+transport, and records the answers: at most ``concurrency × max_batch`` messages
+are ever in doubt. Deferred rows come back when due, within
+``[send] max_retry_wait_seconds``; after that the run stops and leaves them queued
+for the next run. The edition is ``sent`` only when no row is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select
+
+from digest import deliveries, leases
+from digest.deliveries import Recipient, RetryPolicy
+from digest.errors import TransportError
+from digest.models import Edition
+from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
+
+MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage]]
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    batch_size: int
+    retry: RetryPolicy
+    max_retry_wait: float
+    lease_ttl: float = 120.0
+    breaker_threshold: int = 50  # consecutive deferred/unknown answers that stop a run
+
+
+@dataclass(slots=True)
+class SendReport:
+    edition_key: str
+    planned: int = 0
+    recovered: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retried: int = 0
+    pending_at_start: int = 0  # rows still to do when this run began
+    pending: int = 0
+    finished: bool = False
+    stopped_reason: str = ""
+    error: str = ""  # set when the transport failed: the run ends with exit 1
+    started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class _Run:
+    """State shared by the producer and the workers of one send run."""
+
+    def __init__(self, report: SendReport, threshold: int) -> None:
+        self.report = report
+        self.threshold = threshold
+        self.streak = 0
+        self.stop = False
+
+    def observe(self, results: Sequence[SendResult]) -> None:
+        for result in results:
+            if result.outcome in (Outcome.sent, Outcome.queued):
+                self.streak = 0
+            elif result.outcome in (Outcome.deferred, Outcome.unknown):
+                self.streak += 1
+        if self.streak >= self.threshold and not self.stop:
+            self.stop = True
+            last = results[-1].detail if results else ""
+            self.report.error = (
+                f"the transport deferred {self.streak} messages in a row (last answer: "
+                f"{last or 'none'}); the rest stay queued: run 'digest send' again later"
+            )
+
+
+async def send_edition(
+    engine: Engine,
+    *,
+    edition: Edition,
+    transport: Transport,
+    build_messages: MessageFactory,
+    options: SendOptions,
+    clock: Clock,
+    owner: str,
+    progress: Callable[[SendReport], None] | None = None,
+) -> SendReport:
+    """Send ``edition`` to every planned reader. Raises ``LeaseHeld`` if another
+    process is sending it, ``TransportUnavailable`` if the transport cannot open."""
+    assert edition.id is not None
+    report = SendReport(edition.key)
+    name = f"send:{edition.key}"
+    ttl = timedelta(seconds=options.lease_ttl)
+    leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
+    heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock))
+    try:
+        _prepare(engine, edition.id, options, clock(), report)
+        await transport.open()
+        try:
+            await _drain(
+                engine,
+                edition.id,
+                transport,
+                build_messages,
+                options,
+                clock,
+                _Run(report, options.breaker_threshold),
+                progress,
+            )
+        finally:
+            await transport.close()
+        _conclude(engine, edition.id, clock(), report)
+    finally:
+        heartbeat.cancel()
+        leases.release(engine, name=name, owner=owner)
+        report.elapsed = time.monotonic() - report.started
+    return report
+
+
+def _prepare(
+    engine: Engine, edition_id: int, options: SendOptions, now: datetime, report: SendReport
+) -> None:
+    E = deliveries.E
+    with engine.begin() as conn:
+        planned_at, planned = conn.execute(
+            select(E.c.planned_at, E.c.planned_count).where(E.c.id == edition_id)
+        ).one()
+        if planned_at is None:
+            planned = deliveries.plan(conn, edition_id=edition_id, now=now)
+        report.planned = int(planned)
+        report.recovered = deliveries.recover(
+            conn, edition_id=edition_id, policy=options.retry.unknown_policy, now=now
+        )
+        tally = deliveries.counts(conn, edition_id=edition_id)
+    report.pending_at_start = sum(tally.get(s, 0) for s in deliveries.PENDING)
+
+
+def _conclude(engine: Engine, edition_id: int, now: datetime, report: SendReport) -> None:
+    with engine.begin() as conn:
+        report.finished = deliveries.finish_if_done(conn, edition_id=edition_id, now=now)
+        tally = deliveries.counts(conn, edition_id=edition_id)
+    report.pending = sum(tally.get(s, 0) for s in deliveries.PENDING)
+
+
+async def _renew(engine: Engine, name: str, owner: str, ttl: timedelta, clock: Clock) -> None:
+    while True:
+        await asyncio.sleep(ttl.total_seconds() / 4)
+        leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
+
+
+async def _drain(
+    engine: Engine,
+    edition_id: int,
+    transport: Transport,
+    build: MessageFactory,
+    options: SendOptions,
+    clock: Clock,
+    run: _Run,
+    progress: Callable[[SendReport], None] | None,
+) -> None:
+    queue: asyncio.Queue[list[Recipient] | None] = asyncio.Queue(maxsize=2 * transport.concurrency)
+    async with asyncio.TaskGroup() as group:
+        for _ in range(transport.concurrency):
+            group.create_task(
+                _worker(engine, queue, transport, build, options.retry, clock, run, progress)
+            )
+        try:
+            await _produce(engine, edition_id, queue, transport.max_batch, options, clock, run)
+        finally:
+            for _ in range(transport.concurrency):
+                await queue.put(None)
+
+
+async def _produce(
+    engine: Engine,
+    edition_id: int,
+    queue: asyncio.Queue[list[Recipient] | None],
+    max_batch: int,
+    options: SendOptions,
+    clock: Clock,
+    run: _Run,
+) -> None:
+    deadline = time.monotonic() + options.max_retry_wait
+    after = 0
+    while not run.stop:
+        with engine.begin() as conn:
+            rows = deliveries.claim(
+                conn, edition_id=edition_id, after_id=after, limit=options.batch_size, now=clock()
+            )
+        if rows:
+            after = rows[-1].delivery_id
+            for i in range(0, len(rows), max_batch):
+                await queue.put(rows[i : i + max_batch])
+            continue
+        await queue.join()  # let in-flight answers land: their retries may be due
+        with engine.begin() as conn:
+            due = deliveries.next_due(conn, edition_id=edition_id, now=clock())
+        if due is None or run.stop:
+            return
+        wait = (due - clock()).total_seconds()
+        if wait > 0 and time.monotonic() + wait > deadline:
+            run.report.stopped_reason = (
+                f"some deliveries are deferred until {due:%Y-%m-%d %H:%M:%S} UTC, later than "
+                "[send] max_retry_wait_seconds allows: run 'digest send' again then"
+            )
+            return
+        await asyncio.sleep(max(wait, 0.0))
+        after = 0
+
+
+async def _worker(
+    engine: Engine,
+    queue: asyncio.Queue[list[Recipient] | None],
+    transport: Transport,
+    build: MessageFactory,
+    retry: RetryPolicy,
+    clock: Clock,
+    run: _Run,
+    progress: Callable[[SendReport], None] | None,
+) -> None:
+    while True:
+        batch = await queue.get()
+        try:
+            if batch is None:
+                return
+            if not run.stop:
+                await _send_batch(engine, batch, transport, build, retry, clock, run)
+                if progress is not None:
+                    progress(run.report)
+        finally:
+            queue.task_done()
+
+
+async def _send_batch(
+    engine: Engine,
+    batch: list[Recipient],
+    transport: Transport,
+    build: MessageFactory,
+    retry: RetryPolicy,
+    clock: Clock,
+    run: _Run,
+) -> None:
+    now = clock()
+    with engine.begin() as conn:
+        attempts = deliveries.mark_sending(conn, ids=[r.delivery_id for r in batch], now=now)
+    run.report.skipped += len(batch) - len(attempts)
+    chosen = [r for r in batch if r.delivery_id in attempts]
+    if not chosen:
+        return
+    messages = build(chosen, now)
+    try:
+        results = await transport.send_batch(messages)
+    except TransportError as exc:  # the whole batch's fate is unknown
+        results = [SendResult(m.delivery_id, Outcome.unknown, detail=str(exc)) for m in messages]
+        run.report.error = f"transport failed: {exc}"
+        run.stop = True
+    run.observe(results)
+    with engine.begin() as conn:
+        tally = deliveries.record(
+            conn,
+            results=results,
+            attempts=attempts,
+            transport=type(transport).kind,
+            policy=retry,
+            now=clock(),
+        )
+    report = run.report
+    report.sent += tally.get("sent", 0)
+    report.failed += tally.get("failed", 0)
+    report.skipped += tally.get("skipped", 0)
+    report.retried += tally.get("queued", 0)

@@ -1,0 +1,233 @@
+"""The delivery ledger and send loop, on SQLite and PostgreSQL, with the memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from digest import deliveries, leases
+from digest.db import session_scope
+from digest.deliveries import Recipient, RetryPolicy
+from digest.errors import LeaseHeld
+from digest.models import Delivery, DeliveryState, Edition, EditionStatus
+from digest.sending import SendOptions, SendReport, send_edition
+from digest.transports.base import OutgoingMessage
+from digest.transports.memory import MemoryTransport
+from subscribers import repository
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage]:
+    return [
+        OutgoingMessage(
+            r.delivery_id,
+            "digest@test.example",
+            r.email,
+            f"<e.{r.subscriber_id}@test.example>",
+            b"Subject: x\r\n\r\nhi\r\n",
+            "W",
+        )
+        for r in recipients
+    ]
+
+
+def _setup(engine: Engine, n: int) -> Edition:
+    with session_scope(engine) as session:
+        for i in range(n):
+            repository.add(session, email=f"reader{i}@example.com", now=NOW)
+        edition = Edition(key="2026-W48", cutoff=NOW, composed_at=NOW)
+        session.add(edition)
+    return edition
+
+
+def _options(**retry: object) -> SendOptions:
+    policy = RetryPolicy(
+        max_attempts=int(retry.get("max_attempts", 3)),  # type: ignore[call-overload]
+        backoff_seconds=float(retry.get("backoff", 0.01)),  # type: ignore[arg-type]
+        unknown_policy=str(retry.get("unknown_policy", "resend")),
+    )
+    return SendOptions(batch_size=7, retry=policy, max_retry_wait=5.0)
+
+
+def _send(engine: Engine, edition: Edition, transport: MemoryTransport, **kw: object) -> SendReport:
+    return asyncio.run(
+        send_edition(
+            engine,
+            edition=edition,
+            transport=transport,
+            build_messages=_build,
+            options=_options(**kw),
+            clock=_clock,
+            owner="test-owner",
+        )
+    )
+
+
+def _states(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return deliveries.counts(conn, edition_id=1)
+
+
+def test_every_active_reader_gets_exactly_one_message(engine: Engine) -> None:
+    edition = _setup(engine, 25)
+    with session_scope(engine) as session:
+        repository.remove(session, email="reader3@example.com", now=NOW)
+    transport = MemoryTransport(concurrency=3, max_batch=4)
+    report = _send(engine, edition, transport)
+    recipients = [m.recipient for m in transport.sent]
+    assert sorted(recipients) == sorted(
+        {f"reader{i}@example.com" for i in range(25)} - {"reader3@example.com"}
+    )
+    assert report.planned == 24 and report.sent == 24 and report.finished
+    assert _states(engine) == {"sent": 24}
+    with session_scope(engine) as session:
+        assert session.get(Edition, edition.id).status == EditionStatus.sent  # type: ignore[union-attr]
+    again = MemoryTransport()
+    second = _send(engine, edition, again)
+    assert again.handed == [] and second.sent == 0 and second.finished
+
+
+def test_rejections_fail_permanently_and_deferrals_give_up_after_max_attempts(
+    engine: Engine,
+) -> None:
+    edition = _setup(engine, 6)
+    transport = MemoryTransport(reject=["reader1@example.com"], defer=["reader2@example.com"])
+    report = _send(engine, edition, transport, max_attempts=3)
+    assert report.sent == 4 and report.failed == 2 and report.finished
+    with session_scope(engine) as session:
+        rows = {d.subscriber_id: d for d in session.exec(select(Delivery)).scalars()}  # type: ignore[call-overload]
+    assert rows[2].state == DeliveryState.failed and rows[2].attempts == 1
+    assert rows[3].state == DeliveryState.failed and rows[3].attempts == 3
+    assert "gave up after 3 attempts" in rows[3].detail
+    deferred_tries = [m for m in transport.handed if m.recipient == "reader2@example.com"]
+    assert len(deferred_tries) == 3
+
+
+def test_rows_left_sending_by_a_dead_run_are_resent_by_policy(engine: Engine) -> None:
+    edition = _setup(engine, 10)
+    first = MemoryTransport()
+    _send(engine, edition, first)
+    # Simulate a crash: three rows were marked sending and never recorded.
+    with engine.begin() as conn:
+        conn.execute(
+            update(Delivery.__table__)
+            .where(Delivery.__table__.c.id <= 3)
+            .values(  # type: ignore[attr-defined]
+                state="sending"
+            )
+        )
+        conn.execute(update(Edition.__table__).values(status="sending"))  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        edition = session.get(Edition, edition.id)  # type: ignore[assignment]
+    second = MemoryTransport()
+    report = _send(engine, edition, second)
+    assert report.recovered == 3
+    assert sorted(m.delivery_id for m in second.handed) == [1, 2, 3]
+    assert _states(engine) == {"sent": 10}
+
+
+def test_skip_policy_never_sends_a_second_copy(engine: Engine) -> None:
+    edition = _setup(engine, 4)
+    with session_scope(engine) as session:
+        edition = session.get(Edition, edition.id)  # type: ignore[assignment]
+    with engine.begin() as conn:
+        deliveries.plan(conn, edition_id=1, now=NOW)
+        conn.execute(
+            update(Delivery.__table__)
+            .where(Delivery.__table__.c.id == 1)
+            .values(  # type: ignore[attr-defined]
+                state="sending", attempts=1
+            )
+        )
+    transport = MemoryTransport()
+    report = _send(engine, edition, transport, unknown_policy="skip")
+    assert report.recovered == 1
+    assert sorted(m.delivery_id for m in transport.handed) == [2, 3, 4]
+    assert _states(engine) == {"sent": 3, "skipped": 1}
+
+
+def test_a_reader_who_unsubscribes_mid_send_gets_nothing(engine: Engine) -> None:
+    edition = _setup(engine, 5)
+    with engine.begin() as conn:
+        deliveries.plan(conn, edition_id=1, now=NOW)
+    with session_scope(engine) as session:
+        repository.remove(session, email="reader4@example.com", now=NOW)
+    transport = MemoryTransport()
+    report = _send(engine, edition, transport)
+    assert "reader4@example.com" not in [m.recipient for m in transport.handed]
+    assert report.skipped == 1 and report.finished
+    with session_scope(engine) as session:
+        row = session.exec(select(Delivery).where(Delivery.subscriber_id == 5)).scalar_one()  # type: ignore[call-overload, arg-type]
+    assert row.state == DeliveryState.skipped and "no longer active" in row.detail
+
+
+def test_a_second_sender_is_refused_while_the_lease_is_held(engine: Engine) -> None:
+    edition = _setup(engine, 2)
+    leases.acquire(
+        engine, name="send:2026-W48", owner="someone-else", ttl=timedelta(minutes=5), now=_clock()
+    )
+    with pytest.raises(LeaseHeld, match="someone-else"):
+        _send(engine, edition, MemoryTransport())
+    # An expired lease is taken over.
+    leases.acquire(
+        engine, name="send:2026-W48", owner="someone-else", ttl=timedelta(seconds=-1), now=_clock()
+    )
+    assert _send(engine, edition, MemoryTransport()).sent == 2
+
+
+def test_a_transport_that_breaks_mid_run_leaves_nothing_lost(engine: Engine) -> None:
+    edition = _setup(engine, 6)
+    transport = MemoryTransport(max_batch=2)
+    original = transport.send_batch
+    calls = 0
+
+    async def flaky(messages: Sequence[OutgoingMessage]):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            from digest.errors import TransportUnavailable
+
+            raise TransportUnavailable("connection reset by peer")
+        return await original(messages)
+
+    transport.send_batch = flaky  # type: ignore[method-assign]
+    report = _send(engine, edition, transport)
+    assert "connection reset" in report.error and not report.finished
+    states = _states(engine)
+    assert states.get("sent") == 2 and states.get("sending", 0) == 0
+    report = _send(engine, edition, MemoryTransport())
+    assert report.finished
+    assert _states(engine) == {"sent": 6}
+
+
+def test_a_lease_held_by_a_dead_process_on_this_host_is_taken_over(engine: Engine) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = f"{socket.gethostname()}:{child.stdout.strip()}:deadbeef"
+    live = f"{socket.gethostname()}:1:init"  # pid 1 exists: alive, so it is respected
+    ttl = timedelta(minutes=5)
+    leases.acquire(engine, name="a", owner=dead, ttl=ttl, now=_clock())
+    leases.acquire(engine, name="a", owner="me", ttl=ttl, now=_clock())  # no LeaseHeld
+    leases.acquire(engine, name="b", owner=live, ttl=ttl, now=_clock())
+    with pytest.raises(LeaseHeld):
+        leases.acquire(engine, name="b", owner="me", ttl=ttl, now=_clock())
+    leases.acquire(engine, name="c", owner="other-host:123:x", ttl=ttl, now=_clock())
+    with pytest.raises(LeaseHeld):
+        leases.acquire(engine, name="c", owner="me", ttl=ttl, now=_clock())
