@@ -104,7 +104,10 @@ def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
         "transport": {"kind": "outbox", "path": "outbox"},
     }
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+        if "kind" in values:  # another adapter kind: its own table, not a merge
+            base[name] = dict(values)
+        else:
+            base.setdefault(name, {}).update(values)
     lines: list[str] = []
     for name, table in base.items():
         lines.append(f"[{name}]")

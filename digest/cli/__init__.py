@@ -1,5 +1,168 @@
+"""The ``digest`` command (Typer + Rich).
+
+Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
+configuration. Errors are one readable message, never a traceback.
+"""
+
 from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from digest import config as config_mod
+from digest.cli.common import State, err, fail, out, runtime
+from digest.cli.output import (
+    print_compose,
+    print_fetch,
+    print_send,
+    print_status,
+    send_progress,
+    spinner,
+    write_preview,
+)
+from digest.cli.subscribers import subscribers_app
+
+app = typer.Typer(
+    name="digest",
+    help="Weekly digest of AI-tool comparisons: fetch → compose → send.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(subscribers_app, name="subscribers")
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar=config_mod.ENV_CONFIG,
+        help="config.toml to use (default ./config.toml).",
+        show_envvar=True,
+    ),
+]
+
+
+@app.callback()
+def _main(
+    config: ConfigOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    State.config_path = config
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+
+
+@app.command()
+def init() -> None:
+    """Create the database schema, or upgrade it to this version."""
+    from digest.db import upgrade
+
+    with runtime() as rt:
+        before, after = upgrade(rt.engine)
+        what = (
+            "created"
+            if before is None
+            else ("already current" if before == after else f"upgraded from {before}")
+        )
+        out.print(f"Database {what} (schema revision {after}).")
+
+
+@app.command()
+def fetch() -> None:
+    """Read the feed and store new or updated comparisons."""
+    from digest import pipeline
+
+    with runtime() as rt, spinner(out, "Reading the feed") as tick:
+        report = pipeline.fetch(rt, progress=tick)
+    print_fetch(out, report)
+
+
+@app.command()
+def compose() -> None:
+    """Choose this week's comparisons and create the edition (idempotent)."""
+    from digest import pipeline
+
+    with runtime() as rt:
+        print_compose(out, pipeline.compose(rt))
+
+
+@app.command()
+def preview(
+    edition: Annotated[str | None, typer.Option(help="Edition key, e.g. 2026-W48.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("preview"),
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML.")] = False,
+) -> None:
+    """Write the HTML, text and full message of an edition to files. Never sends."""
+    with runtime() as rt:
+        paths = write_preview(rt, edition, out_dir)
+    for path in paths:
+        out.print(f"Wrote {path}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(paths[0].resolve().as_uri())
+
+
+@app.command()
+def send(
+    edition: Annotated[str | None, typer.Option(help="Edition key; default the newest.")] = None,
+) -> None:
+    """Send an edition to every active subscriber, resuming where a run stopped."""
+    from digest import pipeline
+
+    with runtime() as rt:
+        found = pipeline.find_edition(rt, edition)
+        if found is None:
+            what = f"edition {edition}" if edition else "any edition"
+            fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
+        with send_progress(out) as progress:
+            report = asyncio.run(pipeline.send(rt, edition=found, progress=progress))
+        print_send(out, rt, report)
+        if report.error:
+            raise typer.Exit(1)
+
+
+@app.command()
+def run() -> None:
+    """The weekly job: fetch, compose, send. Safe to run again: it sends nothing twice."""
+    from digest import pipeline
+
+    with runtime() as rt:
+        with send_progress(out) as progress:
+            report = asyncio.run(pipeline.run(rt, send_progress=progress))
+        if report.fetch is not None:
+            print_fetch(out, report.fetch)
+        if report.fetch_error:
+            err.print(f"[bold red]feed error:[/] {escape(report.fetch_error)}", highlight=False)
+        if report.compose is not None:
+            print_compose(out, report.compose)
+        if report.send is not None:
+            print_send(out, rt, report.send)
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
+def status() -> None:
+    """Editions with their delivery counts, and subscribers by status."""
+    with runtime() as rt:
+        print_status(out, rt)
 
 
 def main() -> None:
-    raise SystemExit("not yet")
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

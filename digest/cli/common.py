@@ -1,0 +1,60 @@
+"""What every command shares: consoles, the config path, the runtime and exit codes.
+
+Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
+configuration. Errors are one readable message, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import OperationalError
+
+from digest import config as config_mod
+from digest.errors import ConfigError, DigestError, LeaseHeld
+from digest.runtime import Runtime
+from subscribers.errors import SubscriberInputError
+
+# soft_wrap: long lines (paths, server answers) stay whole for logs and grep.
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class State:
+    config_path: Path | None = None
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def runtime() -> Iterator[Runtime]:
+    """Load the config and open the runtime; translate every error into an exit code."""
+    try:
+        rt = Runtime.open(config_mod.load(State.config_path))
+    except ConfigError as exc:
+        fail(EXIT_USAGE, f"configuration error: {exc}")
+    try:
+        yield rt
+    except ConfigError as exc:
+        fail(EXIT_USAGE, f"configuration error: {exc}")
+    except SubscriberInputError as exc:
+        fail(EXIT_USAGE, str(exc))
+    except LeaseHeld as exc:
+        out.print(f"Another process is working on this already: {exc}. Nothing to do.")
+    except OperationalError as exc:
+        fail(EXIT_FAILED, f"database error: {exc.orig}. Is [database] url right, the server up?")
+    except DigestError as exc:
+        fail(EXIT_FAILED, str(exc))
+    finally:
+        rt.close()

@@ -1,0 +1,166 @@
+"""How commands show their results: progress bars, summaries, tables, preview files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from digest import deliveries, editions, pipeline
+from digest.db import session_scope
+from digest.editions import ComposeResult
+from digest.ingest import FetchReport
+from digest.runtime import Runtime
+from digest.sending import SendReport
+from subscribers.repository import count_by_status
+
+
+@contextmanager
+def spinner(console: Console, label: str) -> Iterator[Callable[[int], None]]:
+    """A spinner with a running count; yields the callback that advances it."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(label),
+        TextColumn("{task.completed} comparisons"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda n: progress.update(task, completed=n)
+
+
+@contextmanager
+def send_progress(console: Console) -> Iterator[Callable[[SendReport], None]]:
+    """A bar over the deliveries this run has to do; yields the progress callback."""
+    with Progress(
+        TextColumn("Sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("send", total=None)
+
+        def update(report: SendReport) -> None:
+            done = report.sent + report.failed + report.skipped
+            progress.update(task, total=report.pending_at_start or None, completed=done)
+
+        yield update
+
+
+def print_fetch(console: Console, report: FetchReport) -> None:
+    if report.not_modified:
+        console.print("Feed: not modified since the last poll; nothing new.")
+        return
+    console.print(
+        f"Feed: {report.entries} comparisons read from {report.pages} document(s): "
+        f"{len(report.new)} new, {len(report.updated)} updated, {report.unchanged} unchanged, "
+        f"{len(report.invalid)} invalid."
+    )
+    # Feed text is data: escape it so "[red]" in a title is never read as markup.
+    for note in [*map(str, report.invalid), *report.problems]:
+        console.print(f"  [yellow]skipped[/] {escape(note)}", highlight=False)
+
+
+def print_compose(console: Console, result: ComposeResult) -> None:
+    if result.edition is None:
+        console.print(f"Nothing new: {result.reason}.")
+    elif result.created:
+        console.print(f"Edition {result.edition.key}: {result.reason}.")
+    else:
+        console.print(f"Edition {result.edition.key}: {result.reason}; nothing new to compose.")
+
+
+def print_send(console: Console, rt: Runtime, report: SendReport) -> None:
+    if report.finished and not report.planned and not report.pending_at_start:
+        console.print(f"Edition {report.edition_key} was already sent; nothing to send.")
+        return
+    console.print(
+        f"Edition {report.edition_key}: sent {report.sent}, failed {report.failed}, "
+        f"skipped {report.skipped}, retried later {report.retried}; "
+        f"{report.elapsed:.1f} s, {report.rate:.0f} messages/s."
+    )
+    if report.recovered:
+        console.print(
+            f"  {report.recovered} deliveries left in doubt by an interrupted run were "
+            f"resolved by [send] unknown_policy = {rt.config.send.unknown_policy!r}."
+        )
+    if report.finished:
+        console.print(f"  Edition {report.edition_key} is complete: no delivery pending.")
+    else:
+        console.print(f"  {report.pending} deliveries still pending.")
+    for note in (report.stopped_reason, report.error):
+        if note:
+            console.print(f"  [yellow]{escape(note)}[/]", highlight=False)
+    where = outbox_folder(rt, report.edition_key)
+    if where is not None and report.sent:
+        console.print(f"Outbox: {where} — one .eml per message; open preview.html in a browser.")
+
+
+def outbox_folder(rt: Runtime, edition_key: str) -> Path | None:
+    cfg = rt.config.transport
+    if cfg.kind != "outbox":
+        return None
+    return Path(str(cfg.options["path"])) / edition_key
+
+
+def print_status(console: Console, rt: Runtime) -> None:
+    with session_scope(rt.engine) as session:
+        rows = editions.all_editions(session)
+        subs = count_by_status(session)
+        conn = session.connection()
+        tallies = {e.key: deliveries.counts(conn, edition_id=e.id or 0) for e in rows}
+    states = ["queued", "sending", "sent", "failed", "bounced", "skipped", "unknown"]
+    table = Table("edition", "status", "composed", *states, title="Editions")
+    for e in rows:
+        tally = tallies[e.key]
+        table.add_row(
+            e.key,
+            e.status,
+            f"{e.composed_at:%Y-%m-%d %H:%M}",
+            *(str(tally.get(s, 0)) for s in states),
+        )
+    if rows:
+        console.print(table)
+    else:
+        console.print("No editions yet: run 'digest run'.")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(subs.items())) or "none"
+    console.print(f"Subscribers: {summary}.")
+
+
+def write_preview(rt: Runtime, edition_key: str | None, folder: Path) -> list[Path]:
+    """Write ``KEY.html``, ``KEY.txt`` and ``KEY.eml`` with the very sending code."""
+    if edition_key:
+        edition = pipeline.find_edition(rt, edition_key)
+        if edition is None:
+            from digest.errors import DigestError
+
+            raise DigestError(f"there is no edition {edition_key}")
+        key = edition.key
+        digest = pipeline.render_edition(rt, edition)
+    else:
+        key, comparisons = pipeline.preview_comparisons(rt)
+        digest = pipeline.render(rt, key, comparisons)
+    urls = pipeline.personal_urls(rt, 0)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        folder / f"{key}.html": digest.html_with(urls).encode("utf-8"),
+        folder / f"{key}.txt": digest.text_with(urls).encode("utf-8"),
+        folder / f"{key}.eml": pipeline.preview_message(rt, key, digest),
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+    return list(files)

@@ -1,0 +1,217 @@
+"""The weekly job, one call per stage (see DESIGN.md's diagram)::
+
+    fetch ──► compose ──► render ──► send
+    feeds      editions    render/    deliveries + transports
+
+Every stage is a function of the runtime and an explicit ``now`` from its clock;
+preview runs the very same render and personalize code as sending and never sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+
+from digest import editions, ingest, sending
+from digest.db import ensure_current, session_scope
+from digest.deliveries import Recipient, RetryPolicy
+from digest.editions import ComposeResult
+from digest.errors import DigestError, FeedError
+from digest.ingest import FetchReport
+from digest.leases import new_owner
+from digest.models import Comparison, Edition, EditionStatus
+from digest.render.base import RenderedDigest
+from digest.render.digest import render_digest
+from digest.render.personalize import MessageTemplate, list_id_for
+from digest.runtime import Runtime, sender_address
+from digest.sending import SendOptions, SendReport
+from digest.transports.base import OutgoingMessage
+from subscribers.tokens import Purpose
+
+
+def fetch(rt: Runtime, *, progress: Callable[[int], None] | None = None) -> FetchReport:
+    """Read the feed and store its comparisons. Raises FeedError (stored data kept)."""
+    ensure_current(rt.engine)
+    return ingest.fetch_and_store(rt.engine, rt.feed(), now=rt.now(), progress=progress)
+
+
+def compose(rt: Runtime) -> ComposeResult:
+    """This week's edition (created from eligible comparisons, or the existing one)."""
+    ensure_current(rt.engine)
+    cfg = rt.config
+    with session_scope(rt.engine) as session:
+        return editions.compose(
+            session,
+            now=rt.now(),
+            tz=cfg.site.tz,
+            max_comparisons=cfg.edition.max_comparisons,
+            max_age=timedelta(days=cfg.edition.max_age_days),
+        )
+
+
+def find_edition(rt: Runtime, key: str | None) -> Edition | None:
+    """The edition ``key``, or the newest one when ``key`` is None."""
+    with session_scope(rt.engine) as session:
+        return editions.get(session, key=key) if key else editions.latest(session)
+
+
+def render(rt: Runtime, edition_key: str, comparisons: Sequence[Comparison]) -> RenderedDigest:
+    """Jinja2 → MJML → HTML, plus text and subject, once per edition (and segment)."""
+    site = rt.config.site
+    return render_digest(
+        rt.templates,
+        site_name=site.name,
+        base_url=site.base_url,
+        postal_address=site.postal_address,
+        edition_key=edition_key,
+        comparisons=comparisons,
+        max_html_bytes=rt.config.edition.max_html_bytes,
+    )
+
+
+def render_edition(rt: Runtime, edition: Edition) -> RenderedDigest:
+    with session_scope(rt.engine) as session:
+        comparisons = editions.comparisons_of(session, edition=edition)
+    return render(rt, edition.key, comparisons)
+
+
+def message_template(rt: Runtime, edition_key: str, digest: RenderedDigest) -> MessageTemplate:
+    cfg = rt.config
+    address = sender_address(cfg)
+    domain = address.rpartition("@")[2]
+    return MessageTemplate.build(
+        digest,
+        from_header=cfg.email.from_,
+        reply_to=cfg.email.reply_to,
+        list_id=cfg.email.list_id or list_id_for(cfg.site.name, domain),
+        edition_key=edition_key,
+        message_id_domain=domain,
+    )
+
+
+def personal_urls(rt: Runtime, subscriber_id: int) -> dict[str, str]:
+    """The per-subscriber links: one-click unsubscribe and preferences (signed)."""
+    signer = rt.signer()
+    base = rt.config.site.base_url.rstrip("/")
+    return {
+        "unsubscribe_url": f"{base}/u/{signer.sign(Purpose.unsubscribe, subscriber_id)}",
+        "preferences_url": f"{base}/p/{signer.sign(Purpose.preferences, subscriber_id)}",
+    }
+
+
+def message_factory(
+    rt: Runtime, edition_key: str, digest: RenderedDigest
+) -> sending.MessageFactory:
+    """Per-subscriber messages from one pre-encoded template (cheap substitution)."""
+    template = message_template(rt, edition_key, digest)
+    envelope_from = sender_address(rt.config)
+
+    def build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage]:
+        out: list[OutgoingMessage] = []
+        for r in recipients:
+            urls = personal_urls(rt, r.subscriber_id)
+            data = template.render(
+                subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
+            )
+            mid = template.message_id(r.subscriber_id)
+            out.append(
+                OutgoingMessage(r.delivery_id, envelope_from, r.email, mid, data, edition_key)
+            )
+        return out
+
+    return build
+
+
+async def send(
+    rt: Runtime,
+    *,
+    edition: Edition,
+    progress: Callable[[SendReport], None] | None = None,
+) -> SendReport:
+    """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld."""
+    if edition.status == EditionStatus.sent:
+        return SendReport(edition.key, finished=True)
+    digest = render_edition(rt, edition)
+    cfg = rt.config.send
+    options = SendOptions(
+        batch_size=cfg.batch_size,
+        retry=RetryPolicy(cfg.max_attempts, cfg.retry_backoff_seconds, cfg.unknown_policy),
+        max_retry_wait=cfg.max_retry_wait_seconds,
+    )
+    return await sending.send_edition(
+        rt.engine,
+        edition=edition,
+        transport=rt.transport(),
+        build_messages=message_factory(rt, edition.key, digest),
+        options=options,
+        clock=rt.clock,
+        owner=new_owner(),
+        progress=progress,
+    )
+
+
+@dataclass(slots=True)
+class RunReport:
+    fetch: FetchReport | None = None
+    fetch_error: str = ""
+    compose: ComposeResult | None = None
+    send: SendReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        send_ok = self.send is None or not self.send.error
+        return not self.fetch_error and send_ok
+
+
+async def run(
+    rt: Runtime,
+    *,
+    fetch_progress: Callable[[int], None] | None = None,
+    send_progress: Callable[[SendReport], None] | None = None,
+) -> RunReport:
+    """The weekly job: fetch, compose, send. A failed fetch is reported (exit 1) but
+    does not stop the week's edition: comparisons stored earlier still go out."""
+    report = RunReport()
+    try:
+        report.fetch = fetch(rt, progress=fetch_progress)
+    except FeedError as exc:
+        report.fetch_error = str(exc)
+    report.compose = compose(rt)
+    edition = report.compose.edition
+    if edition is not None and edition.status != EditionStatus.sent:
+        report.send = await send(rt, edition=edition, progress=send_progress)
+    return report
+
+
+def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:
+    """The next edition's key and comparisons, without composing (read-only)."""
+    now = rt.now()
+    key = editions.edition_key(now, rt.config.site.tz)
+    with session_scope(rt.engine) as session:
+        existing = editions.get(session, key=key)
+        if existing is not None:
+            return key, editions.comparisons_of(session, edition=existing)
+        chosen = editions.eligible(
+            session,
+            now=now,
+            max_age=timedelta(days=rt.config.edition.max_age_days),
+            limit=rt.config.edition.max_comparisons,
+        )
+    if not chosen:
+        raise DigestError(f"nothing to preview: no edition {key} and no new comparisons")
+    return key, chosen
+
+
+def preview_message(rt: Runtime, edition_key: str, digest: RenderedDigest) -> bytes:
+    """The full message as a sample reader would get it (links for a reader id 0)."""
+    template = message_template(rt, edition_key, digest)
+    _, address = parseaddr(rt.config.email.from_)
+    return template.render(
+        subscriber_id=0,
+        to_email=f"preview@{address.rpartition('@')[2]}",
+        to_name="Preview Reader",
+        date=rt.now(),
+        **personal_urls(rt, 0),
+    )

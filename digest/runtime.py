@@ -1,0 +1,103 @@
+"""What an entry point builds once from the config: engine, templates, adapters, signer.
+
+Only entry points (``cli.py``, ``web/app.py``, ``scheduler.py``) create a
+:class:`Runtime`; stages receive the typed pieces they need from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from functools import cached_property
+
+from sqlalchemy import Engine, select
+
+from digest.config import Config
+from digest.db import make_engine
+from digest.errors import ConfigError
+from digest.feeds import build_feed
+from digest.feeds.base import Feed
+from digest.models import InstanceSecret
+from digest.render.templates import TemplateSet
+from digest.transports import build_transport
+from digest.transports.base import Transport
+from subscribers.tokens import TokenSigner
+
+log = logging.getLogger(__name__)
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: Engine
+    feed_adapter: Feed
+    transport_adapter: Transport
+    clock: Callable[[], datetime] = system_clock
+    _signer: TokenSigner | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, config: Config, *, clock: Callable[[], datetime] = system_clock) -> Runtime:
+        """Build the runtime. Every configuration mistake (adapter tables, addresses,
+        database URL) raises ConfigError here, before any work or database access."""
+        sender_address(config)
+        feed = build_feed(config.feed, config.env)
+        transport = build_transport(config.transport, config.env)
+        engine = make_engine(config.database.url)
+        return cls(config, engine, feed, transport, clock)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @cached_property
+    def templates(self) -> TemplateSet:
+        return TemplateSet(self.config.paths.templates)
+
+    def feed(self) -> Feed:
+        return self.feed_adapter
+
+    def transport(self) -> Transport:
+        return self.transport_adapter
+
+    def signer(self) -> TokenSigner:
+        """Token signer: ``DIGEST_SECRET_KEY`` keys, else a key generated once and kept
+        in the database (so links keep working across runs and machines)."""
+        if self._signer is None:
+            keys = self.config.secret_keys or (self._stored_secret(),)
+            self._signer = TokenSigner(keys)
+        return self._signer
+
+    def _stored_secret(self) -> str:
+        table = InstanceSecret.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            value = conn.execute(select(table.c.value).where(table.c.id == 1)).scalar()
+            if value is None:
+                value = secrets.token_urlsafe(32)
+                conn.execute(table.insert().values(id=1, value=value, created_at=self.now()))
+                log.warning(
+                    "DIGEST_SECRET_KEY is not set: generated a signing key and stored it in "
+                    "the database; set DIGEST_SECRET_KEY to manage keys yourself"
+                )
+        return str(value)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def sender_address(config: Config) -> str:
+    """The bare address of ``[email] from`` (the envelope sender). Raises ConfigError."""
+    raw = config.email.from_
+    _name, address = parseaddr(raw)
+    if any(c in raw for c in "\r\n") or "@" not in address or " " in address:
+        raise ConfigError(
+            f"[email] key 'from' in {config.source}: {raw!r} is not an address such as "
+            "'The Verdict Weekly <digest@example.com>'"
+        )
+    return address

@@ -1,0 +1,97 @@
+"""config.toml: typed, frozen, strict about keys; secrets only from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest import config
+from digest.errors import ConfigError
+from digest.feeds import build_feed
+from digest.transports import build_transport
+from tests.conftest import write_config
+
+
+def test_repository_config_loads_with_paths_relative_to_the_file() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    cfg = config.load(repo / "config.toml", environ={})
+    assert cfg.site.timezone == "Europe/Berlin"
+    assert cfg.database.url == f"sqlite:///{repo / 'digest.db'}"
+    assert cfg.feed.kind == "files"
+    assert cfg.feed.options["path"] == repo / "examples" / "feed.json"
+    assert cfg.transport.options["path"] == repo / "outbox"
+    assert cfg.paths.templates == repo / "templates"
+    with pytest.raises(AttributeError):
+        cfg.site.name = "x"  # type: ignore[misc]
+
+
+def test_mistyped_key_names_key_section_and_file_with_a_hint(tmp_path: Path) -> None:
+    path = write_config(tmp_path, site={"timezon": "UTC"})
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    message = str(info.value)
+    assert "'timezon'" in message and "[site]" in message and str(path) in message
+    assert "did you mean 'timezone'" in message
+
+
+@pytest.mark.parametrize(
+    ("sections", "fragment"),
+    [
+        ({"edition": {"max_comparisons": "ten"}}, "[edition] key 'max_comparisons'"),
+        ({"send": {"unknown_policy": "maybe"}}, "must be one of"),
+        ({"site": {"timezone": "Mars/Olympus"}}, "unknown time zone"),
+        ({"site": {"postal_address": "  "}}, "postal_address"),
+        ({"bogus": {"x": 1}}, "unknown section [bogus]"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, sections: dict, fragment: str) -> None:
+    path = write_config(tmp_path, **sections)
+    with pytest.raises(ConfigError, match=None) as info:
+        config.load(path, environ={})
+    assert fragment in str(info.value)
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--config PATH or set DIGEST_CONFIG"):
+        config.load(tmp_path / "nope.toml", environ={})
+
+
+def test_digest_config_env_is_the_default(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    cfg = config.load(None, environ={"DIGEST_CONFIG": str(path)})
+    assert cfg.source == path.resolve()
+
+
+def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
+    path = write_config(tmp_path, transport={"kind": "smtp", "host": "127.0.0.1", "port": 2525})
+    env = {
+        "DIGEST_SECRET_KEY": "new-key, old-key",
+        "DIGEST_SMTP_PASSWORD": "s3cret",
+        "DIGEST_DATABASE_URL": "sqlite:////tmp/other.db",
+    }
+    cfg = config.load(path, environ=env)
+    assert cfg.secret_keys == ("new-key", "old-key")
+    assert cfg.database.url == "sqlite:////tmp/other.db"
+    transport = build_transport(cfg.transport, cfg.env)
+    assert getattr(transport, "_password", None) == "s3cret" or "s3cret" in repr(vars(transport))
+
+
+def test_a_password_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, transport={"kind": "smtp", "host": "127.0.0.1", "password": "oops"}
+    )
+    cfg = config.load(path, environ={})
+    with pytest.raises(ConfigError, match="'password'"):
+        build_transport(cfg.transport, cfg.env)
+
+
+def test_adapter_keys_are_checked_against_the_kind(tmp_path: Path) -> None:
+    path = write_config(tmp_path, feed={"kind": "http", "url": "https://x.test/f", "urll": "y"})
+    cfg = config.load(path, environ={})
+    with pytest.raises(ConfigError, match="did you mean 'url'"):
+        build_feed(cfg.feed, cfg.env)
+    path = write_config(tmp_path, feed={"kind": "rss"})
+    cfg = config.load(path, environ={})
+    with pytest.raises(ConfigError, match="unknown kind 'rss'"):
+        build_feed(cfg.feed, cfg.env)
