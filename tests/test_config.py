@@ -10,7 +10,7 @@ from digest import config
 from digest.errors import ConfigError
 from digest.feeds import build_feed
 from digest.transports import build_transport
-from tests.conftest import write_config
+from tests.support import write_config
 
 
 def test_repository_config_loads_with_paths_relative_to_the_file() -> None:

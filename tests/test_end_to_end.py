@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_FEED, write_config
 from tests.smtp_sink import SmtpSink
+from tests.support import SAMPLE_FEED, write_config
 
 SAMPLE = json.loads(SAMPLE_FEED.read_text(encoding="utf-8"))
 TITLES = [c["title"] for c in SAMPLE["comparisons"]]

@@ -14,7 +14,7 @@ from digest.errors import ConfigError, FeedDocumentError, FeedUnavailable
 from digest.feeds import FEEDS, FilesFeed, HttpFeed, build_feed
 from digest.feeds.base import FeedCursor
 from digest.feeds.document import parse_document, parse_timestamp
-from tests.conftest import write_config
+from tests.support import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FEED = REPO / "examples" / "feed.json"

@@ -58,7 +58,7 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False)],
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
     )
 
 

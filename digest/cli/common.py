@@ -6,6 +6,7 @@ configuration. Errors are one readable message, never a traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,11 @@ from digest.errors import ConfigError, DigestError, LeaseHeld
 from digest.runtime import Runtime
 from subscribers.errors import SubscriberInputError
 
-# soft_wrap: long lines (paths, server answers) stay whole for logs and grep.
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# soft_wrap: long lines (paths, server answers) stay whole for logs and grep; tables
+# get room when the output is a file or a pipe (cron mail, CI logs), not 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 132
+out = Console(soft_wrap=True, highlight=False, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -22,6 +22,7 @@ from digest import deliveries, editions, pipeline
 from digest.db import session_scope
 from digest.editions import ComposeResult
 from digest.ingest import FetchReport
+from digest.models import EditionStatus
 from digest.runtime import Runtime
 from digest.sending import SendReport
 from subscribers.repository import count_by_status
@@ -80,8 +81,16 @@ def print_compose(console: Console, result: ComposeResult) -> None:
         console.print(f"Nothing new: {result.reason}.")
     elif result.created:
         console.print(f"Edition {result.edition.key}: {result.reason}.")
+    elif result.edition.status == EditionStatus.sent:
+        done = result.edition.finished_at or result.edition.composed_at
+        console.print(
+            f"Nothing new: edition {result.edition.key} was already sent ({done:%Y-%m-%d %H:%M} "
+            "UTC); new comparisons go into next week's edition."
+        )
     else:
-        console.print(f"Edition {result.edition.key}: {result.reason}; nothing new to compose.")
+        console.print(
+            f"Edition {result.edition.key} is already composed ({result.edition.status})."
+        )
 
 
 def print_send(console: Console, rt: Runtime, report: SendReport) -> None:

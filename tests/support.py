@@ -1,0 +1,50 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_FEED = REPO / "examples" / "feed.json"
+
+
+def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
+    """Write a config.toml into ``directory``: the defaults below, updated per section."""
+    base: dict[str, dict[str, Any]] = {
+        "site": {
+            "name": "Test Weekly",
+            "base_url": "https://digest.test.example",
+            "postal_address": "1 Test Street, 10115 Berlin",
+            "timezone": "Europe/Berlin",
+        },
+        "database": {"url": "sqlite:///digest.db"},
+        "feed": {"kind": "files", "path": str(SAMPLE_FEED)},
+        "email": {"from": "Test Weekly <digest@test.example>"},
+        "transport": {"kind": "outbox", "path": "outbox"},
+    }
+    for name, values in sections.items():
+        if "kind" in values:  # another adapter kind: its own table, not a merge
+            base[name] = dict(values)
+        else:
+            base.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, table in base.items():
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml(value)}")
+        lines.append("")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
