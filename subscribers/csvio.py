@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 from sqlmodel import Session
 
-from subscribers.addresses import clean_name, normalize_email
+from subscribers.addresses import normalize_email
 from subscribers.errors import SubscriberInputError
 from subscribers.models import Subscriber, SubscriberStatus
-from subscribers.repository import insert_ignoring_duplicates, list_subscribers
+from subscribers.repository import insert_ignoring_duplicates, list_subscribers, new_row
 
 CHUNK_ROWS = 2_000
 KNOWN_COLUMNS = ("email", "name")
@@ -78,7 +78,9 @@ def import_csv(
             report.errors.append(RowError(line, f"duplicate of line {seen[address]} ({address})"))
             continue
         seen[address] = line
-        chunk.append(_row(address, row.get("name"), status, source, now))
+        chunk.append(
+            new_row(email=address, name=row.get("name"), status=status, source=source, now=now)
+        )
         if len(chunk) >= CHUNK_ROWS:
             report.added += _insert(session, chunk)
             chunk = []
@@ -91,19 +93,6 @@ def import_csv(
 def _numbered(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
     for row in reader:
         yield reader.line_num, row
-
-
-def _row(
-    address: str, name: str | None, status: SubscriberStatus, source: str, now: datetime
-) -> dict[str, Any]:
-    return {
-        "email": address,
-        "name": clean_name(name),
-        "status": status.value,
-        "source": source,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> int:

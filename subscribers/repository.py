@@ -50,20 +50,27 @@ def add(
     Raises :class:`~subscribers.errors.SubscriberInputError` for a bad address.
     """
     address = normalize_email(email)
-    row: dict[str, Any] = {
-        "email": address,
-        "name": clean_name(name),
-        "status": status.value,
-        "source": source,
-        "created_at": now,
-        "updated_at": now,
-    }
+    row = new_row(email=address, name=name, status=status, source=source, now=now)
     table = Subscriber.__table__  # type: ignore[attr-defined]
     stmt = insert_ignoring_duplicates(session).values(**row).returning(table.c.id)
     created = session.execute(stmt).first() is not None
     subscriber = get_by_email(session, email=address)
     assert subscriber is not None  # just inserted or already there
     return AddResult(subscriber=subscriber, created=created)
+
+
+def new_row(
+    *, email: str, name: str | None, status: SubscriberStatus, source: str, now: datetime
+) -> dict[str, Any]:
+    """Column values for a new subscriber (``email`` already normalized)."""
+    return {
+        "email": email,
+        "name": clean_name(name),
+        "status": status.value,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def get_by_email(session: Session, *, email: str) -> Subscriber | None:

@@ -7,6 +7,18 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FEED = REPO / "examples" / "feed.json"
+# Headers every digest message carries exactly once (issue 2, point 8).
+REQUIRED_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
 
 
 def write_config(directory: Path, **sections: dict[str, Any]) -> Path:

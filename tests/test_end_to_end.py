@@ -18,21 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.smtp_sink import SmtpSink
-from tests.support import SAMPLE_FEED, write_config
+from tests.support import REQUIRED_HEADERS, SAMPLE_FEED, write_config
 
 SAMPLE = json.loads(SAMPLE_FEED.read_text(encoding="utf-8"))
 TITLES = [c["title"] for c in SAMPLE["comparisons"]]
-REQUIRED = [
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "MIME-Version",
-    "List-Id",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-]
+REQUIRED = REQUIRED_HEADERS
 
 
 def digest(
@@ -200,3 +190,24 @@ def test_smtp_kill_nine_halfway_then_resume(tmp_path: Path, db_url: str) -> None
         again = digest(config, "send", db_url=db_url)
         assert "already sent" in again.stdout
         assert sum(sink.handler.per_recipient().values()) == total + duplicates
+
+
+@pytest.mark.slow
+def test_preview_writes_the_next_edition_and_never_sends(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
+    config = write_config(tmp_path)
+    digest(config, "init", db_url=db_url)
+    digest(config, "subscribers", "add", "ada@example.com", "--name", "Ada", db_url=db_url)
+    digest(config, "fetch", db_url=db_url)
+    result = digest(config, "preview", "--out", str(tmp_path / "pv"), db_url=db_url)
+    html = next((tmp_path / "pv").glob("*.html")).read_text(encoding="utf-8")
+    text = next((tmp_path / "pv").glob("*.txt")).read_text(encoding="utf-8")
+    message = parse(next((tmp_path / "pv").glob("*.eml")))
+    for title in TITLES:
+        assert title.replace("&", "&amp;") in html
+        assert title in text
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "Wrote" in result.stdout
+    assert not (tmp_path / "outbox").exists()
+    status = digest(config, "status", db_url=db_url)
+    assert "No editions yet" in status.stdout  # preview composes nothing

@@ -13,6 +13,7 @@ import pytest
 
 from digest.render.base import RenderedDigest, Slot
 from digest.render.personalize import MessageTemplate, list_id_for
+from tests.support import REQUIRED_HEADERS
 
 UNSUB = "https://digest.test.example/u/abc?t=x.y&s=1"
 PREFS = "https://digest.test.example/p/abc?t=z=="
@@ -20,18 +21,7 @@ VALUES = {"unsubscribe_url": UNSUB, "preferences_url": PREFS}
 DATE = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 FROM = "The Verdict Weekly <digest@verdicts.example.com>"
 LIST_ID = list_id_for("The Verdict Weekly", "verdicts.example.com")
-REQUIRED = (
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "MIME-Version",
-    "List-Id",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "Content-Type",
-)
+REQUIRED = (*REQUIRED_HEADERS, "Content-Type")
 
 
 def make_digest(subject: str = "This week: 3 verdicts", html_body: str = "") -> RenderedDigest:
