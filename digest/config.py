@@ -74,6 +74,18 @@ class SendConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The public web side (``digest serve``)."""
+
+    confirm_token_hours: int = 72  # a confirmation link works this long
+    confirm_resend_minutes: int = 60  # at most one confirmation mail per address per window
+    signups_per_minute: int = 10  # per client IP; more get 429
+    welcome_email: bool = True  # send the latest edition when a reader confirms
+    consent_version: str = "1"  # version of the consent text shown on the sign-up form
+    trust_forwarded_for: bool = False  # behind a reverse proxy: client IP from X-Forwarded-For
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     templates: Path
 
@@ -107,6 +119,7 @@ class Config:
     edition: EditionConfig
     send: SendConfig
     paths: PathsConfig
+    web: WebConfig = field(default_factory=WebConfig)
     secret_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -122,6 +135,7 @@ _SECTIONS: dict[str, type] = {
     "edition": EditionConfig,
     "send": SendConfig,
     "paths": PathsConfig,
+    "web": WebConfig,
 }
 _ADAPTERS = ("feed", "transport")
 
@@ -200,6 +214,7 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         edition=_section(data, "edition", source),  # type: ignore[arg-type]
         send=_section(data, "send", source),  # type: ignore[arg-type]
         paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
+        web=_section(data, "web", source),  # type: ignore[arg-type]
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
     )
@@ -240,6 +255,10 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, allowed))}")
         return value
     expected: tuple[type, ...]
+    if text == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     if text in ("int",):
         expected = (int,)
     elif text in ("float",):

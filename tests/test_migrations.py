@@ -21,3 +21,26 @@ def test_migrated_schema_matches_the_models(engine: Engine) -> None:
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     assert upgrade(engine) == (head_revision(), head_revision())
+
+
+def test_upgrading_a_populated_first_schema_keeps_readers(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from digest.db import _alembic_config, make_engine
+
+    engine = make_engine(db_url)
+    command.upgrade(_alembic_config(engine), "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (email, name, status, source, created_at, updated_at) "
+                "VALUES ('a@example.com', 'A', 'active', 'cli', '2026-01-01', '2026-01-01')"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT email, categories FROM subscriber")).one()
+    assert row[0] == "a@example.com"
+    assert row[1] in ([], "[]")
+    engine.dispose()
