@@ -43,6 +43,8 @@ class Recipient:
     subscriber_id: int
     email: str
     name: str
+    categories: tuple[str, ...] = ()  # the reader's choice; empty = all
+    paused_until: datetime | None = None
 
 
 def plan(conn: Connection, *, edition_id: int, now: datetime) -> int:
@@ -94,7 +96,7 @@ def claim(
 ) -> list[Recipient]:
     """Up to ``limit`` due queued rows with id > ``after_id``, in id order."""
     stmt = (
-        select(D.c.id, S.c.id, S.c.email, S.c.name)
+        select(D.c.id, S.c.id, S.c.email, S.c.name, S.c.categories, S.c.paused_until)
         .join(S, S.c.id == D.c.subscriber_id)
         .where(
             D.c.edition_id == edition_id,
@@ -105,7 +107,10 @@ def claim(
         .order_by(D.c.id)
         .limit(limit)
     )
-    return [Recipient(*row) for row in conn.execute(stmt)]
+    return [
+        Recipient(d_id, s_id, email, name, tuple(categories or ()), paused)
+        for d_id, s_id, email, name, categories, paused in conn.execute(stmt)
+    ]
 
 
 def mark_sending(conn: Connection, *, ids: Sequence[int], now: datetime) -> dict[int, int]:
@@ -220,6 +225,18 @@ def _next_state(
     delay = policy.delay(attempts, result.retry_after)
     label = "deferred" if outcome is Outcome.deferred else "outcome unknown, re-queued"
     return DeliveryState.queued.value, f"{label}: {result.detail}", now + timedelta(seconds=delay)
+
+
+def record_skips(conn: Connection, *, skips: Sequence[tuple[int, str]], now: datetime) -> int:
+    """Mark ``(delivery id, reason)`` rows skipped (they were ``sending``)."""
+    if skips:
+        stmt = (
+            update(D)
+            .where(D.c.id == bindparam("b_id"))
+            .values(state=DeliveryState.skipped.value, detail=bindparam("b_detail"), updated_at=now)
+        )
+        conn.execute(stmt, [{"b_id": i, "b_detail": reason} for i, reason in skips])
+    return len(skips)
 
 
 def next_due(conn: Connection, *, edition_id: int, now: datetime) -> datetime | None:

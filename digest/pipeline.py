@@ -26,6 +26,7 @@ from digest.render.base import RenderedDigest
 from digest.render.digest import render_digest
 from digest.render.personalize import MessageTemplate, list_id_for
 from digest.runtime import Runtime, sender_address
+from digest.segments import PerSegment, Segment, Skip, distinct_categories, segment_for, skip_reason
 from digest.sending import SendOptions, SendReport
 from digest.transports.base import OutgoingMessage
 from subscribers.tokens import Purpose
@@ -102,15 +103,30 @@ def personal_urls(rt: Runtime, subscriber_id: int) -> dict[str, str]:
 
 
 def message_factory(
-    rt: Runtime, edition_key: str, digest: RenderedDigest
+    rt: Runtime, edition_key: str, comparisons: Sequence[Comparison]
 ) -> sending.MessageFactory:
-    """Per-subscriber messages from one pre-encoded template (cheap substitution)."""
-    template = message_template(rt, edition_key, digest)
+    """Per-subscriber messages: one pre-encoded template per segment, rendered on first
+    use (the full edition eagerly, so a size error stops the run before any send)."""
+    available = distinct_categories([c.category for c in comparisons])
+
+    def for_segment(segment: Segment) -> MessageTemplate:
+        chosen = [c for c in comparisons if c.category in segment]
+        return message_template(rt, edition_key, render(rt, edition_key, chosen))
+
+    templates = PerSegment(for_segment)
+    templates.get(tuple(available))
     envelope_from = sender_address(rt.config)
 
-    def build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage]:
-        out: list[OutgoingMessage] = []
+    def build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage | Skip]:
+        out: list[OutgoingMessage | Skip] = []
         for r in recipients:
+            reason = skip_reason(
+                chosen=r.categories, available=available, paused_until=r.paused_until, now=now
+            )
+            if reason is not None:
+                out.append(Skip(r.delivery_id, reason))
+                continue
+            template = templates.get(segment_for(r.categories, available))
             urls = personal_urls(rt, r.subscriber_id)
             data = template.render(
                 subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
@@ -133,7 +149,9 @@ async def send(
     """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
-    digest = render_edition(rt, edition)
+    with session_scope(rt.engine) as session:
+        comparisons = editions.comparisons_of(session, edition=edition)
+    build = message_factory(rt, edition.key, comparisons)
     cfg = rt.config.send
     options = SendOptions(
         batch_size=cfg.batch_size,
@@ -144,7 +162,7 @@ async def send(
         rt.engine,
         edition=edition,
         transport=rt.transport(),
-        build_messages=message_factory(rt, edition.key, digest),
+        build_messages=build,
         options=options,
         clock=rt.clock,
         owner=new_owner(),

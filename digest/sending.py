@@ -24,9 +24,10 @@ from digest import deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
 from digest.errors import TransportError
 from digest.models import Edition
+from digest.segments import Skip
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
 
-MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage]]
+MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage | Skip]]
 Clock = Callable[[], datetime]
 
 
@@ -258,7 +259,14 @@ async def _send_batch(
     chosen = [r for r in batch if r.delivery_id in attempts]
     if not chosen:
         return
-    messages = build(chosen, now)
+    built = build(chosen, now)
+    skips = [(b.delivery_id, b.reason) for b in built if isinstance(b, Skip)]
+    messages = [b for b in built if not isinstance(b, Skip)]
+    if skips:
+        with engine.begin() as conn:
+            run.report.skipped += deliveries.record_skips(conn, skips=skips, now=now)
+    if not messages:
+        return
     try:
         results = await transport.send_batch(messages)
     except TransportError as exc:  # the whole batch's fate is unknown
