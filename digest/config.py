@@ -173,6 +173,13 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
     for name, value in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] in {source}{_hint(name, known)}")
+        if isinstance(value, dict) and name in _ADAPTERS:
+            for key in value:
+                if "password" in key or "secret" in key or key.endswith("_key"):
+                    raise ConfigError(
+                        f"[{name}] key '{key}' in {source}: secrets never go in the config "
+                        "file; set them in the environment (e.g. DIGEST_SMTP_PASSWORD)"
+                    )
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] in {source} must be a table")
     base = source.parent
@@ -190,13 +197,16 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
             "(use an IANA name such as 'Europe/Berlin')"
         ) from None
     if not site.base_url.startswith(("https://", "http://")):
-        raise ConfigError(f"[site] key 'base_url' in {source}: must start with https://")
+        raise ConfigError(
+            f"[site] key 'base_url' in {source}: must be an absolute URL starting with "
+            "https:// (or http:// for local testing)"
+        )
     if not site.postal_address.strip():
         raise ConfigError(f"[site] key 'postal_address' in {source}: must not be empty")
 
     db = _section(data, "database", source)
     assert isinstance(db, DatabaseConfig)
-    db_url = environ.get(ENV_DATABASE_URL) or _resolve_sqlite(db.url, base)
+    db_url = _resolve_sqlite(environ.get(ENV_DATABASE_URL) or db.url, base)
 
     paths_table = dict(data.get("paths", {}))
     paths_table.setdefault("templates", "templates")
@@ -232,9 +242,11 @@ def _section(data: Mapping[str, Any], name: str, source: Path) -> object:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in specs:
-            raise ConfigError(
-                f"unknown key '{key}' in [{name}] in {source}{_hint(key, list(specs))}"
-            )
+            home = [
+                s for s, c in _SECTIONS.items() if key in {f.name.rstrip("_") for f in fields(c)}
+            ]
+            hint = f" (it belongs in [{home[0]}])" if home else _hint(key, list(specs))
+            raise ConfigError(f"unknown key '{key}' in [{name}] in {source}{hint}")
         spec = specs[key]
         values[spec.name] = _check_type(value, spec.type, f"[{name}] key '{key}' in {source}")
     missing = [
@@ -268,7 +280,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     else:  # pragma: no cover - a new field type must be taught here
         raise AssertionError(f"unhandled config type {text}")
     if isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{where}: expected {text.replace(' | None', '')}, got {value!r}")
+        wanted = _TYPE_WORDS.get(text.replace(" | None", ""), text)
+        raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
     if isinstance(value, int | float) and value <= 0:
         raise ConfigError(f"{where}: must be greater than zero, got {value!r}")
     if text == "Path":
@@ -276,11 +289,20 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     return float(value) if text == "float" else value
 
 
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string in quotes",
+    "Path": "a path string in quotes",
+}
+
+
 def _adapter(data: Mapping[str, Any], name: str, source: Path) -> AdapterConfig:
     table = dict(data[name])
     kind = table.pop("kind", None)
     if not isinstance(kind, str):
         raise ConfigError(f"[{name}] in {source} needs a 'kind' key")
+
     for key, value in list(table.items()):
         if key == "path" or key.endswith("_path"):
             if not isinstance(value, str):

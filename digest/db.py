@@ -35,8 +35,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"[database] url {url!r} is not a database URL: {exc}") from exc
+    except ArgumentError:
+        raise ConfigError(
+            "[database] url (or DIGEST_DATABASE_URL) is not a database URL such as "
+            "sqlite:///digest.db or postgresql+psycopg://user@host/db"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
     if parsed.drivername == "postgresql":  # prefer psycopg 3 over the psycopg2 default
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
@@ -45,7 +49,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return create_engine(parsed, pool_pre_ping=True, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise ConfigError(
-            f"[database] url {url!r}: driver not installed ({exc}); for PostgreSQL "
+            f"[database] url {shown!r}: driver not installed ({exc}); for PostgreSQL "
             "install the extra: pip install 'verdicts-digest[postgres]'"
         ) from exc
 

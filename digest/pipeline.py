@@ -24,8 +24,8 @@ from digest.leases import new_owner
 from digest.models import Comparison, Edition, EditionStatus
 from digest.render.base import RenderedDigest
 from digest.render.digest import render_digest
-from digest.render.personalize import MessageTemplate, list_id_for
-from digest.runtime import Runtime, sender_address
+from digest.render.personalize import MessageTemplate
+from digest.runtime import Runtime, list_id, sender_address
 from digest.segments import PerSegment, Segment, Skip, distinct_categories, segment_for, skip_reason
 from digest.sending import SendOptions, SendReport
 from digest.transports.base import OutgoingMessage
@@ -86,7 +86,7 @@ def message_template(rt: Runtime, edition_key: str, digest: RenderedDigest) -> M
         digest,
         from_header=cfg.email.from_,
         reply_to=cfg.email.reply_to,
-        list_id=cfg.email.list_id or list_id_for(cfg.site.name, domain),
+        list_id=list_id(cfg),
         edition_key=edition_key,
         message_id_domain=domain,
     )

@@ -22,6 +22,7 @@ from digest.errors import ConfigError
 from digest.feeds import build_feed
 from digest.feeds.base import Feed
 from digest.models import InstanceSecret
+from digest.render.personalize import check_sender, list_id_for
 from digest.render.templates import TemplateSet
 from digest.transports import build_transport
 from digest.transports.base import Transport
@@ -47,9 +48,11 @@ class Runtime:
     def open(cls, config: Config, *, clock: Callable[[], datetime] = system_clock) -> Runtime:
         """Build the runtime. Every configuration mistake (adapter tables, addresses,
         database URL) raises ConfigError here, before any work or database access."""
-        sender_address(config)
+        sender_address(config)  # every [email] header, checked as messages will be built
         feed = build_feed(config.feed, config.env)
         transport = build_transport(config.transport, config.env)
+        if transport.kind == "memory":
+            log.warning("[transport] kind = 'memory': messages are kept in memory and lost")
         engine = make_engine(config.database.url)
         return cls(config, engine, feed, transport, clock)
 
@@ -91,13 +94,27 @@ class Runtime:
         self.engine.dispose()
 
 
+def list_id(config: Config) -> str:
+    """``[email] list_id``, or one derived from the site name and the From domain."""
+    if config.email.list_id:
+        return config.email.list_id
+    _, address = parseaddr(config.email.from_)
+    return list_id_for(config.site.name, address.rpartition("@")[2] or "invalid")
+
+
 def sender_address(config: Config) -> str:
-    """The bare address of ``[email] from`` (the envelope sender). Raises ConfigError."""
-    raw = config.email.from_
-    _name, address = parseaddr(raw)
-    if any(c in raw for c in "\r\n") or "@" not in address or " " in address:
-        raise ConfigError(
-            f"[email] key 'from' in {config.source}: {raw!r} is not an address such as "
-            "'The Verdict Weekly <digest@example.com>'"
+    """The bare ``[email] from`` address (the envelope sender), after checking every
+    ``[email]`` header as the message builder will. Raises ConfigError naming the key."""
+    try:
+        return check_sender(
+            from_header=config.email.from_,
+            reply_to=config.email.reply_to,
+            list_id=list_id(config),
         )
-    return address
+    except ValueError as exc:
+        key = str(exc).partition(":")[0]
+        key = key if key in ("from", "reply_to", "list_id") else "from"
+        raise ConfigError(
+            f"[email] key '{key}' in {config.source}: {exc}; expected an address such as "
+            "'The Verdict Weekly <digest@example.com>'"
+        ) from None

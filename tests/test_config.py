@@ -81,9 +81,8 @@ def test_a_password_in_the_file_is_refused(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, transport={"kind": "smtp", "host": "127.0.0.1", "password": "oops"}
     )
-    cfg = config.load(path, environ={})
-    with pytest.raises(ConfigError, match="'password'"):
-        build_transport(cfg.transport, cfg.env)
+    with pytest.raises(ConfigError, match="'password'.*DIGEST_SMTP_PASSWORD"):
+        config.load(path, environ={})
 
 
 def test_adapter_keys_are_checked_against_the_kind(tmp_path: Path) -> None:
@@ -95,3 +94,35 @@ def test_adapter_keys_are_checked_against_the_kind(tmp_path: Path) -> None:
     cfg = config.load(path, environ={})
     with pytest.raises(ConfigError, match="unknown kind 'rss'"):
         build_feed(cfg.feed, cfg.env)
+
+
+def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path: Path) -> None:
+    path = write_config(tmp_path, edition={"unknown_policy": "skip"})
+    with pytest.raises(ConfigError, match=r"it belongs in \[send\]"):
+        config.load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("email", "key"),
+    [
+        ({"from": "not an address"}, "'from'"),
+        ({"reply_to": "two@example.com, addresses@example.com"}, "'reply_to'"),
+        ({"list_id": "no angle brackets or dots"}, "'list_id'"),
+    ],
+)
+def test_bad_email_headers_fail_when_the_runtime_opens(
+    tmp_path: Path, email: dict, key: str
+) -> None:
+    from digest.runtime import Runtime
+
+    cfg = config.load(write_config(tmp_path, email=email), environ={})
+    with pytest.raises(ConfigError, match=f"\\[email\\] key {key}"):
+        Runtime.open(cfg)
+
+
+def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
+    from digest.db import make_engine
+
+    with pytest.raises(ConfigError) as info:
+        make_engine("nosuchdriver://user:hunter2@db.example/x")
+    assert "hunter2" not in str(info.value)

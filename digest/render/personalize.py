@@ -162,6 +162,16 @@ class MessageTemplate:
         return self.digest.html_with(values)
 
 
+def check_sender(*, from_header: str, reply_to: str | None, list_id: str) -> str:
+    """Validate the edition-wide address headers exactly as :meth:`MessageTemplate.build`
+    will; return the bare From address. Raises ``ValueError`` naming the field."""
+    _, address = _parse_mailbox(from_header, "from")
+    if reply_to is not None:
+        _parse_mailbox(reply_to, "reply_to")
+    _list_id_header(list_id)
+    return address
+
+
 def list_id_for(site_name: str, from_address_domain: str) -> str:
     """An RFC 2919 List-Id, e.g. ``The Verdict Weekly <the-verdict-weekly.example.com>``."""
     slug = re.sub(r"[^a-z0-9]+", "-", site_name.lower()).strip("-") or "digest"
