@@ -81,7 +81,7 @@ def test_a_password_in_the_file_is_refused(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, transport={"kind": "smtp", "host": "127.0.0.1", "password": "oops"}
     )
-    with pytest.raises(ConfigError, match="'password'.*DIGEST_SMTP_PASSWORD"):
+    with pytest.raises(ConfigError, match=r"'password'.*DIGEST_SMTP_PASSWORD"):
         config.load(path, environ={})
 
 

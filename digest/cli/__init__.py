@@ -159,6 +159,23 @@ def status() -> None:
         print_status(out, rt)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the reader pages (sign-up, unsubscribe, preferences, archive). Never
+    starts a scheduler: run 'digest schedule' or cron for the weekly job."""
+    import uvicorn
+
+    from digest.web.app import create_app
+
+    with runtime() as rt:
+        # proxy_headers off: the app reads X-Forwarded-For itself, and only when
+        # [web] trust_forwarded_for is true.
+        uvicorn.run(create_app(rt), host=host, port=port, proxy_headers=False)
+
+
 def main() -> None:
     """Console entry point."""
     try:
