@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from subscribers import consent
 from subscribers.addresses import clean_name, normalize_email
 from subscribers.consent import Context
 from subscribers.models import ConsentAction, Subscriber, SubscriberStatus, SuppressionReason
-from subscribers.repository import add, get_by_email
+from subscribers.repository import MAX_CATEGORIES as MAX_CATEGORIES
+from subscribers.repository import add, get_by_email, mark_unsubscribed
+from subscribers.repository import clean_categories as clean_categories
 
-MAX_CATEGORIES = 50
 MAX_PAUSE_WEEKS = 52
 
 
@@ -43,11 +44,14 @@ def request_subscription(
     now: datetime,
     resend_after: timedelta,
 ) -> SignupResult:
-    """Record a sign-up request. Raises SubscriberInputError for a bad address."""
+    """Record a sign-up request. Raises SubscriberInputError for a bad address.
+
+    The reader's row is locked while deciding (``FOR UPDATE`` on PostgreSQL; SQLite
+    transactions are already serialized), so concurrent requests for one address
+    send at most one confirmation per window.
+    """
     address = normalize_email(email)
-    existing = get_by_email(session, email=address)
-    if existing is not None and existing.status == SubscriberStatus.active:
-        return SignupResult(existing, False, "already active")
+    existing = get_by_email(session, email=address, for_update=True)
     if existing is None:
         created = add(
             session,
@@ -57,9 +61,14 @@ def request_subscription(
             source=context.source.value,
             now=now,
         )
-        subscriber = created.subscriber
-        subscriber.categories = clean_categories(categories)
-    else:
+        if created.created:
+            subscriber = created.subscriber
+            subscriber.categories = clean_categories(categories)
+        else:  # another request inserted it first: decide as for a known address
+            existing = get_by_email(session, email=address, for_update=True)
+    if existing is not None and existing.status == SubscriberStatus.active:
+        return SignupResult(existing, False, "already active")
+    if existing is not None:
         subscriber = existing
         last = subscriber.confirmation_sent_at
         if last is not None and now - last < resend_after:
@@ -91,13 +100,17 @@ def confirm(
 ) -> Subscriber | None:
     """Activate after the double opt-in link; lifts a suppression, and says so in the log.
 
-    Returns None when the reader does not exist (erased). Confirming twice is harmless.
+    Returns None when the reader does not exist (erased) or no confirmation is
+    outstanding (they unsubscribed after the link was sent: an old link must not
+    undo that). Confirming twice is harmless.
     """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or _erased(subscriber):
         return None
     if subscriber.status == SubscriberStatus.active:
         return subscriber
+    if subscriber.confirmation_sent_at is None:
+        return None
     suppressed = consent.suppression_of(session, email=subscriber.email)
     detail = "double opt-in confirmed"
     if suppressed is not None:
@@ -126,26 +139,7 @@ def unsubscribe(
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or _erased(subscriber):
         return None
-    if subscriber.status == SubscriberStatus.unsubscribed:
-        return subscriber
-    subscriber.status = SubscriberStatus.unsubscribed
-    subscriber.updated_at = now
-    session.add(subscriber)
-    consent.suppress(
-        session,
-        email=subscriber.email,
-        reason=SuppressionReason.unsubscribed,
-        source=context.source.value,
-        now=now,
-    )
-    consent.record(
-        session,
-        subscriber_id=subscriber.id,
-        email=subscriber.email,
-        action=ConsentAction.unsubscribed,
-        context=context,
-        now=now,
-    )
+    mark_unsubscribed(session, subscriber=subscriber, context=context, now=now)
     return subscriber
 
 
@@ -231,20 +225,10 @@ def export_data(session: Session, *, email: str) -> dict[str, Any] | None:
     if subscriber is None and not events and suppression is None:
         return None
     return {
-        "subscriber": _plain(subscriber.model_dump()) if subscriber else None,
-        "consent_log": [_plain(e.model_dump()) for e in events],
-        "suppression": _plain(suppression.model_dump()) if suppression else None,
+        "subscriber": _plain(subscriber) if subscriber else None,
+        "consent_log": [_plain(e) for e in events],
+        "suppression": _plain(suppression) if suppression else None,
     }
-
-
-def clean_categories(categories: Sequence[str]) -> list[str]:
-    """Trimmed, de-duplicated, bounded category names, in the order given."""
-    seen: dict[str, None] = {}
-    for raw in categories:
-        name = clean_name(raw)
-        if name:
-            seen.setdefault(name, None)
-    return list(seen)[:MAX_CATEGORIES]
 
 
 def is_paused(subscriber: Subscriber, now: datetime) -> bool:
@@ -255,5 +239,8 @@ def _erased(subscriber: Subscriber) -> bool:
     return subscriber.email.endswith("@erased.invalid")
 
 
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
+def _plain(row: SQLModel) -> dict[str, Any]:
+    """A row's columns in table order, times as ISO 8601 (not ``model_dump``: the enum
+    fields hold plain strings read from the database, which pydantic warns about)."""
+    values = {c.name: getattr(row, c.name) for c in row.__table__.columns}  # type: ignore[attr-defined]
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

@@ -65,7 +65,14 @@ def test_quick_start_writes_one_message_per_subscriber_then_nothing(
     config = write_config(tmp_path)
     digest(config, "init", db_url=db_url)
     imported = digest(
-        config, "subscribers", "import", str(SAMPLE_FEED.parent / "subscribers.csv"), db_url=db_url
+        config,
+        "subscribers",
+        "import",
+        str(SAMPLE_FEED.parent / "subscribers.csv"),
+        "--consented",
+        "--source",
+        "sample list",
+        db_url=db_url,
     )
     assert "Imported 5 new subscribers" in imported.stdout
     first = digest(config, "run", db_url=db_url)
@@ -118,7 +125,7 @@ def test_hostile_input_reaches_no_header_and_no_markup(tmp_path: Path, db_url: s
     digest(config, "init", db_url=db_url)
     csv = tmp_path / "readers.csv"
     csv.write_text('email,name\neve@example.com,"Eve\r\nBcc: x@example.org"\n', encoding="utf-8")
-    digest(config, "subscribers", "import", str(csv), db_url=db_url)
+    digest(config, "subscribers", "import", str(csv), "--consented", "--source", "t", db_url=db_url)
     result = digest(config, "run", db_url=db_url)
     assert "'broken-one'" in result.stdout and "pricing" in result.stdout
     assert "1 invalid" in result.stdout
@@ -164,7 +171,9 @@ def test_smtp_kill_nine_halfway_then_resume(tmp_path: Path, db_url: str) -> None
         digest(config, "init", db_url=db_url)
         csv = tmp_path / "readers.csv"
         csv.write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(total)))
-        digest(config, "subscribers", "import", str(csv), db_url=db_url)
+        digest(
+            config, "subscribers", "import", str(csv), "--consented", "--source", "t", db_url=db_url
+        )
         env = {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "digest", "--config", str(config), "run"],

@@ -52,9 +52,10 @@ def test_import_reports_bad_rows_by_line_and_imports_the_rest(engine: Engine) ->
     with session_scope(engine) as session:
         report = csvio.import_csv(session, stream=io.StringIO(text), source="t", now=NOW)
     assert report.added == 2
-    assert [e.line for e in report.errors] == [3, 4]
+    assert report.added_by_status == {"pending": 2}  # no consent stated: pending
+    assert [e.line for e in report.errors] == [3]
     assert "not a valid address" in report.errors[0].reason
-    assert "duplicate of line 2" in report.errors[1].reason
+    assert [(m.line, m.note) for m in report.merged] == [(4, "merged into line 2")]
     assert report.ignored_columns == ["city"]
     with session_scope(engine) as session:
         again = csvio.import_csv(session, stream=io.StringIO(text), source="t", now=NOW)
@@ -78,6 +79,7 @@ def test_import_never_resurrects_an_unsubscribed_reader(engine: Engine) -> None:
         )
         subscriber = repository.get_by_email(session, email="gone@example.com")
     assert report.added == 0
+    assert [n.line for n in report.skipped] == [2]
     assert subscriber is not None and subscriber.status == SubscriberStatus.unsubscribed
 
 
@@ -88,8 +90,8 @@ def test_export_round_trips(engine: Engine) -> None:
         buffer = io.StringIO()
         assert csvio.export_csv(session, stream=buffer) == 2
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "email,name,status,created_at"
-    assert lines[1].startswith('a@example.com,"A, with comma",active,2026-11-23')
+    assert lines[0] == "email,name,categories,status,created_at"
+    assert lines[1].startswith('a@example.com,"A, with comma",,active,2026-11-23')
 
 
 def test_add_is_idempotent(engine: Engine) -> None:
@@ -98,6 +100,20 @@ def test_add_is_idempotent(engine: Engine) -> None:
         second = repository.add(session, email="A@EXAMPLE.com", name="other", now=NOW)
     assert first.created and not second.created
     assert second.subscriber.id == first.subscriber.id
+
+
+def test_add_refuses_to_activate_a_suppressed_address(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        repository.add(session, email="gone@example.com", now=NOW)
+        assert repository.remove(session, email="gone@example.com", now=NOW)
+        assert not repository.remove(session, email="gone@example.com", now=NOW)
+        with pytest.raises(repository.AddressSuppressed, match=r"suppressed \(unsubscribed\)"):
+            repository.add(session, email="GONE@example.com", now=NOW)
+        # A pending row (a sign-up awaiting confirmation) may exist; it is never mailed.
+        pending = repository.add(
+            session, email="other@example.com", status=SubscriberStatus.pending, now=NOW
+        )
+        assert pending.created
 
 
 def test_tokens_are_scoped_by_purpose_and_survive_rotation() -> None:

@@ -1,33 +1,64 @@
-"""``digest subscribers …``: add, import, export, list, remove."""
+"""``digest subscribers …``: add, import, export, list, remove, forget, export-data.
+
+Every consent decision made here goes to the consent log with source ``cli`` (or
+``import``). Nothing here activates a suppressed address: that takes the reader's
+own double opt-in confirmation. Bad input is one line on stderr and exit 2.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import select
+from sqlmodel import Session
 
 from digest.cli.common import EXIT_USAGE, fail, out, runtime
 from digest.db import ensure_current, session_scope
-from subscribers import csvio, repository
-from subscribers.models import SubscriberStatus
+from digest.models import Delivery, Edition
+from subscribers import consent, csvio, lifecycle, repository
+from subscribers.addresses import normalize_email
+from subscribers.consent import Context
+from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus, SuppressionReason
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
+CLI = Context(ConsentSource.cli)
 
 
 @subscribers_app.command("add")
 def add(
     email: str,
     name: Annotated[str, typer.Option(help="Display name.")] = "",
+    category: Annotated[
+        list[str] | None,
+        typer.Option("--category", help="A category the reader wants (repeat; none = all)."),
+    ] = None,
 ) -> None:
-    """Add one subscriber (active)."""
+    """Add one subscriber (active); refused for a suppressed address."""
     with runtime() as rt:
         ensure_current(rt.engine)
         with session_scope(rt.engine) as session:
-            result = repository.add(session, email=email, name=name, source="cli", now=rt.now())
-        s = result.subscriber
+            result = repository.add(
+                session, email=email, name=name, categories=category or (), now=rt.now()
+            )
+            s = result.subscriber
+            if result.created:
+                consent.record(
+                    session,
+                    subscriber_id=s.id,
+                    email=s.email,
+                    action=ConsentAction.subscribed,
+                    context=CLI,
+                    now=rt.now(),
+                    detail="added as active by the operator ('digest subscribers add')",
+                )
         if result.created:
             out.print(f"Added {s.email}.")
         else:
@@ -36,34 +67,64 @@ def add(
 
 @subscribers_app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="CSV with a header: email, optional name.")],
+    file: Annotated[Path, typer.Argument(help="CSV: email, name, categories, status, created_at.")],
+    consented: Annotated[
+        bool, typer.Option("--consented", help="The readers already consented: import active.")
+    ] = False,
+    source: Annotated[
+        str | None, typer.Option("--source", help='Where consent came from, e.g. "signup form".')
+    ] = None,
 ) -> None:
-    """Import subscribers from CSV; bad rows are reported by line, the rest imported."""
+    """Import subscribers from CSV: pending unless --consented; bad rows reported by line."""
+    if consented and not (source or "").strip():
+        fail(EXIT_USAGE, '--consented needs --source "…": say where the consent came from')
+    if source is not None and not consented:
+        fail(EXIT_USAGE, "--source says where consent came from; it goes with --consented")
     try:
         stream = file.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         fail(EXIT_USAGE, f"cannot read {file}: {exc.strerror}")
+    started = time.perf_counter()
     with stream, runtime() as rt:
         ensure_current(rt.engine)
         with session_scope(rt.engine) as session:
             report = csvio.import_csv(
-                session, stream=stream, source=f"import:{file.name}", now=rt.now()
+                session,
+                stream=stream,
+                source=f"import:{file.name}",
+                now=rt.now(),
+                consent_source=source.strip() if source else None,
             )
-    for error in report.errors:
-        out.print(f"  {file}:{error.line}: {error.reason}", highlight=False)
+    _print_import(file, report, time.perf_counter() - started)
+
+
+def _print_import(file: Path, report: csvio.ImportReport, elapsed: float) -> None:
+    lines = [(e.line, e.reason) for e in report.errors]
+    lines += [(n.line, f"{n.email} skipped: {n.note}") for n in report.skipped]
+    lines += [(n.line, f"{n.email}: {n.note}") for n in [*report.merged, *report.notes]]
+    for line, text in sorted(lines):
+        out.print(f"  {escape(str(file))}:{line}: {escape(text)}", highlight=False)
     if report.ignored_columns:
-        out.print(f"  ignored columns: {', '.join(report.ignored_columns)}")
+        out.print(f"  ignored columns: {escape(', '.join(report.ignored_columns))}")
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(report.added_by_status.items()))
     out.print(
-        f"Imported {report.added} new subscribers from {file}; {report.already_present} "
-        f"already present, {len(report.errors)} rows rejected."
+        f"Imported {report.added} new subscribers from {escape(str(file))}"
+        f"{f' ({by_status})' if by_status else ''}; {report.already_present} already present, "
+        f"{len(report.skipped)} skipped (suppressed), {len(report.merged)} merged duplicates, "
+        f"{len(report.errors)} rows rejected; {elapsed:.1f} s."
     )
+    if report.added_by_status.get(SubscriberStatus.pending):
+        out.print(
+            "  Pending readers get no digest until they confirm. If the list already "
+            'consented, import it with --consented --source "where they signed up".'
+        )
 
 
 @subscribers_app.command("export")
 def export(
     file: Annotated[Path | None, typer.Argument(help="Output CSV; default stdout.")] = None,
 ) -> None:
-    """Export every subscriber as CSV (email, name, status, created_at)."""
+    """Export every subscriber as CSV (email, name, categories, status, created_at)."""
     with runtime() as rt, session_scope(rt.engine) as session:
         if file is None:
             csvio.export_csv(session, stream=sys.stdout)
@@ -89,7 +150,108 @@ def list_(
 
 @subscribers_app.command("remove")
 def remove(email: str) -> None:
-    """Unsubscribe an address (it stays suppressed: no future import re-adds it)."""
+    """Unsubscribe an address and suppress it: no import or add brings it back."""
     with runtime() as rt, session_scope(rt.engine) as session:
-        changed = repository.remove(session, email=email, now=rt.now())
-    out.print(f"Unsubscribed {email}." if changed else f"{email} was not an active subscriber.")
+        address = normalize_email(email)
+        subscriber = repository.get_by_email(session, email=address)
+        if subscriber is not None and subscriber.id is not None:
+            was = subscriber.status
+            lifecycle.unsubscribe(session, subscriber_id=subscriber.id, context=CLI, now=rt.now())
+            message = (
+                f"{address} was already unsubscribed; it stays suppressed."
+                if was == SubscriberStatus.unsubscribed
+                else f"Unsubscribed {address}; it is suppressed: no import or add brings it back."
+            )
+        elif (entry := consent.suppression_of(session, email=address)) is not None:
+            message = f"{address} is not a subscriber; it is already suppressed ({entry.reason})."
+        else:
+            _suppress_unknown(session, address, rt.now())
+            message = f"{address} was not a subscriber; it is now suppressed, so none is added."
+    out.print(message)
+
+
+def _suppress_unknown(session: Session, address: str, now: datetime) -> None:
+    reason = SuppressionReason.unsubscribed
+    consent.suppress(session, email=address, reason=reason, source="cli", now=now)
+    consent.record(
+        session,
+        subscriber_id=None,
+        email=address,
+        action=ConsentAction.unsubscribed,
+        context=CLI,
+        now=now,
+        detail="the operator suppressed an address that was not a subscriber",
+    )
+
+
+@subscribers_app.command("forget")
+def forget(email: str) -> None:
+    """Erase a reader's personal data (GDPR Art. 17); the address stays suppressed by hash."""
+    with runtime() as rt, session_scope(rt.engine) as session:
+        address = normalize_email(email)
+        subscriber = repository.get_by_email(session, email=address)
+        events = len(consent.history(session, email=address))
+        scrubbed = _scrub_deliveries(session, subscriber.id, address) if subscriber else 0
+        erased = lifecycle.forget(session, email=address, context=CLI, now=rt.now())
+    if not erased:
+        out.print(f"Nothing to erase: {address} is not a subscriber (perhaps already erased).")
+        return
+    out.print(
+        f"Erased {address}: its address, name and preferences; IP address and user agent "
+        f"of {events} consent events; the address in {scrubbed} delivery notes. The consent "
+        "log keeps what happened and when, and the address stays suppressed by its hash only."
+    )
+
+
+def _scrub_deliveries(session: Session, subscriber_id: int | None, address: str) -> int:
+    """Remove the address from delivery notes (server answers often quote it)."""
+    stmt = select(Delivery).where(Delivery.subscriber_id == subscriber_id)  # type: ignore[arg-type]
+    count = 0
+    for delivery in session.execute(stmt).scalars():
+        if address in delivery.detail.lower():
+            delivery.detail = _replace_ci(delivery.detail, address, "[erased]")
+            session.add(delivery)
+            count += 1
+    return count
+
+
+def _replace_ci(text: str, old: str, new: str) -> str:
+    lower, parts, start = text.lower(), [], 0
+    while (found := lower.find(old, start)) >= 0:
+        parts += [text[start:found], new]
+        start = found + len(old)
+    return "".join([*parts, text[start:]])
+
+
+@subscribers_app.command("export-data")
+def export_data(email: str) -> None:
+    """Print, as JSON, everything held about one reader (GDPR Art. 15 and 20)."""
+    with runtime() as rt, session_scope(rt.engine) as session:
+        address = normalize_email(email)
+        held = lifecycle.export_data(session, email=address)
+        subscriber = repository.get_by_email(session, email=address)
+        deliveries = _deliveries(session, subscriber.id) if subscriber else []
+    data: dict[str, Any] = {"email": address, "subscriber": None, "consent_log": []}
+    data |= {"suppression": None, **(held or {}), "deliveries": deliveries}
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    if held is None:
+        typer.echo(f"Nothing is held about {address}.", err=True)
+
+
+def _deliveries(session: Session, subscriber_id: int | None) -> list[dict[str, Any]]:
+    stmt = (
+        select(Edition.key, Delivery.state, Delivery.attempts, Delivery.updated_at, Delivery.detail)  # type: ignore[call-overload]
+        .join(Edition, Edition.id == Delivery.edition_id)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(Delivery.id)
+    )
+    return [
+        {
+            "edition": key,
+            "state": str(state),
+            "attempts": attempts,
+            "updated_at": updated.isoformat(),
+            "detail": detail,
+        }
+        for key, state, attempts, updated, detail in session.execute(stmt)
+    ]
