@@ -28,7 +28,7 @@ from digest.render.personalize import MessageTemplate
 from digest.runtime import Runtime, list_id, sender_address
 from digest.segments import PerSegment, Segment, Skip, distinct_categories, segment_for, skip_reason
 from digest.sending import SendOptions, SendReport
-from digest.transports.base import OutgoingMessage
+from digest.transports.base import OutgoingMessage, Personal, SharedContent
 from subscribers.tokens import Purpose
 
 
@@ -109,9 +109,17 @@ def message_factory(
     use (the full edition eagerly, so a size error stops the run before any send)."""
     available = distinct_categories([c.category for c in comparisons])
 
-    def for_segment(segment: Segment) -> MessageTemplate:
+    def for_segment(segment: Segment) -> tuple[MessageTemplate, SharedContent]:
         chosen = [c for c in comparisons if c.category in segment]
-        return message_template(rt, edition_key, render(rt, edition_key, chosen))
+        digest = render(rt, edition_key, chosen)
+        shared = SharedContent(
+            key=f"{edition_key}/{'|'.join(segment)}",
+            digest=digest,
+            from_header=rt.config.email.from_,
+            reply_to=rt.config.email.reply_to,
+            list_id=list_id(rt.config),
+        )
+        return message_template(rt, edition_key, digest), shared
 
     templates = PerSegment(for_segment)
     templates.get(tuple(available))
@@ -126,14 +134,23 @@ def message_factory(
             if reason is not None:
                 out.append(Skip(r.delivery_id, reason))
                 continue
-            template = templates.get(segment_for(r.categories, available))
+            template, shared = templates.get(segment_for(r.categories, available))
             urls = personal_urls(rt, r.subscriber_id)
             data = template.render(
                 subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
             )
             mid = template.message_id(r.subscriber_id)
             out.append(
-                OutgoingMessage(r.delivery_id, envelope_from, r.email, mid, data, edition_key)
+                OutgoingMessage(
+                    r.delivery_id,
+                    envelope_from,
+                    r.email,
+                    mid,
+                    data,
+                    edition_key,
+                    shared=shared,
+                    personal=Personal(r.name, urls),
+                )
             )
         return out
 

@@ -12,10 +12,12 @@ commits before calling :meth:`Transport.send_batch`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol
+
+from digest.render.base import RenderedDigest
 
 
 class Outcome(StrEnum):
@@ -28,6 +30,31 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SharedContent:
+    """What every reader of one edition segment gets alike: built once, shared by
+    reference. Provider APIs that take JSON fields (or one body plus per-recipient
+    substitutions) use this instead of the MIME bytes."""
+
+    key: str  # unique per edition and segment: group a batch by it
+    digest: RenderedDigest  # subject, and HTML/text with personal slots
+    from_header: str  # "Name <addr>"
+    reply_to: str | None
+    list_id: str  # "Name <id.domain>"
+
+
+@dataclass(frozen=True, slots=True)
+class Personal:
+    """What is one reader's own: their name and the values of the personal slots."""
+
+    to_name: str
+    values: Mapping[str, str] = field(default_factory=dict)  # slot name -> value
+
+    @property
+    def unsubscribe_url(self) -> str:
+        return self.values["unsubscribe_url"]
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     delivery_id: int
     sender: str  # envelope MAIL FROM: a bare address
@@ -35,6 +62,8 @@ class OutgoingMessage:
     message_id: str  # the Message-ID header value, with angle brackets
     data: bytes  # the complete RFC 5322 message, CRLF line endings
     tag: str = ""  # the edition key, e.g. "2026-W48" (outbox folder, provider tag)
+    shared: SharedContent | None = None  # set for digest messages (not transactional)
+    personal: Personal | None = None
 
 
 @dataclass(frozen=True, slots=True)
