@@ -20,6 +20,7 @@ Rules (see DESIGN.md, "Deliveries are a ledger"):
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -145,13 +146,26 @@ def mark_sending(conn: Connection, *, ids: Sequence[int], now: datetime) -> dict
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How answers that are not final are retried.
+
+    A *deferred* message (SMTP 4xx, throttling, a timeout before DATA) is retried
+    with exponential backoff (capped at ``max_backoff_seconds``) until
+    ``give_up_after`` has passed since the edition started sending, like an MTA's
+    queue lifetime: a server that throttles for hours slows the edition down but
+    fails nobody. An *unknown* outcome is retried at most ``max_attempts`` times.
+    """
+
     max_attempts: int
     backoff_seconds: float
     unknown_policy: str
+    give_up_after: timedelta = timedelta(hours=72)
+    max_backoff_seconds: float = 900.0
 
     def delay(self, attempts: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter, never sooner than ``retry_after``."""
-        base = self.backoff_seconds * 2 ** max(attempts - 1, 0)
+        """Exponential backoff with jitter, never sooner than ``retry_after``."""
+        base = min(
+            self.backoff_seconds * 2 ** min(max(attempts - 1, 0), 30), self.max_backoff_seconds
+        )
         jittered: float = base * (0.5 + random.random() / 2)  # noqa: S311  (not crypto)
         return max(retry_after or 0.0, jittered)
 
@@ -164,9 +178,18 @@ def record(
     transport: str,
     policy: RetryPolicy,
     now: datetime,
+    started_at: datetime | None = None,
 ) -> dict[str, int]:
-    """Store each answer on its row; return counts by resulting state."""
-    rows = [_row_for(r, attempts.get(r.delivery_id, 1), transport, policy, now) for r in results]
+    """Store each answer on its row; return counts by resulting state.
+
+    ``started_at``: when the edition started sending (deferrals give up
+    ``policy.give_up_after`` later).
+    """
+    give_up_at = (started_at or now) + policy.give_up_after
+    rows = [
+        _row_for(r, attempts.get(r.delivery_id, 1), transport, policy, now, give_up_at)
+        for r in results
+    ]
     if rows:
         stmt = (
             update(D)
@@ -189,9 +212,14 @@ def record(
 
 
 def _row_for(
-    result: SendResult, attempts: int, transport: str, policy: RetryPolicy, now: datetime
+    result: SendResult,
+    attempts: int,
+    transport: str,
+    policy: RetryPolicy,
+    now: datetime,
+    give_up_at: datetime,
 ) -> dict[str, object]:
-    state, detail, next_at = _next_state(result, attempts, policy, now)
+    state, detail, next_at = _next_state(result, attempts, policy, now, give_up_at)
     return {
         "b_id": result.delivery_id,
         "b_state": state,
@@ -202,12 +230,19 @@ def _row_for(
     }
 
 
+# RFC 3463: 5.1.x is a bad destination address (no such mailbox, bad domain): a
+# hard bounce, whoever reports it.
+_HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
+
+
 def _next_state(
-    result: SendResult, attempts: int, policy: RetryPolicy, now: datetime
+    result: SendResult, attempts: int, policy: RetryPolicy, now: datetime, give_up_at: datetime
 ) -> tuple[str, str, datetime | None]:
     outcome = result.outcome
     if outcome in (Outcome.sent, Outcome.queued):
         return DeliveryState.sent.value, result.detail, None
+    if outcome is Outcome.rejected and _HARD_BOUNCE.search(result.detail):
+        return DeliveryState.bounced.value, result.detail, None
     if outcome in (Outcome.rejected, Outcome.failed):
         return DeliveryState.failed.value, result.detail, None
     if outcome is Outcome.unknown and policy.unknown_policy == "skip":
@@ -216,7 +251,14 @@ def _next_state(
             f"outcome unknown, skipped by policy: {result.detail}",
             None,
         )
-    if attempts >= policy.max_attempts:
+    if outcome is Outcome.deferred and now >= give_up_at:
+        return (
+            DeliveryState.failed.value,
+            f"still deferred after {policy.give_up_after} ({attempts} attempts); last "
+            f"answer: {result.detail}",
+            None,
+        )
+    if outcome is not Outcome.deferred and attempts >= policy.max_attempts:
         return (
             DeliveryState.failed.value,
             f"gave up after {attempts} attempts; last answer: {result.detail}",

@@ -37,7 +37,8 @@ class SendOptions:
     retry: RetryPolicy
     max_retry_wait: float
     lease_ttl: float = 120.0
-    breaker_threshold: int = 50  # consecutive deferred/unknown answers that stop a run
+    slow_down_after: int = 20  # consecutive deferred answers that make every worker wait
+    max_slow_down: float = 60.0  # seconds: the longest such wait
 
 
 @dataclass(slots=True)
@@ -49,6 +50,7 @@ class SendReport:
     failed: int = 0
     skipped: int = 0
     retried: int = 0
+    throttled: int = 0  # times the run slowed down for a throttling server
     pending_at_start: int = 0  # rows still to do when this run began
     pending: int = 0
     finished: bool = False
@@ -63,27 +65,41 @@ class SendReport:
 
 
 class _Run:
-    """State shared by the producer and the workers of one send run."""
+    """State shared by the producer and the workers of one send run.
 
-    def __init__(self, report: SendReport, threshold: int) -> None:
+    Throttling slows the run down rather than failing readers: a ``Retry-After``
+    from the transport, or ``slow_down_after`` deferrals in a row, make every
+    worker wait (doubling up to ``max_slow_down`` while the deferrals go on).
+    """
+
+    def __init__(self, report: SendReport, options: SendOptions) -> None:
         self.report = report
-        self.threshold = threshold
+        self.options = options
         self.streak = 0
+        self.pause = 0.0
+        self.not_before = 0.0  # time.monotonic() before which no worker sends
         self.stop = False
+        self.started_at: datetime | None = None  # when the edition began sending
 
     def observe(self, results: Sequence[SendResult]) -> None:
+        now = time.monotonic()
         for result in results:
             if result.outcome in (Outcome.sent, Outcome.queued):
-                self.streak = 0
-            elif result.outcome in (Outcome.deferred, Outcome.unknown):
+                self.streak, self.pause = 0, 0.0
+            elif result.outcome is Outcome.deferred:
                 self.streak += 1
-        if self.streak >= self.threshold and not self.stop:
-            self.stop = True
-            last = results[-1].detail if results else ""
-            self.report.error = (
-                f"the transport deferred {self.streak} messages in a row (last answer: "
-                f"{last or 'none'}); the rest stay queued: run 'digest send' again later"
-            )
+                if result.retry_after:
+                    self.not_before = max(self.not_before, now + result.retry_after)
+        if self.streak >= self.options.slow_down_after:
+            self.pause = min(max(self.pause * 2, 1.0), self.options.max_slow_down)
+            self.not_before = max(self.not_before, now + self.pause)
+            self.streak = 0
+            self.report.throttled += 1
+
+    async def wait_if_throttled(self) -> None:
+        delay = self.not_before - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 async def send_edition(
@@ -105,8 +121,9 @@ async def send_edition(
     ttl = timedelta(seconds=options.lease_ttl)
     leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
     heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock))
+    run = _Run(report, options)
     try:
-        _prepare(engine, edition.id, options, clock(), report)
+        run.started_at = _prepare(engine, edition.id, options, clock(), report)
         await transport.open()
         try:
             await _drain(
@@ -116,7 +133,7 @@ async def send_edition(
                 build_messages,
                 options,
                 clock,
-                _Run(report, options.breaker_threshold),
+                run,
                 progress,
             )
         finally:
@@ -131,7 +148,8 @@ async def send_edition(
 
 def _prepare(
     engine: Engine, edition_id: int, options: SendOptions, now: datetime, report: SendReport
-) -> None:
+) -> datetime:
+    """Plan the ledger once, resolve rows in doubt; return when sending began."""
     E = deliveries.E
     with engine.begin() as conn:
         planned_at, planned = conn.execute(
@@ -139,12 +157,15 @@ def _prepare(
         ).one()
         if planned_at is None:
             planned = deliveries.plan(conn, edition_id=edition_id, now=now)
+            planned_at = now
         report.planned = int(planned)
         report.recovered = deliveries.recover(
             conn, edition_id=edition_id, policy=options.retry.unknown_policy, now=now
         )
         tally = deliveries.counts(conn, edition_id=edition_id)
     report.pending_at_start = sum(tally.get(s, 0) for s in deliveries.PENDING)
+    assert isinstance(planned_at, datetime)
+    return planned_at
 
 
 def _conclude(engine: Engine, edition_id: int, now: datetime, report: SendReport) -> None:
@@ -252,6 +273,7 @@ async def _send_batch(
     clock: Clock,
     run: _Run,
 ) -> None:
+    await run.wait_if_throttled()
     now = clock()
     with engine.begin() as conn:
         attempts = deliveries.mark_sending(conn, ids=[r.delivery_id for r in batch], now=now)
@@ -282,6 +304,7 @@ async def _send_batch(
             transport=type(transport).kind,
             policy=retry,
             now=clock(),
+            started_at=run.started_at,
         )
     report = run.report
     report.sent += tally.get("sent", 0)

@@ -54,6 +54,7 @@ def _options(**retry: object) -> SendOptions:
         max_attempts=int(retry.get("max_attempts", 3)),  # type: ignore[call-overload]
         backoff_seconds=float(retry.get("backoff", 0.01)),  # type: ignore[arg-type]
         unknown_policy=str(retry.get("unknown_policy", "resend")),
+        give_up_after=retry.get("give_up_after", timedelta(hours=72)),  # type: ignore[arg-type]
     )
     return SendOptions(batch_size=7, retry=policy, max_retry_wait=5.0)
 
@@ -96,20 +97,49 @@ def test_every_active_reader_gets_exactly_one_message(engine: Engine) -> None:
     assert again.handed == [] and second.sent == 0 and second.finished
 
 
-def test_rejections_fail_permanently_and_deferrals_give_up_after_max_attempts(
-    engine: Engine,
-) -> None:
+def test_rejections_fail_permanently_and_deferrals_give_up_by_age(engine: Engine) -> None:
     edition = _setup(engine, 6)
     transport = MemoryTransport(reject=["reader1@example.com"], defer=["reader2@example.com"])
-    report = _send(engine, edition, transport, max_attempts=3)
+    report = _send(engine, edition, transport, give_up_after=timedelta(seconds=0.3))
     assert report.sent == 4 and report.failed == 2 and report.finished
     with session_scope(engine) as session:
         rows = {d.subscriber_id: d for d in session.exec(select(Delivery)).scalars()}  # type: ignore[call-overload]
     assert rows[2].state == DeliveryState.failed and rows[2].attempts == 1
-    assert rows[3].state == DeliveryState.failed and rows[3].attempts == 3
-    assert "gave up after 3 attempts" in rows[3].detail
+    assert rows[3].state == DeliveryState.failed
+    assert "still deferred after" in rows[3].detail
     deferred_tries = [m for m in transport.handed if m.recipient == "reader2@example.com"]
-    assert len(deferred_tries) == 3
+    assert len(deferred_tries) == rows[3].attempts > 3  # deferrals do not count as failures
+
+
+def test_unknown_outcomes_give_up_after_max_attempts(engine: Engine) -> None:
+    edition = _setup(engine, 2)
+    transport = MemoryTransport(unknown=["reader0@example.com"])
+    report = _send(engine, edition, transport, max_attempts=3)
+    assert report.sent == 1 and report.failed == 1
+    with session_scope(engine) as session:
+        row = session.exec(select(Delivery).where(Delivery.subscriber_id == 1)).scalar_one()  # type: ignore[call-overload, arg-type]
+    assert row.attempts == 3 and "gave up after 3 attempts" in row.detail
+
+
+def test_smtp_5_1_x_rejections_are_hard_bounces(engine: Engine) -> None:
+    from digest.transports.base import Outcome, SendResult
+
+    edition = _setup(engine, 2)
+    transport = MemoryTransport()
+    original = transport.send_batch
+
+    async def answer(messages: Sequence[OutgoingMessage]):  # type: ignore[no-untyped-def]
+        results = await original(messages)
+        return [
+            SendResult(r.delivery_id, Outcome.rejected, detail="550 5.1.1 <x>: no such user")
+            if r.delivery_id == 1
+            else r
+            for r in results
+        ]
+
+    transport.send_batch = answer  # type: ignore[method-assign]
+    _send(engine, edition, transport)
+    assert _states(engine) == {"bounced": 1, "sent": 1}
 
 
 def test_rows_left_sending_by_a_dead_run_are_resent_by_policy(engine: Engine) -> None:
