@@ -23,10 +23,19 @@ def cfg(kind: str, **options: Any) -> AdapterConfig:
 
 
 def test_registry_kinds() -> None:
+    from digest.transports.mailgun import MailgunTransport
+    from digest.transports.postmark import PostmarkTransport
+    from digest.transports.resend import ResendTransport
+    from digest.transports.sendgrid import SendGridTransport
+
     assert {
         "outbox": OutboxTransport,
         "smtp": SmtpTransport,
         "memory": MemoryTransport,
+        "postmark": PostmarkTransport,
+        "resend": ResendTransport,
+        "sendgrid": SendGridTransport,
+        "mailgun": MailgunTransport,
     } == TRANSPORTS
     for cls in TRANSPORTS.values():
         assert TRANSPORTS[cls.kind] is cls
@@ -54,7 +63,10 @@ def test_password_comes_from_the_environment() -> None:
 
 
 def test_unknown_kind() -> None:
-    with pytest.raises(ConfigError, match=r"unknown kind 'smtps'.*memory, outbox, smtp") as info:
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown kind 'smtps'.*mailgun, memory, outbox, postmark, resend, sendgrid, smtp",
+    ) as info:
         build_transport(cfg("smtps", host="h"), {})
     assert str(SOURCE) in str(info.value)
 

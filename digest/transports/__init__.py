@@ -12,14 +12,22 @@ from collections.abc import Mapping
 from digest.config import AdapterConfig
 from digest.registry import build
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
+from digest.transports.mailgun import MailgunTransport
 from digest.transports.memory import MemoryTransport
 from digest.transports.outbox import OutboxTransport
+from digest.transports.postmark import PostmarkTransport
+from digest.transports.resend import ResendTransport
+from digest.transports.sendgrid import SendGridTransport
 from digest.transports.smtp import SmtpTransport
 
 TRANSPORTS: dict[str, type[Transport]] = {
     "outbox": OutboxTransport,
     "smtp": SmtpTransport,
     "memory": MemoryTransport,
+    "postmark": PostmarkTransport,
+    "resend": ResendTransport,
+    "sendgrid": SendGridTransport,
+    "mailgun": MailgunTransport,
 }
 
 

@@ -1,0 +1,520 @@
+"""The shared base of the provider HTTP transports (Postmark, Resend, SendGrid, Mailgun).
+
+Like django-anymail's ``base_requests``: :class:`HttpBatchTransport` runs the send
+(pacing, the "not before" gate, retries, error translation), and each provider
+module fills in three small conversion steps. ``httpx`` is imported here and in no
+provider module: providers see only :class:`ApiRequest` and :class:`ApiResponse`.
+
+Writing a provider::
+
+    class AcmeTransport(HttpBatchTransport):
+        kind = "acme"                                   # the [transport] kind
+        secret_env = {"api_key": "DIGEST_ACME_API_KEY"}  # the credential, from env only
+        default_base_url = "https://api.acme.example"
+        provider_max_batch = 100                        # documented messages per request
+        default_requests_per_second = 2.0               # documented limits (0 = none)
+        default_messages_per_second = 0.0
+        idempotent = False                              # True: honours an idempotency key
+        custom_message_id = False                       # True: parts() adds our Message-ID
+
+        def build_request(self, messages):             # -> ApiRequest (path, json|form, headers)
+            parts = [self.parts(m) for m in messages]  # MessageParts: from, to, subject, …
+        def parse_response(self, messages, response):  # -> one SendResult per message
+        def auth_headers(self):                        # -> {"Authorization": "Bearer …"}
+        def probe_request(self):                       # optional: a cheap authenticated GET
+
+Extra TOML keys: define ``__init__(self, *, my_key: str = "x", **common: Any)``,
+validate, then ``super().__init__(**common)``; the base merges the signatures so the
+registry (which reads ``inspect.signature(cls)``) sees every key.
+
+Common ``[transport]`` keys (each checked; ``ValueError`` names the key):
+``base_url``, ``timeout`` (s), ``max_attempts`` (per ``send_batch`` call, for 5xx,
+timeouts and connection errors), ``backoff_seconds`` (first backoff; doubled each
+attempt, jittered, capped at 30 s), ``max_retry_after`` (s: the longest provider
+``Retry-After`` waited out inside one call), ``messages_per_second``,
+``requests_per_second`` (token buckets; 0 = unlimited), ``batch_size`` (≤ the
+provider's maximum; becomes ``max_batch``), ``concurrency`` (requests in flight).
+The credential is keyword ``api_key``, filled from ``secret_env`` only; missing, it
+is a ``ValueError`` naming the environment variable.
+
+How answers become outcomes (the provider's own words always go in ``detail``):
+
+=====================================================  =================================
+2xx / other 4xx                                         ``parse_response`` decides, per
+                                                        message (``queued`` + provider id,
+                                                        ``rejected`` with code and message)
+401, 403                                                raises ``TransportUnavailable``
+429 or 503 with ``Retry-After`` (seconds or HTTP date)  sets the "not before" instant: no
+                                                        request leaves before it. Waited
+                                                        out in the call if ≤
+                                                        ``max_retry_after`` and attempts
+                                                        remain, else ``deferred`` with
+                                                        ``retry_after``
+408, 500, 502, 503; 429 without ``Retry-After`` (the    backoff and retry; then
+gate is set for one backoff); connect error or connect  ``deferred``
+timeout (nothing was sent)
+read/write timeout, connection lost, 504 (the request   ``idempotent`` providers: retry
+may have been accepted)                                 with the same key; otherwise (or
+                                                        when attempts run out)
+                                                        ``unknown`` at once: never resent
+                                                        blindly
+2xx body the provider hook cannot read                  ``unknown``
+=====================================================  =================================
+
+A ``send_batch`` over ``max_batch`` is split into requests of ``max_batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import formataddr, parsedate_to_datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from digest.errors import TransportUnavailable
+from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.pacing import TokenBucket
+
+MAX_BACKOFF = 30.0  # seconds: the longest backoff between attempts in one call
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503})
+_AMBIGUOUS_STATUS = frozenset({504})  # a gateway gave up; the backend may have it
+_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])  # C0, DEL, C1 → removed
+_DETAIL_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One HTTP request to the provider; ``path`` is relative to ``base_url``."""
+
+    path: str
+    json: Any = None  # a JSON body, or
+    form: Mapping[str, str | Sequence[str]] | None = None  # form fields (repeated = list)
+    files: Mapping[str, tuple[str, bytes, str]] | None = None  # name -> (filename, data, type)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """The provider's answer, without httpx: status, headers (lower-case names), body."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    def json(self) -> Any:
+        """The body parsed as JSON; ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def compact(self) -> str:
+        """The body as compact JSON (or the text), cut to a size fit for ``detail``."""
+        parsed = self.json()
+        return compact(self.text if parsed is None else parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageParts:
+    """One message as provider JSON fields want it (see :meth:`HttpBatchTransport.parts`)."""
+
+    from_header: str
+    to: str  # "Name <addr>" (control characters removed) or a bare address
+    subject: str
+    html: str | None
+    text: str | None
+    reply_to: str | None
+    headers: Mapping[str, str]  # List-Unsubscribe(-Post), List-Id; Message-ID if allowed
+
+
+class HttpBatchTransport:
+    """Base of the provider transports; see the module docstring for the contract."""
+
+    kind: ClassVar[str] = ""
+    secret_env: ClassVar[Mapping[str, str]] = {}
+    default_base_url: ClassVar[str] = ""
+    provider_max_batch: ClassVar[int] = 1
+    default_requests_per_second: ClassVar[float] = 0.0
+    default_messages_per_second: ClassVar[float] = 0.0
+    idempotent: ClassVar[bool] = False
+    custom_message_id: ClassVar[bool] = False  # the API documents a settable Message-ID
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The registry reads ``inspect.signature(cls)``: show it the subclass's own
+        # keywords plus the common ones it passes on through ``**common``.
+        super().__init_subclass__(**kwargs)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        own = [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is keyword]
+        names = {p.name for p in own}
+        common = inspect.signature(HttpBatchTransport.__init__).parameters.values()
+        merged = own + [p for p in common if p.kind is keyword and p.name not in names]
+        setattr(cls, "__signature__", inspect.Signature(merged))  # noqa: B010
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 3,
+        backoff_seconds: float = 1.0,
+        max_retry_after: float = 10.0,
+        messages_per_second: float | None = None,
+        requests_per_second: float | None = None,
+        batch_size: int | None = None,
+        concurrency: int = 2,
+    ) -> None:
+        """Validate the common keywords; ``ValueError`` names the bad key."""
+        variable = self.secret_env.get("api_key", "the API key variable")
+        if not api_key:
+            raise ValueError(f"set the {variable} environment variable ({self.kind} API key)")
+        self.api_key = api_key
+        self.base_url = base_url if base_url is not None else self.default_base_url
+        check_str("base_url", self.base_url)
+        if not self.base_url.startswith(("https://", "http://")):
+            raise ValueError(f"key 'base_url': expected an http(s) URL, got {self.base_url!r}")
+        self.timeout = check_number("timeout", timeout)
+        self.max_attempts = check_int("max_attempts", max_attempts, 1, 20)
+        self.backoff_seconds = check_number("backoff_seconds", backoff_seconds, allow_zero=True)
+        self.max_retry_after = check_number("max_retry_after", max_retry_after, allow_zero=True)
+        self._max_batch = check_int(
+            "batch_size",
+            self.provider_max_batch if batch_size is None else batch_size,
+            1,
+            self.provider_max_batch,
+        )
+        self._concurrency = check_int("concurrency", concurrency, 1, 64)
+        mps = (
+            self.default_messages_per_second if messages_per_second is None else messages_per_second
+        )
+        rps = (
+            self.default_requests_per_second if requests_per_second is None else requests_per_second
+        )
+        self.messages = TokenBucket(
+            check_number("messages_per_second", mps, allow_zero=True), burst=self._max_batch
+        )
+        self.requests = TokenBucket(check_number("requests_per_second", rps, allow_zero=True))
+        self.not_before = 0.0  # time.monotonic() before which nothing is sent
+        self.sent_requests = 0  # requests that left (retries included)
+        self._client: httpx.AsyncClient | None = None
+        self._in_flight = asyncio.Semaphore(self._concurrency)
+
+    # -- the hooks a provider fills in ----------------------------------------------
+
+    def build_request(self, messages: Sequence[OutgoingMessage]) -> ApiRequest:
+        """The request that sends ``messages`` (at most ``max_batch``)."""
+        raise NotImplementedError
+
+    def parse_response(
+        self, messages: Sequence[OutgoingMessage], response: ApiResponse
+    ) -> list[SendResult]:
+        """One result per message, in order, from a 2xx or a non-retryable 4xx answer.
+
+        May raise ``TransportUnavailable`` (account-level refusal). A ``KeyError``,
+        ``TypeError``, ``ValueError`` or ``IndexError`` means an answer it cannot read:
+        the base maps it to ``unknown`` (2xx) or ``failed`` (4xx)."""
+        raise NotImplementedError
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers sent with every request (authentication)."""
+        return {}
+
+    def probe_request(self) -> ApiRequest | None:
+        """A cheap authenticated request :meth:`open` makes to fail fast, or None."""
+        return None
+
+    # -- the Transport protocol -------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    async def open(self) -> None:
+        """Create the HTTP client; run the probe if any. Raises ``TransportUnavailable``."""
+        client = self._ensure_client()
+        probe = self.probe_request()
+        if probe is None:
+            return
+        try:
+            answer = await client.request(probe.method, probe.path, headers=dict(probe.headers))
+        except httpx.HTTPError as exc:
+            raise TransportUnavailable(
+                f"cannot reach {self.kind} at {self.base_url} ({describe(exc)}): check "
+                "[transport] base_url and the network"
+            ) from exc
+        if answer.status_code in (401, 403):
+            raise TransportUnavailable(self._auth_refused(_response(answer)))
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """One result per message, in order; splits batches over ``max_batch``."""
+        chunks = [
+            messages[i : i + self._max_batch] for i in range(0, len(messages), self._max_batch)
+        ]
+        answers = await asyncio.gather(*(self._send_chunk(chunk) for chunk in chunks))
+        return [result for answer in answers for result in answer]
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- helpers for providers ----------------------------------------------------------
+
+    def parts(self, message: OutgoingMessage) -> MessageParts:
+        """The message as fields: from shared/personal content, or (transactional
+        messages) from ``data`` parsed once with the email package."""
+        shared, personal = message.shared, message.personal
+        if shared is None or personal is None:
+            parts = _parts_from_mime(message)
+            if not self.custom_message_id:
+                headers = {k: v for k, v in parts.headers.items() if k != "Message-ID"}
+                parts = replace(parts, headers=headers)
+            return parts
+        values = personal.values
+        headers = {"List-Id": shared.list_id}
+        if self.custom_message_id:
+            headers["Message-ID"] = message.message_id
+        if "unsubscribe_url" in values:
+            # RFC 8058: one-click unsubscribe needs both headers.
+            headers["List-Unsubscribe"] = f"<{values['unsubscribe_url']}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return MessageParts(
+            from_header=shared.from_header,
+            to=to_header(personal.to_name, message.recipient),
+            subject=shared.digest.subject,
+            html=shared.digest.html_with(values),
+            text=shared.digest.text_with(values),
+            reply_to=shared.reply_to,
+            headers=headers,
+        )
+
+    @staticmethod
+    def batch_key(messages: Sequence[OutgoingMessage]) -> str:
+        """A key derived only from the batch's delivery and message ids (64 hex digits):
+        the same batch sent again carries the same idempotency key."""
+        digest = hashlib.sha256()
+        for m in messages:
+            digest.update(f"{m.delivery_id}\x00{m.message_id}\x01".encode())
+        return digest.hexdigest()
+
+    # -- the send loop --------------------------------------------------------------
+
+    async def _send_chunk(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        request = self.build_request(messages)
+        maybe_sent = False  # some attempt may have been accepted by the provider
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            final = attempt == self.max_attempts
+            try:
+                response = await self._request(request, len(messages))
+            except _NOT_SENT as exc:
+                last = f"{self.kind}: {describe(exc)}"
+            except _MAYBE_SENT as exc:
+                last = f"{self.kind}: {describe(exc)} (the request may have been accepted)"
+                maybe_sent = True
+                if not self.idempotent:
+                    return _all(messages, Outcome.unknown, last)
+            except httpx.HTTPError as exc:  # a bad URL or protocol: nothing will work
+                raise TransportUnavailable(
+                    f"{self.kind} at {self.base_url}: {describe(exc)}"
+                ) from exc
+            else:
+                status = response.status
+                if status in (401, 403):
+                    raise TransportUnavailable(self._auth_refused(response))
+                if status not in _RETRY_STATUS and status not in _AMBIGUOUS_STATUS:
+                    return self._parse(messages, response)
+                last = f"{self.kind} HTTP {status}: {response.compact()}"
+                wait = retry_after(response.headers.get("retry-after"))
+                if wait is None and status == 429:  # throttled without a hint: back off
+                    wait = self._backoff(attempt)
+                if wait is not None and status in (429, 503):
+                    self.not_before = max(self.not_before, time.monotonic() + wait)
+                    if wait > self.max_retry_after or final:
+                        return _all(messages, Outcome.deferred, last, retry_after=wait)
+                    continue  # the gate in _request waits it out
+                if status in _AMBIGUOUS_STATUS:
+                    maybe_sent = True
+                    if not self.idempotent:
+                        return _all(messages, Outcome.unknown, last)
+            if not final:
+                await asyncio.sleep(self._backoff(attempt))
+        return _all(messages, Outcome.unknown if maybe_sent else Outcome.deferred, last)
+
+    async def _request(self, request: ApiRequest, count: int) -> ApiResponse:
+        client = self._ensure_client()
+        async with self._in_flight:
+            while (delay := self.not_before - time.monotonic()) > 0:  # Retry-After gate
+                await asyncio.sleep(delay)
+            await self.requests.acquire()
+            for _ in range(count):
+                await self.messages.acquire()
+            while (delay := self.not_before - time.monotonic()) > 0:  # set while pacing
+                await asyncio.sleep(delay)
+            self.sent_requests += 1
+            answer = await client.request(
+                request.method,
+                request.path,
+                json=request.json,
+                data=request.form,
+                files=request.files,
+                headers=dict(request.headers),
+            )
+        return _response(answer)
+
+    def _parse(
+        self, messages: Sequence[OutgoingMessage], response: ApiResponse
+    ) -> list[SendResult]:
+        ok = 200 <= response.status < 300
+        try:
+            results = self.parse_response(messages, response)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            what = "unreadable answer" if ok else "refused"
+            detail = f"{self.kind} HTTP {response.status} {what} ({exc!r}): {response.compact()}"
+            return _all(messages, Outcome.unknown if ok else Outcome.failed, detail)
+        if [r.delivery_id for r in results] != [m.delivery_id for m in messages]:
+            detail = f"{self.kind} HTTP {response.status}: answer does not match the batch: "
+            return _all(messages, Outcome.unknown, detail + response.compact())
+        return results
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF)
+        return float(base * (0.5 + random.random() / 2))  # noqa: S311  (jitter, not crypto)
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=self.timeout,
+                headers={"Accept": "application/json", **self.auth_headers()},
+                limits=httpx.Limits(max_connections=self._concurrency + 1),
+            )
+        return self._client
+
+    def _auth_refused(self, response: ApiResponse) -> str:
+        variable = self.secret_env.get("api_key", "the API key")
+        return (
+            f"{self.kind} refused the credentials (HTTP {response.status}: "
+            f"{response.compact()}): check the {variable} environment variable"
+        )
+
+
+# -- small shared functions -----------------------------------------------------------
+
+
+def to_header(name: str, address: str) -> str:
+    """``"Name <addr>"`` for the To field, control characters removed (no header
+    injection through a reader's name); a bare address when there is no name."""
+    clean = name.translate(_CONTROL).strip()
+    return formataddr((clean, address.translate(_CONTROL))) if clean else address
+
+
+def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds ≥ 0."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def compact(value: Any) -> str:
+    """Compact JSON for a JSON value, the text itself for a string; cut for ``detail``."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def check_str(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
+    return value
+
+
+def check_int(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(
+            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
+        )
+    return value
+
+
+def check_number(key: str, value: object, *, allow_zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _all(
+    messages: Sequence[OutgoingMessage],
+    outcome: Outcome,
+    detail: str,
+    *,
+    retry_after: float | None = None,
+) -> list[SendResult]:
+    return [
+        SendResult(m.delivery_id, outcome, detail=detail, retry_after=retry_after) for m in messages
+    ]
+
+
+def _response(answer: httpx.Response) -> ApiResponse:
+    headers = {name.lower(): value for name, value in answer.headers.items()}
+    return ApiResponse(answer.status_code, headers, answer.text)
+
+
+_PART_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "Message-ID")
+
+
+def _parts_from_mime(message: OutgoingMessage) -> MessageParts:
+    parsed = message_from_bytes(message.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    html = parsed.get_body(("html",))
+    text = parsed.get_body(("plain",))
+    headers = {name: str(parsed[name]) for name in _PART_HEADERS if parsed[name] is not None}
+    headers.setdefault("Message-ID", message.message_id)
+    return MessageParts(
+        from_header=str(parsed["From"] or message.sender),
+        to=str(parsed["To"] or message.recipient).translate(_CONTROL),
+        subject=str(parsed["Subject"] or ""),
+        html=html.get_content() if isinstance(html, EmailMessage) else None,
+        text=text.get_content() if isinstance(text, EmailMessage) else None,
+        reply_to=str(parsed["Reply-To"]) if parsed["Reply-To"] is not None else None,
+        headers=headers,
+    )

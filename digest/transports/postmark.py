@@ -1,0 +1,135 @@
+"""Postmark: ``POST /email/batch`` with up to 500 messages per request.
+
+Shaped from Postmark's published docs (developer/user-guide/send-email-with-api/
+batch-emails, developer/api/overview#error-codes): a JSON array of messages
+(``From``, ``To``, ``Subject``, ``HtmlBody``, ``TextBody``, ``ReplyTo``,
+``Headers`` as ``[{Name, Value}]``, ``MessageStream``, ``Tag``, ``Metadata``),
+authenticated by ``X-Postmark-Server-Token``. The answer is HTTP 200 with one
+object per message, in order, each with ``ErrorCode`` (0 = accepted), ``Message``
+and ``MessageID``; a whole request Postmark refuses is HTTP 422 with one
+``{ErrorCode, Message}``.
+
+======================================  ==========================================
+per message ``ErrorCode`` 0             ``queued``; ``provider_id`` = ``MessageID``
+per message 406 (inactive recipient),   ``rejected`` ("Postmark <code>: <message>")
+300 (invalid request, e.g. the ``To``)
+per message, any other code             ``failed``
+422 with 10, 400, 401, 405, 412, 413    raises ``TransportUnavailable``: the token,
+(token, sender signature, account)      sender signature or account must be fixed
+422, any other code                     ``failed`` for the whole batch
+======================================  ==========================================
+
+Postmark documents no numeric API rate limit (a 429 exists), so requests are paced
+at 5/s by default and messages are not limited. Newsletters belong on a broadcast
+stream (``message_stream``, default ``"broadcast"``). Postmark does not document a
+settable ``Message-ID``, so our id travels in ``Metadata`` (``delivery_id``,
+``message_id``), which Postmark returns in its webhooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from digest.errors import TransportUnavailable
+from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.http_base import (
+    ApiRequest,
+    ApiResponse,
+    HttpBatchTransport,
+    check_str,
+    compact,
+)
+
+# Whole-request codes that no retry or other reader can fix (developer/api/overview).
+_ACCOUNT_CODES = {
+    10: "bad or missing server token",
+    400: "sender signature not found",
+    401: "sender signature not confirmed",
+    405: "not allowed to send (account)",
+    412: "account is pending approval",
+    413: "account may not send",
+}
+_RECIPIENT_CODES = frozenset({300, 406})  # invalid email request, inactive recipient
+
+
+class PostmarkTransport(HttpBatchTransport):
+    kind: ClassVar[str] = "postmark"
+    secret_env: ClassVar[Mapping[str, str]] = {"api_key": "DIGEST_POSTMARK_SERVER_TOKEN"}
+    default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
+    provider_max_batch: ClassVar[int] = 500
+    default_requests_per_second: ClassVar[float] = 5.0
+    default_messages_per_second: ClassVar[float] = 0.0
+    idempotent: ClassVar[bool] = False  # Postmark has no idempotency key
+
+    def __init__(self, *, message_stream: str = "broadcast", **common: Any) -> None:
+        """``message_stream``: the Postmark stream id (a broadcast stream for a newsletter)."""
+        self.message_stream = check_str("message_stream", message_stream)
+        super().__init__(**common)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": self.api_key}
+
+    def probe_request(self) -> ApiRequest:
+        return ApiRequest("/server", method="GET")  # the server's settings: token check
+
+    def build_request(self, messages: Sequence[OutgoingMessage]) -> ApiRequest:
+        return ApiRequest("/email/batch", json=[self._one(m) for m in messages])
+
+    def _one(self, message: OutgoingMessage) -> dict[str, Any]:
+        parts = self.parts(message)
+        body: dict[str, Any] = {
+            "From": parts.from_header,
+            "To": parts.to,
+            "Subject": parts.subject,
+            "MessageStream": self.message_stream,
+            "Headers": [{"Name": k, "Value": v} for k, v in parts.headers.items()],
+            "Metadata": {"delivery_id": str(message.delivery_id), "message_id": message.message_id},
+        }
+        if parts.html is not None:
+            body["HtmlBody"] = parts.html
+        if parts.text is not None:
+            body["TextBody"] = parts.text
+        if parts.reply_to:
+            body["ReplyTo"] = parts.reply_to
+        if message.tag:
+            body["Tag"] = message.tag
+        return body
+
+    def parse_response(
+        self, messages: Sequence[OutgoingMessage], response: ApiResponse
+    ) -> list[SendResult]:
+        answer = response.json()
+        if response.status != 200:
+            return self._refused(messages, response, answer)
+        if not isinstance(answer, list) or len(answer) != len(messages):
+            raise ValueError(f"expected a list of {len(messages)} results")
+        return [_result(m, item) for m, item in zip(messages, answer, strict=True)]
+
+    def _refused(
+        self, messages: Sequence[OutgoingMessage], response: ApiResponse, answer: Any
+    ) -> list[SendResult]:
+        code = answer.get("ErrorCode") if isinstance(answer, dict) else None
+        text = answer.get("Message", "") if isinstance(answer, dict) else response.text
+        if code in _ACCOUNT_CODES:
+            raise TransportUnavailable(
+                f"Postmark refused the batch ({code} {_ACCOUNT_CODES[code]}: {text}): check "
+                "the server token (DIGEST_POSTMARK_SERVER_TOKEN), the sender signature of "
+                "[email] from, and the Postmark account"
+            )
+        if response.status == 404:
+            raise TransportUnavailable(
+                f"Postmark answered 404 at {self.base_url}: check [transport] base_url"
+            )
+        detail = f"Postmark HTTP {response.status} {code}: {text} {response.compact()}"
+        return [SendResult(m.delivery_id, Outcome.failed, detail=detail) for m in messages]
+
+
+def _result(message: OutgoingMessage, item: Any) -> SendResult:
+    code = item.get("ErrorCode", 0)  # absent on delayed accepts
+    raw = compact(item)
+    if code == 0:
+        return SendResult(message.delivery_id, Outcome.queued, str(item["MessageID"]), raw)
+    outcome = Outcome.rejected if code in _RECIPIENT_CODES else Outcome.failed
+    detail = f"Postmark {code}: {item.get('Message', '')} {raw}"
+    return SendResult(message.delivery_id, outcome, detail=detail)

@@ -1,0 +1,323 @@
+"""Loopback fakes of provider HTTP APIs (FastAPI apps served by uvicorn in a thread).
+
+Generic parts, for any provider's fake (SendGrid and Mailgun fakes may reuse them):
+
+- :func:`serve` runs any ASGI app on a free port of 127.0.0.1 in a background
+  thread and yields its base URL; the server stops when the ``with`` block ends.
+- :class:`Recorder` keeps every request (arrival time on ``time.monotonic()``,
+  method, path, headers, body) and the scripted answers: ``script(n, status,
+  headers, body)`` makes the n-th request (1-based, by arrival) get that answer
+  instead of being processed; ``reject`` maps an address to a refusal.
+
+Provider fakes: :func:`postmark_app` and :func:`resend_app`, each shaped like the
+provider's documented answers (see the transport modules' docstrings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from digest import config, pipeline
+from digest.db import session_scope, upgrade
+from digest.models import Delivery
+from digest.render.base import RenderedDigest, Slot
+from digest.runtime import Runtime
+from digest.sending import SendReport
+from digest.transports.base import OutgoingMessage, Personal, SharedContent
+from subscribers import repository
+from subscribers.models import Subscriber
+from tests.support import write_config
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Recorded:
+    number: int
+    at: float  # time.monotonic() on arrival
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+    answered_at: float = 0.0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Scripted:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class Recorder:
+    """Requests seen, answers scripted, addresses accepted (thread-safe enough: the
+    server thread appends, the test reads after the send)."""
+
+    def __init__(self, *, token: str = "test-token") -> None:
+        self.token = token
+        self.requests: list[Recorded] = []
+        self.scripted: dict[int, Scripted] = {}
+        self.reject: dict[str, str] = {}  # address (lower case) -> reason
+        self.accepted: Counter[str] = Counter()  # address -> times accepted
+        self.delay = 0.0  # seconds each answer waits (to provoke timeouts)
+        self.duplicates = 0  # requests answered from an idempotency key, sending nothing
+        self._lock = threading.Lock()
+
+    def script(
+        self, n: int, status: int, headers: dict[str, str] | None = None, body: Any = None
+    ) -> None:
+        self.scripted[n] = Scripted(status, headers or {}, body)
+
+    async def record(self, request: Request) -> Recorded:
+        arrived = time.monotonic()  # when the headers came in, before the body is read
+        body = await request.body()
+        with self._lock:
+            entry = Recorded(
+                len(self.requests) + 1,
+                arrived,
+                request.method,
+                request.url.path,
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+            )
+            self.requests.append(entry)
+        return entry
+
+    def scripted_answer(self, entry: Recorded) -> Response | None:
+        answer = self.scripted.get(entry.number)
+        if answer is None:
+            return None
+        body = answer.body if answer.body is not None else {"message": "scripted"}
+        return self.answer(entry, JSONResponse(body, answer.status, headers=answer.headers))
+
+    def answer(self, entry: Recorded, response: Response) -> Response:
+        entry.status, entry.answered_at = response.status_code, time.monotonic()
+        return response
+
+    def posts(self, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path == path]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run the ASGI ``app`` on 127.0.0.1:<free port> in a thread; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the fake provider server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# -- Postmark ------------------------------------------------------------------------
+
+
+def postmark_app(rec: Recorder) -> FastAPI:
+    """``POST /email/batch`` and ``GET /server``, answering like Postmark."""
+    app = FastAPI()
+
+    @app.get("/server")
+    async def server(request: Request) -> Response:
+        entry = await rec.record(request)
+        if entry.headers.get("x-postmark-server-token") != rec.token:
+            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
+            return rec.answer(entry, JSONResponse(body, 401))
+        return rec.answer(entry, JSONResponse({"ID": 1, "Name": "fake"}))
+
+    @app.post("/email/batch")
+    async def batch(request: Request) -> Response:
+        entry = await rec.record(request)
+        if rec.delay:
+            await asyncio.sleep(rec.delay)
+        if entry.headers.get("x-postmark-server-token") != rec.token:
+            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
+            return rec.answer(entry, JSONResponse(body, 401))
+        scripted = rec.scripted_answer(entry)
+        if scripted is not None:
+            return scripted
+        messages = entry.json()
+        if len(messages) > 500:
+            body = {"ErrorCode": 410, "Message": "Too many batch messages."}
+            return rec.answer(entry, JSONResponse(body, 422))
+        return rec.answer(entry, JSONResponse([_postmark_one(rec, m) for m in messages]))
+
+    return app
+
+
+def _postmark_one(rec: Recorder, message: dict[str, Any]) -> dict[str, Any]:
+    address = parseaddr(message["To"])[1].lower()
+    if address in rec.reject:
+        return {
+            "ErrorCode": 406,
+            "Message": "You tried to send to recipient(s) that have been marked as inactive. "
+            f"Found inactive addresses: {address}. {rec.reject[address]}",
+        }
+    rec.accepted[address] += 1
+    return {
+        "ErrorCode": 0,
+        "Message": "OK",
+        "MessageID": str(uuid.uuid4()),
+        "SubmittedAt": "2026-11-23T09:00:00.0000000Z",
+        "To": message["To"],
+    }
+
+
+# -- Resend ----------------------------------------------------------------------------
+
+
+def resend_app(rec: Recorder) -> FastAPI:
+    """``POST /emails/batch`` answering like Resend: permissive mode lists refused
+    emails under ``errors``; a repeated ``Idempotency-Key`` gets the first answer
+    again and sends nothing (``rec.duplicates`` counts those)."""
+    app = FastAPI()
+    seen: dict[str, Any] = {}
+
+    @app.post("/emails/batch")
+    async def batch(request: Request) -> Response:
+        entry = await rec.record(request)
+        if entry.headers.get("authorization") != f"Bearer {rec.token}":
+            body = {"statusCode": 403, "name": "validation_error", "message": "API key is invalid"}
+            return rec.answer(entry, JSONResponse(body, 403))
+        scripted = rec.scripted_answer(entry)
+        if scripted is not None:
+            return scripted
+        key = entry.headers.get("idempotency-key")
+        if key is not None and key in seen:
+            rec.duplicates += 1
+            return rec.answer(entry, JSONResponse(seen[key]))
+        emails = entry.json()
+        if len(emails) > 100:
+            body = {"statusCode": 422, "name": "validation_error", "message": "max 100 emails"}
+            return rec.answer(entry, JSONResponse(body, 422))
+        data, errors = [], []
+        for index, email in enumerate(emails):
+            address = parseaddr(email["to"][0])[1].lower()
+            if address in rec.reject:
+                errors.append({"index": index, "message": rec.reject[address]})
+            else:
+                rec.accepted[address] += 1
+                data.append({"id": str(uuid.uuid4())})
+        if errors and entry.headers.get("x-batch-validation") != "permissive":
+            body = {"statusCode": 422, "name": "validation_error", "message": errors[0]["message"]}
+            return rec.answer(entry, JSONResponse(body, 422))
+        body = {"data": data, "errors": errors} if errors else {"data": data}
+        if key is not None:
+            seen[key] = body
+        if rec.delay:
+            await asyncio.sleep(rec.delay)  # accepted, but the answer comes late
+        return rec.answer(entry, JSONResponse(body))
+
+    return app
+
+
+# -- messages for the transport tests -------------------------------------------------
+
+SHARED = SharedContent(
+    key="2026-W48/all",
+    digest=RenderedDigest(
+        subject="Test Weekly: 3 new verdicts",
+        html=('<p>Hello</p><a href="', Slot("unsubscribe_url"), '">unsubscribe</a>'),
+        text=("Hello\nUnsubscribe: ", Slot("unsubscribe_url"), "\n"),
+    ),
+    from_header="Test Weekly <digest@test.example>",
+    reply_to="editor@test.example",
+    list_id="Test Weekly <weekly.test.example>",
+)
+
+
+def digest_message(i: int, recipient: str | None = None, name: str = "") -> OutgoingMessage:
+    """A digest message with shared and personal content (no MIME parsing needed)."""
+    to = recipient or f"reader{i}@example.org"
+    urls = {
+        "unsubscribe_url": f"https://digest.test.example/u/t{i}",
+        "preferences_url": f"https://digest.test.example/p/t{i}",
+    }
+    return OutgoingMessage(
+        delivery_id=i,
+        sender="digest@test.example",
+        recipient=to,
+        message_id=f"<2026-W48.s{i}.digest@test.example>",
+        data=b"",
+        tag="2026-W48",
+        shared=SHARED,
+        personal=Personal(name or f"Reader {i}", urls),
+    )
+
+
+# -- an edition sent through the pipeline, in process ---------------------------------
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def send_edition(
+    tmp_path: Path,
+    *,
+    transport: dict[str, Any],
+    env: dict[str, str],
+    readers: list[str],
+    batch_size: int = 500,
+) -> tuple[SendReport, dict[str, tuple[str, str]]]:
+    """Add ``readers``, fetch, compose and send one edition through ``transport`` (a
+    ``[transport]`` table) on a fresh SQLite file; return the report and each
+    address's delivery row as ``(state, detail)``."""
+    path = write_config(tmp_path, transport=transport, send={"batch_size": batch_size})
+    environ = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "DIGEST_SECRET_KEY": "k"}
+    cfg = config.load(path, environ={**environ, **env})
+    rt = Runtime.open(cfg, clock=lambda: NOW)
+    try:
+        upgrade(rt.engine)
+        with session_scope(rt.engine) as session:
+            for address in readers:
+                repository.add(session, email=address, now=NOW)
+        pipeline.fetch(rt)
+        edition = pipeline.compose(rt).edition
+        assert edition is not None
+        report = asyncio.run(pipeline.send(rt, edition=edition))
+        with session_scope(rt.engine) as session:
+            rows = session.execute(
+                select(Subscriber.email, Delivery.state, Delivery.detail).join(  # type: ignore[call-overload]
+                    Delivery,
+                    Delivery.subscriber_id == Subscriber.id,
+                )
+            ).all()
+    finally:
+        rt.close()
+    return report, {email: (str(state), str(detail)) for email, state, detail in rows}
