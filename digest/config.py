@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -55,6 +56,7 @@ class EmailConfig:
     from_: str
     reply_to: str | None = None
     list_id: str | None = None
+    feedback_id: str | None = None  # Gmail Feedback-ID header, same for every reader
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,24 @@ class AdapterConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """``[webhooks]``: which providers may post delivery events, and the bounce rules.
+
+    ``adapters`` holds one :class:`AdapterConfig` per enabled provider (its
+    ``[webhooks.<provider>]`` table, possibly empty; ``kind`` is the provider name).
+    ``auto_confirm``: providers whose subscription handshake (SNS) is confirmed
+    automatically, after verification (``[webhooks.ses] auto_confirm = true``).
+    """
+
+    providers: tuple[str, ...] = ()
+    soft_bounce_limit: int = 3  # this many soft bounces …
+    soft_bounce_window_days: int = 30  # … within this many days suppress the reader
+    max_body_bytes: int = 1_000_000  # a larger request gets 413
+    adapters: Mapping[str, AdapterConfig] = field(default_factory=lambda: MappingProxyType({}))
+    auto_confirm: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     site: SiteConfig
@@ -120,6 +140,7 @@ class Config:
     send: SendConfig
     paths: PathsConfig
     web: WebConfig = field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     secret_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -169,17 +190,12 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
 
 def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) -> Config:
     """Turn already-parsed TOML into a :class:`Config` (see :func:`load`)."""
-    known = [*_SECTIONS, *_ADAPTERS]
+    known = [*_SECTIONS, *_ADAPTERS, "webhooks"]
     for name, value in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] in {source}{_hint(name, known)}")
         if isinstance(value, dict) and name in _ADAPTERS:
-            for key in value:
-                if "password" in key or "secret" in key or key.endswith("_key"):
-                    raise ConfigError(
-                        f"[{name}] key '{key}' in {source}: secrets never go in the config "
-                        "file; set them in the environment (e.g. DIGEST_SMTP_PASSWORD)"
-                    )
+            _refuse_secrets(name, value, source)
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] in {source} must be a table")
     base = source.parent
@@ -225,8 +241,81 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         send=_section(data, "send", source),  # type: ignore[arg-type]
         paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
         web=_section(data, "web", source),  # type: ignore[arg-type]
+        webhooks=_webhooks(data.get("webhooks", {}), source),
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
+    )
+
+
+def _refuse_secrets(name: str, table: Mapping[str, Any], source: Path) -> None:
+    for key in table:
+        if "password" in key or "secret" in key or key.endswith("_key"):
+            raise ConfigError(
+                f"[{name}] key '{key}' in {source}: secrets never go in the config "
+                "file; set them in the environment (e.g. DIGEST_SMTP_PASSWORD)"
+            )
+
+
+_ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # a URL path segment
+_WEBHOOK_NUMBERS = ("soft_bounce_limit", "soft_bounce_window_days", "max_body_bytes")
+
+
+def _webhooks(table: Mapping[str, Any], source: Path) -> WebhooksConfig:
+    """``[webhooks]`` plus its ``[webhooks.<provider>]`` tables. Whether a provider
+    name exists is checked where the adapters are built (``digest.webhooks``)."""
+    providers: list[str] = []
+    numbers: dict[str, int] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in table.items():
+        where = f"[webhooks] key '{key}' in {source}"
+        if isinstance(value, dict):
+            _refuse_secrets(f"webhooks.{key}", value, source)
+            tables[key] = dict(value)
+        elif key == "providers":
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise ConfigError(f"{where}: expected a list of provider names in quotes")
+            if len(set(value)) != len(value):
+                raise ConfigError(f"{where}: a provider is listed twice")
+            bad = [p for p in value if not _ROUTE_NAME.fullmatch(p)]
+            if bad:
+                raise ConfigError(f"{where}: {bad[0]!r} is not a name such as 'postmark'")
+            providers = list(value)
+        elif key in _WEBHOOK_NUMBERS:
+            numbers[key] = _check_type(value, "int", where)
+        else:
+            known = ["providers", *_WEBHOOK_NUMBERS]
+            raise ConfigError(f"unknown key '{key}' in [webhooks] in {source}{_hint(key, known)}")
+    for name in tables:
+        if name not in providers:
+            raise ConfigError(
+                f"[webhooks.{name}] in {source} has no effect: add {name!r} to "
+                "[webhooks] providers, or remove the table"
+            )
+    adapters = {name: _webhook_adapter(name, tables.get(name, {}), source) for name in providers}
+    auto_confirm = {name for name in providers if tables.get(name, {}).get("auto_confirm")}
+    return WebhooksConfig(
+        providers=tuple(providers),
+        adapters=MappingProxyType(adapters),
+        auto_confirm=frozenset(auto_confirm),
+        **numbers,
+    )
+
+
+def _webhook_adapter(name: str, table: Mapping[str, Any], source: Path) -> AdapterConfig:
+    """``[webhooks.<name>]``: ``kind`` defaults to the name (two tables of one kind,
+    say two SES regions, get two routes); ``auto_confirm`` is the route's, not the
+    adapter's."""
+    options = dict(table)
+    kind = options.pop("kind", name)
+    flag = options.pop("auto_confirm", False)
+    if not isinstance(kind, str):
+        raise ConfigError(f"[webhooks.{name}] key 'kind' in {source}: expected a provider name")
+    if not isinstance(flag, bool):
+        raise ConfigError(
+            f"[webhooks.{name}] key 'auto_confirm' in {source}: expected true or false"
+        )
+    return AdapterConfig(
+        section=f"webhooks.{name}", kind=kind, options=MappingProxyType(options), source=source
     )
 
 

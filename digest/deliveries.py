@@ -69,15 +69,30 @@ def plan(conn: Connection, *, edition_id: int, now: datetime) -> int:
     return int(planned)
 
 
-def recover(conn: Connection, *, edition_id: int, policy: str, now: datetime) -> int:
-    """Resolve rows a dead run left in ``sending``, and ``unknown`` rows; return count.
+def recover(
+    conn: Connection,
+    *,
+    edition_id: int,
+    policy: str,
+    now: datetime,
+    exclusive: bool,
+    dead_owners: Sequence[str] = (),
+) -> int:
+    """Resolve rows left in ``sending`` by senders that are gone; return the count.
 
-    Only call this while holding the edition's send lease: then no live process
-    can have a row in ``sending``.
+    ``exclusive``: this process holds the edition's send lease (SQLite), so no live
+    sender can have a row in ``sending``: all of them are in doubt. Otherwise
+    (workers on PostgreSQL) only rows whose lease expired, or whose owner is
+    known dead (``dead_owners``), are.
     """
     in_doubt = (D.c.edition_id == edition_id) & D.c.state.in_(
         [DeliveryState.sending.value, DeliveryState.unknown.value]
     )
+    if not exclusive:
+        gone = (D.c.lease_until.is_(None)) | (D.c.lease_until < now)
+        if dead_owners:
+            gone = gone | D.c.lease_owner.in_(list(dead_owners))
+        in_doubt = in_doubt & gone
     note = f"outcome unknown after an interrupted run ({now:%Y-%m-%d %H:%M:%S} UTC): "
     values: dict[str, object]
     if policy == "skip":
@@ -88,25 +103,82 @@ def recover(conn: Connection, *, edition_id: int, policy: str, now: datetime) ->
             "next_attempt_at": None,
             "detail": note + "re-queued by policy (same Message-ID)",
         }
-    result = conn.execute(update(D).where(in_doubt).values(updated_at=now, **values))
+    result = conn.execute(
+        update(D).where(in_doubt).values(updated_at=now, lease_owner="", lease_until=None, **values)
+    )
     return int(result.rowcount)
 
 
-def claim(
-    conn: Connection, *, edition_id: int, after_id: int, limit: int, now: datetime
-) -> list[Recipient]:
-    """Up to ``limit`` due queued rows with id > ``after_id``, in id order."""
+def lease_owners(conn: Connection, *, edition_id: int) -> list[str]:
+    """The senders holding leases on this edition's rows."""
     stmt = (
-        select(D.c.id, S.c.id, S.c.email, S.c.name, S.c.categories, S.c.paused_until)
-        .join(S, S.c.id == D.c.subscriber_id)
+        select(D.c.lease_owner)
+        .where(D.c.edition_id == edition_id, D.c.lease_owner != "")
+        .distinct()
+    )
+    return [str(o) for o in conn.execute(stmt).scalars()]
+
+
+def release_claims(
+    conn: Connection, *, edition_id: int, owners: Sequence[str] | None = None, keep: str = ""
+) -> int:
+    """Free queued rows claimed by ``owners`` (all other senders when None)."""
+    stmt = update(D).where(
+        D.c.edition_id == edition_id,
+        D.c.state == DeliveryState.queued.value,
+        D.c.lease_owner != "",
+        D.c.lease_owner != keep,
+    )
+    if owners is not None:
+        if not owners:
+            return 0
+        stmt = stmt.where(D.c.lease_owner.in_(list(owners)))
+    return int(conn.execute(stmt.values(lease_owner="", lease_until=None)).rowcount)
+
+
+def claim(
+    conn: Connection,
+    *,
+    edition_id: int,
+    owner: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+) -> list[Recipient]:
+    """Lease up to ``limit`` due, unleased queued rows to ``owner``, in id order.
+
+    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets any number of workers claim at
+    once without waiting for or overlapping each other; on SQLite (which drops
+    the clause) ``BEGIN IMMEDIATE`` serializes claims.
+    """
+    free = (
+        select(D.c.id)
         .where(
             D.c.edition_id == edition_id,
             D.c.state == DeliveryState.queued.value,
-            D.c.id > after_id,
             (D.c.next_attempt_at.is_(None)) | (D.c.next_attempt_at <= now),
+            (D.c.lease_until.is_(None)) | (D.c.lease_until < now),
         )
         .order_by(D.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [
+        int(i)
+        for i in conn.execute(
+            update(D)
+            .where(D.c.id.in_(free.scalar_subquery()))
+            .values(lease_owner=owner, lease_until=now + lease)
+            .returning(D.c.id)
+        ).scalars()
+    ]
+    if not ids:
+        return []
+    stmt = (
+        select(D.c.id, S.c.id, S.c.email, S.c.name, S.c.categories, S.c.paused_until)
+        .join(S, S.c.id == D.c.subscriber_id)
+        .where(D.c.id.in_(ids))
+        .order_by(D.c.id)
     )
     return [
         Recipient(d_id, s_id, email, name, tuple(categories or ()), paused)
@@ -114,31 +186,59 @@ def claim(
     ]
 
 
-def mark_sending(conn: Connection, *, ids: Sequence[int], now: datetime) -> dict[int, int]:
-    """Mark queued rows ``sending``; skip those whose reader is no longer active.
+def renew(conn: Connection, *, owner: str, until: datetime) -> None:
+    """Extend the leases of every row ``owner`` holds (queued or sending)."""
+    conn.execute(update(D).where(D.c.lease_owner == owner).values(lease_until=until))
+
+
+def release(conn: Connection, *, owner: str) -> int:
+    """Give back the queued rows ``owner`` claimed but did not send (SIGTERM, stop)."""
+    result = conn.execute(
+        update(D)
+        .where(D.c.lease_owner == owner, D.c.state == DeliveryState.queued.value)
+        .values(lease_owner="", lease_until=None)
+    )
+    return int(result.rowcount)
+
+
+def mark_sending(
+    conn: Connection, *, ids: Sequence[int], owner: str, now: datetime, lease: timedelta
+) -> dict[int, int]:
+    """Mark ``owner``'s queued rows ``sending``; skip those whose reader is no longer
+    active. A row whose lease another sender took over is left alone.
 
     Returns ``{delivery id: attempt number}`` for the rows that may be sent now.
     Commit before the network call.
     """
     inactive = select(S.c.id).where(S.c.status != SubscriberStatus.active.value)
+    mine = (D.c.id.in_(ids), D.c.state == DeliveryState.queued.value, D.c.lease_owner == owner)
     conn.execute(
         update(D)
-        .where(D.c.id.in_(ids), D.c.state == DeliveryState.queued.value)
+        .where(*mine)
         .where(D.c.subscriber_id.in_(inactive))
         .values(
             state=DeliveryState.skipped.value,
             detail="reader no longer active at send time (unsubscribed or suppressed)",
+            lease_owner="",
+            lease_until=None,
             updated_at=now,
         )
     )
     conn.execute(
         update(D)
-        .where(D.c.id.in_(ids), D.c.state == DeliveryState.queued.value)
-        .values(state=DeliveryState.sending.value, attempts=D.c.attempts + 1, updated_at=now)
+        .where(*mine)
+        .values(
+            state=DeliveryState.sending.value,
+            attempts=D.c.attempts + 1,
+            lease_until=now + lease,
+            updated_at=now,
+        )
     )
     rows = conn.execute(
         select(D.c.id, D.c.attempts).where(
-            D.c.id.in_(ids), D.c.state == DeliveryState.sending.value
+            D.c.id.in_(ids),
+            D.c.state == DeliveryState.sending.value,
+            D.c.lease_owner == owner,
         )
     )
     return {int(i): int(a) for i, a in rows}
@@ -200,6 +300,8 @@ def record(
                 detail=bindparam("b_detail"),
                 next_attempt_at=bindparam("b_next"),
                 transport=bindparam("b_transport"),
+                lease_owner="",
+                lease_until=None,
                 updated_at=now,
             )
         )
@@ -275,20 +377,28 @@ def record_skips(conn: Connection, *, skips: Sequence[tuple[int, str]], now: dat
         stmt = (
             update(D)
             .where(D.c.id == bindparam("b_id"))
-            .values(state=DeliveryState.skipped.value, detail=bindparam("b_detail"), updated_at=now)
+            .values(
+                state=DeliveryState.skipped.value,
+                detail=bindparam("b_detail"),
+                lease_owner="",
+                lease_until=None,
+                updated_at=now,
+            )
         )
         conn.execute(stmt, [{"b_id": i, "b_detail": reason} for i, reason in skips])
     return len(skips)
 
 
 def next_due(conn: Connection, *, edition_id: int, now: datetime) -> datetime | None:
-    """When the earliest queued row becomes due: ``now`` if one is due already,
-    None when nothing is queued."""
+    """When this sender should look again for queued rows it may claim: ``now`` if
+    one is claimable already, the earliest retry time of an unleased row, or None
+    when every queued row is leased to another live sender (or none is queued)."""
+    free = (D.c.lease_until.is_(None)) | (D.c.lease_until < now)
     stmt = select(
         func.count(),
         func.min(D.c.next_attempt_at),
         func.sum(case((D.c.next_attempt_at.is_(None), 1), else_=0)),
-    ).where(D.c.edition_id == edition_id, D.c.state == DeliveryState.queued.value)
+    ).where(D.c.edition_id == edition_id, D.c.state == DeliveryState.queued.value, free)
     queued, earliest, undated = conn.execute(stmt).one()
     if not queued:
         return None

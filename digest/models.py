@@ -1,4 +1,5 @@
-"""The digest's tables: comparisons, editions, the delivery ledger, feed state, leases.
+"""The digest's tables: comparisons, editions, the delivery ledger, feed state, leases,
+provider webhook events and their replay keys.
 
 Times are stored timezone-aware (UTC). JSON columns hold the tool and review lists
 exactly as validated from the feed (plain text, never markup).
@@ -10,7 +11,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from subscribers.models import Subscriber  # noqa: F401  (same metadata, FK target)
@@ -101,6 +112,7 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
         Index("ix_delivery_edition_state", "edition_id", "state"),
+        Index("ix_delivery_provider_id", "provider_id"),  # webhook matching
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -119,6 +131,13 @@ class Delivery(SQLModel, table=True):
     provider_id: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     updated_at: datetime = _ts()
+    # Row lease: the sender that claimed this row, until when. A queued row leased
+    # to a dead sender is claimable again once the lease expires; a sending row
+    # whose lease expired is in doubt (unknown) and resolved by policy.
+    lease_owner: str = Field(
+        default="", sa_column=Column(String(200), nullable=False, default="", server_default="")
+    )
+    lease_until: datetime | None = _ts(nullable=True)
 
 
 class FeedState(SQLModel, table=True):
@@ -155,3 +174,57 @@ class InstanceSecret(SQLModel, table=True):
     id: int = Field(sa_column=Column(Integer, primary_key=True))
     value: str = Field(sa_column=Column(String(200), nullable=False))
     created_at: datetime = _ts()
+
+
+class DeliveryEventRecord(SQLModel, table=True):
+    """One provider webhook event (``digest.webhooks.base.DeliveryEvent``), as received.
+
+    ``(provider, event_id)`` is unique: an event delivered twice is stored and
+    applied once. ``delivery_id``/``subscriber_id`` are what the event was matched
+    to (None when nothing matched; the row is kept all the same). ``outcome`` says
+    what applying it did, for the operator. Soft bounces are counted from these rows.
+    """
+
+    __tablename__ = "delivery_event"
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_delivery_event_provider_event"),
+        Index("ix_delivery_event_recipient_type", "recipient", "type"),
+        Index("ix_delivery_event_delivery", "delivery_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(sa_column=Column(String(40), nullable=False))
+    event_id: str = Field(sa_column=Column(String(200), nullable=False))
+    type: str = Field(sa_column=Column(String(20), nullable=False))
+    recipient: str = Field(default="", sa_column=Column(String(320), nullable=False, default=""))
+    message_id: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    provider_message_id: str = Field(
+        default="", sa_column=Column(String(200), nullable=False, default="")
+    )
+    # No foreign key on purpose: this is a log of what providers said, and it keeps
+    # its reference (and never blocks) when ledger rows go away.
+    delivery_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="SET NULL"), nullable=True),
+    )
+    smtp_status: str = Field(default="", sa_column=Column(String(20), nullable=False, default=""))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # A policy/reputation block (5.7.x): never suppresses; shown by ``digest status``.
+    policy: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, default=False))
+    outcome: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime | None = _ts(nullable=True)
+    received_at: datetime = _ts()
+
+
+class WebhookReplay(SQLModel, table=True):
+    """One-time values of verified webhook requests (``Verified.replay_key``), kept
+    until ``expires_at``: a request whose key is here is refused as replayed."""
+
+    __tablename__ = "webhook_replay"
+    __table_args__ = (Index("ix_webhook_replay_expires_at", "expires_at"),)
+
+    provider: str = Field(sa_column=Column(String(40), primary_key=True))
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    expires_at: datetime = _ts()

@@ -9,6 +9,8 @@ preview runs the very same render and personalize code as sending and never send
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +20,7 @@ from digest import editions, ingest, sending
 from digest.db import ensure_current, session_scope
 from digest.deliveries import Recipient, RetryPolicy
 from digest.editions import ComposeResult
-from digest.errors import DigestError, FeedError
+from digest.errors import DigestError, FeedError, LeaseHeld
 from digest.ingest import FetchReport
 from digest.leases import new_owner
 from digest.models import Comparison, Edition, EditionStatus
@@ -87,6 +89,7 @@ def message_template(rt: Runtime, edition_key: str, digest: RenderedDigest) -> M
         from_header=cfg.email.from_,
         reply_to=cfg.email.reply_to,
         list_id=list_id(cfg),
+        feedback_id=cfg.email.feedback_id,
         edition_key=edition_key,
         message_id_domain=domain,
     )
@@ -162,8 +165,10 @@ async def send(
     *,
     edition: Edition,
     progress: Callable[[SendReport], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SendReport:
-    """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld."""
+    """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld
+    (SQLite: another process is sending it). ``stop`` ends the run gracefully."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
     with session_scope(rt.engine) as session:
@@ -184,6 +189,7 @@ async def send(
         clock=rt.clock,
         owner=new_owner(),
         progress=progress,
+        stop=stop,
     )
 
 
@@ -205,6 +211,7 @@ async def run(
     *,
     fetch_progress: Callable[[int], None] | None = None,
     send_progress: Callable[[SendReport], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunReport:
     """The weekly job: fetch, compose, send. A failed fetch is reported (exit 1) but
     does not stop the week's edition: comparisons stored earlier still go out."""
@@ -216,8 +223,53 @@ async def run(
     report.compose = compose(rt)
     edition = report.compose.edition
     if edition is not None and edition.status != EditionStatus.sent:
-        report.send = await send(rt, edition=edition, progress=send_progress)
+        report.send = await send(rt, edition=edition, progress=send_progress, stop=stop)
     return report
+
+
+async def work(
+    rt: Runtime,
+    *,
+    stop: asyncio.Event,
+    exit_when_idle: bool,
+    poll_seconds: float,
+    on_report: Callable[[SendReport], None] | None = None,
+) -> int:
+    """``digest worker``: send every composed or sending edition, again and again.
+
+    Any number of workers may run on PostgreSQL (they share the rows through row
+    leases); a worker plans an edition's ledger itself when nobody has yet. Returns
+    the number of messages sent. Ends when ``stop`` is set or, with
+    ``exit_when_idle``, when no edition has anything this worker could send.
+    """
+    sent = 0
+    while not stop.is_set():
+        busy = False
+        for edition in pending_editions(rt):
+            try:
+                report = await send(rt, edition=edition, stop=stop)
+            except LeaseHeld:
+                continue  # SQLite: another sender has this edition
+            sent += report.sent
+            busy = busy or bool(report.sent or report.failed or report.skipped)
+            if on_report is not None:
+                on_report(report)
+        if not busy and exit_when_idle:
+            break
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+    return sent
+
+
+def pending_editions(rt: Runtime) -> list[Edition]:
+    """Editions a sender should work on: composed or sending, oldest first."""
+    with session_scope(rt.engine) as session:
+        return [
+            e
+            for e in reversed(editions.all_editions(session))
+            if e.status in (EditionStatus.composed, EditionStatus.sending)
+        ]
 
 
 def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:

@@ -110,10 +110,11 @@ def sender_address(config: Config) -> str:
             from_header=config.email.from_,
             reply_to=config.email.reply_to,
             list_id=list_id(config),
+            feedback_id=config.email.feedback_id,
         )
     except ValueError as exc:
         key = str(exc).partition(":")[0]
-        key = key if key in ("from", "reply_to", "list_id") else "from"
+        key = key if key in ("from", "reply_to", "list_id", "feedback_id") else "from"
         raise ConfigError(
             f"[email] key '{key}' in {config.source}: {exc}; expected an address such as "
             "'The Verdict Weekly <digest@example.com>'"

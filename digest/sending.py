@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from digest import deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
@@ -72,13 +72,24 @@ class _Run:
     worker wait (doubling up to ``max_slow_down`` while the deferrals go on).
     """
 
-    def __init__(self, report: SendReport, options: SendOptions) -> None:
+    def __init__(
+        self,
+        report: SendReport,
+        options: SendOptions,
+        *,
+        owner: str = "",
+        exclusive: bool = True,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.report = report
         self.options = options
+        self.owner = owner
+        self.exclusive = exclusive
+        self.stop_event = stop
         self.streak = 0
         self.pause = 0.0
         self.not_before = 0.0  # time.monotonic() before which no worker sends
-        self.stop = False
+        self._stop = False
         self.started_at: datetime | None = None  # when the edition began sending
 
     def observe(self, results: Sequence[SendResult]) -> None:
@@ -96,6 +107,14 @@ class _Run:
             self.streak = 0
             self.report.throttled += 1
 
+    @property
+    def stop(self) -> bool:
+        return self._stop or (self.stop_event is not None and self.stop_event.is_set())
+
+    @stop.setter
+    def stop(self, value: bool) -> None:
+        self._stop = value
+
     async def wait_if_throttled(self) -> None:
         delay = self.not_before - time.monotonic()
         if delay > 0:
@@ -112,18 +131,27 @@ async def send_edition(
     clock: Clock,
     owner: str,
     progress: Callable[[SendReport], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SendReport:
-    """Send ``edition`` to every planned reader. Raises ``LeaseHeld`` if another
-    process is sending it, ``TransportUnavailable`` if the transport cannot open."""
+    """Send ``edition`` to every planned reader.
+
+    On SQLite the run is *exclusive*: it holds the edition's send lease, and a
+    second sender gets ``LeaseHeld``. On PostgreSQL any number of senders (``digest
+    send``, ``digest worker``) cooperate through row leases. Setting ``stop``
+    (SIGTERM) ends claiming, lets in-flight sends finish and gives unsent rows
+    back. Raises ``TransportUnavailable`` if the transport cannot open.
+    """
     assert edition.id is not None
     report = SendReport(edition.key)
+    exclusive = engine.dialect.name == "sqlite"
     name = f"send:{edition.key}"
     ttl = timedelta(seconds=options.lease_ttl)
-    leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
-    heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock))
-    run = _Run(report, options)
+    if exclusive:
+        leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
+    heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock, exclusive))
+    run = _Run(report, options, owner=owner, exclusive=exclusive, stop=stop)
     try:
-        run.started_at = _prepare(engine, edition.id, options, clock(), report)
+        run.started_at = _prepare(engine, edition.id, run, clock())
         await transport.open()
         try:
             await _drain(
@@ -141,15 +169,17 @@ async def send_edition(
         _conclude(engine, edition.id, clock(), report)
     finally:
         heartbeat.cancel()
-        leases.release(engine, name=name, owner=owner)
+        with engine.begin() as conn:
+            deliveries.release(conn, owner=owner)
+        if exclusive:
+            leases.release(engine, name=name, owner=owner)
         report.elapsed = time.monotonic() - report.started
     return report
 
 
-def _prepare(
-    engine: Engine, edition_id: int, options: SendOptions, now: datetime, report: SendReport
-) -> datetime:
+def _prepare(engine: Engine, edition_id: int, run: _Run, now: datetime) -> datetime:
     """Plan the ledger once, resolve rows in doubt; return when sending began."""
+    report = run.report
     E = deliveries.E
     with engine.begin() as conn:
         planned_at, planned = conn.execute(
@@ -159,9 +189,7 @@ def _prepare(
             planned = deliveries.plan(conn, edition_id=edition_id, now=now)
             planned_at = now
         report.planned = int(planned)
-        report.recovered = deliveries.recover(
-            conn, edition_id=edition_id, policy=options.retry.unknown_policy, now=now
-        )
+        report.recovered = _recover(conn, edition_id, run, now)
         tally = deliveries.counts(conn, edition_id=edition_id)
     report.pending_at_start = sum(tally.get(s, 0) for s in deliveries.PENDING)
     assert isinstance(planned_at, datetime)
@@ -175,10 +203,40 @@ def _conclude(engine: Engine, edition_id: int, now: datetime, report: SendReport
     report.pending = sum(tally.get(s, 0) for s in deliveries.PENDING)
 
 
-async def _renew(engine: Engine, name: str, owner: str, ttl: timedelta, clock: Clock) -> None:
+def _recover(conn: Connection, edition_id: int, run: _Run, now: datetime) -> int:
+    """Take back what dead senders held: their claimed rows are freed, their rows in
+    ``sending`` resolved by policy. An exclusive run (the edition lease) knows every
+    other sender is dead; otherwise only senders known dead on this host, and
+    leases that expired, count."""
+    dead = [
+        o
+        for o in deliveries.lease_owners(conn, edition_id=edition_id)
+        if o != run.owner and leases.holder_is_dead(o)
+    ]
+    deliveries.release_claims(
+        conn, edition_id=edition_id, owners=None if run.exclusive else dead, keep=run.owner
+    )
+    return deliveries.recover(
+        conn,
+        edition_id=edition_id,
+        policy=run.options.retry.unknown_policy,
+        now=now,
+        exclusive=run.exclusive,
+        dead_owners=dead,
+    )
+
+
+async def _renew(
+    engine: Engine, name: str, owner: str, ttl: timedelta, clock: Clock, exclusive: bool
+) -> None:
+    """Keep the edition lease (exclusive runs) and this sender's row leases alive."""
     while True:
         await asyncio.sleep(ttl.total_seconds() / 4)
-        leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
+        now = clock()
+        if exclusive:
+            leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=now)
+        with engine.begin() as conn:
+            deliveries.renew(conn, owner=owner, until=now + ttl)
 
 
 async def _drain(
@@ -214,19 +272,24 @@ async def _produce(
     run: _Run,
 ) -> None:
     deadline = time.monotonic() + options.max_retry_wait
-    after = 0
+    lease = timedelta(seconds=options.lease_ttl)
     while not run.stop:
         with engine.begin() as conn:
             rows = deliveries.claim(
-                conn, edition_id=edition_id, after_id=after, limit=options.batch_size, now=clock()
+                conn,
+                edition_id=edition_id,
+                owner=run.owner,
+                limit=options.batch_size,
+                now=clock(),
+                lease=lease,
             )
         if rows:
-            after = rows[-1].delivery_id
             for i in range(0, len(rows), max_batch):
                 await queue.put(rows[i : i + max_batch])
             continue
         await queue.join()  # let in-flight answers land: their retries may be due
         with engine.begin() as conn:
+            run.report.recovered += _recover(conn, edition_id, run, clock())
             due = deliveries.next_due(conn, edition_id=edition_id, now=clock())
         if due is None or run.stop:
             return
@@ -238,7 +301,6 @@ async def _produce(
             )
             return
         await asyncio.sleep(max(wait, 0.0))
-        after = 0
 
 
 async def _worker(
@@ -276,7 +338,13 @@ async def _send_batch(
     await run.wait_if_throttled()
     now = clock()
     with engine.begin() as conn:
-        attempts = deliveries.mark_sending(conn, ids=[r.delivery_id for r in batch], now=now)
+        attempts = deliveries.mark_sending(
+            conn,
+            ids=[r.delivery_id for r in batch],
+            owner=run.owner,
+            now=now,
+            lease=timedelta(seconds=run.options.lease_ttl),
+        )
     run.report.skipped += len(batch) - len(attempts)
     chosen = [r for r in batch if r.delivery_id in attempts]
     if not chosen:

@@ -19,7 +19,13 @@ from sqlmodel import Session, SQLModel
 from subscribers import consent
 from subscribers.addresses import clean_name, normalize_email
 from subscribers.consent import Context
-from subscribers.models import ConsentAction, Subscriber, SubscriberStatus, SuppressionReason
+from subscribers.models import (
+    ConsentAction,
+    ConsentSource,
+    Subscriber,
+    SubscriberStatus,
+    SuppressionReason,
+)
 from subscribers.repository import MAX_CATEGORIES as MAX_CATEGORIES
 from subscribers.repository import add, get_by_email, mark_unsubscribed
 from subscribers.repository import clean_categories as clean_categories
@@ -229,6 +235,98 @@ def export_data(session: Session, *, email: str) -> dict[str, Any] | None:
         "consent_log": [_plain(e) for e in events],
         "suppression": _plain(suppression) if suppression else None,
     }
+
+
+def record_bounce(
+    session: Session, *, subscriber_id: int, hard: bool, detail: str, now: datetime
+) -> bool:
+    """A provider reported the address dead: a hard bounce, or (``hard=False``) soft
+    bounces past the limit. Status ``bounced``, address suppressed, consent log
+    action ``bounced`` from source ``webhook`` with ``detail``.
+
+    Only an active or pending reader changes: one who unsubscribed, complained or
+    was erased is already not mailed, and bouncing twice logs once. Returns
+    whether anything changed (False also for an unknown id).
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or _erased(subscriber):
+        return False
+    if subscriber.status not in (SubscriberStatus.active, SubscriberStatus.pending):
+        return False
+    kind = "hard bounce" if hard else "soft bounces"
+    _block(
+        session,
+        subscriber,
+        status=SubscriberStatus.bounced,
+        reason=SuppressionReason.bounced,
+        action=ConsentAction.bounced,
+        detail=f"{kind}: {detail}" if detail else kind,
+        now=now,
+    )
+    return True
+
+
+def record_complaint(session: Session, *, subscriber_id: int, detail: str, now: datetime) -> bool:
+    """The reader marked a message as spam (a feedback-loop report): status
+    ``complained``, address suppressed (a complaint outranks an unsubscribe or a
+    bounce), consent log action ``complained`` from source ``webhook``.
+
+    Returns whether anything changed (False for an unknown, erased or already
+    complained reader).
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or _erased(subscriber):
+        return False
+    if subscriber.status == SubscriberStatus.complained:
+        return False
+    _block(
+        session,
+        subscriber,
+        status=SubscriberStatus.complained,
+        reason=SuppressionReason.complained,
+        action=ConsentAction.complained,
+        detail=detail,
+        now=now,
+    )
+    return True
+
+
+def soft_bounce_window_start(
+    subscriber: Subscriber, *, now: datetime, window: timedelta
+) -> datetime:
+    """Since when soft bounces count toward the limit: the window, but never before
+    the reader's last confirmation (a fresh opt-in starts the count afresh)."""
+    start = now - window
+    confirmed = subscriber.confirmed_at
+    return max(start, confirmed) if confirmed is not None else start
+
+
+def _block(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    status: SubscriberStatus,
+    reason: SuppressionReason,
+    action: ConsentAction,
+    detail: str,
+    now: datetime,
+) -> None:
+    """Set ``status``, suppress the address for ``reason`` and log ``action``."""
+    subscriber.status = status
+    subscriber.confirmation_sent_at = None  # a link in flight must not reactivate them
+    subscriber.updated_at = now
+    session.add(subscriber)
+    source = ConsentSource.webhook
+    consent.suppress(session, email=subscriber.email, reason=reason, source=source.value, now=now)
+    consent.record(
+        session,
+        subscriber_id=subscriber.id,
+        email=subscriber.email,
+        action=action,
+        context=Context(source),
+        now=now,
+        detail=detail,
+    )
 
 
 def is_paused(subscriber: Subscriber, now: datetime) -> bool:

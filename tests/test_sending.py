@@ -200,7 +200,10 @@ def test_a_reader_who_unsubscribes_mid_send_gets_nothing(engine: Engine) -> None
     assert row.state == DeliveryState.skipped and "no longer active" in row.detail
 
 
-def test_a_second_sender_is_refused_while_the_lease_is_held(engine: Engine) -> None:
+def test_on_sqlite_a_second_sender_is_refused_while_the_lease_is_held(
+    sqlite_engine: Engine,
+) -> None:
+    engine = sqlite_engine
     edition = _setup(engine, 2)
     leases.acquire(
         engine, name="send:2026-W48", owner="someone-else", ttl=timedelta(minutes=5), now=_clock()
@@ -261,3 +264,36 @@ def test_a_lease_held_by_a_dead_process_on_this_host_is_taken_over(engine: Engin
     leases.acquire(engine, name="c", owner="other-host:123:x", ttl=ttl, now=_clock())
     with pytest.raises(LeaseHeld):
         leases.acquire(engine, name="c", owner="me", ttl=ttl, now=_clock())
+
+
+def test_on_postgresql_concurrent_senders_share_the_work(engine: Engine) -> None:
+    """Two senders on one edition at once (workers): each reader gets one message."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one sender per edition (see the test above)")
+    edition = _setup(engine, 300)
+    first, second = MemoryTransport(delay=0.002), MemoryTransport(delay=0.002)
+
+    async def both() -> list[SendReport]:
+        return list(
+            await asyncio.gather(
+                *(
+                    send_edition(
+                        engine,
+                        edition=edition,
+                        transport=t,
+                        build_messages=_build,
+                        options=_options(),
+                        clock=_clock,
+                        owner=f"w{i}",
+                    )
+                    for i, t in enumerate((first, second))
+                )
+            )
+        )
+
+    reports = asyncio.run(both())
+    recipients = [m.recipient for m in first.handed + second.handed]
+    assert len(recipients) == len(set(recipients)) == 300
+    assert first.handed and second.handed  # both did part of the work
+    assert sum(r.sent for r in reports) == 300
+    assert _states(engine) == {"sent": 300}

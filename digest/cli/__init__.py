@@ -6,7 +6,6 @@ configuration. Errors are one readable message, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from digest import config as config_mod
-from digest.cli.common import State, err, fail, out, runtime
+from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.output import (
     print_compose,
     print_fetch,
@@ -126,7 +125,9 @@ def send(
             what = f"edition {edition}" if edition else "any edition"
             fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
         with send_progress(out) as progress:
-            report = asyncio.run(pipeline.send(rt, edition=found, progress=progress))
+            report = run_until_signalled(
+                lambda stop: pipeline.send(rt, edition=found, progress=progress, stop=stop)
+            )
         print_send(out, rt, report)
         if report.error:
             raise typer.Exit(1)
@@ -139,7 +140,9 @@ def run() -> None:
 
     with runtime() as rt:
         with send_progress(out) as progress:
-            report = asyncio.run(pipeline.run(rt, send_progress=progress))
+            report = run_until_signalled(
+                lambda stop: pipeline.run(rt, send_progress=progress, stop=stop)
+            )
         if report.fetch is not None:
             print_fetch(out, report.fetch)
         if report.fetch_error:
@@ -150,6 +153,35 @@ def run() -> None:
             print_send(out, rt, report.send)
         if not report.ok:
             raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Stop once nothing is left to send.")
+    ] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between looks for new work.")] = 10.0,
+) -> None:
+    """Send composed editions; on PostgreSQL run as many as you like, anywhere.
+
+    Workers share an edition's deliveries through row leases (FOR UPDATE SKIP
+    LOCKED); a worker that finds a composed edition plans its ledger itself. On
+    SQLite one sender works an edition at a time. SIGTERM drains in-flight sends
+    and gives unsent rows back.
+    """
+    from digest import pipeline
+
+    with runtime() as rt:
+        sent = run_until_signalled(
+            lambda stop: pipeline.work(
+                rt,
+                stop=stop,
+                exit_when_idle=exit_when_idle,
+                poll_seconds=poll,
+                on_report=lambda r: print_send(out, rt, r),
+            )
+        )
+        out.print(f"Worker done: {sent} messages sent.")
 
 
 @app.command()

@@ -6,11 +6,14 @@ configuration. Errors are one readable message, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,10 +32,36 @@ out = Console(soft_wrap=True, highlight=False, width=_WIDTH)
 err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 class State:
     config_path: Path | None = None
+
+
+def run_until_signalled(work: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(stop)``; SIGTERM (and a first Ctrl-C) set ``stop``: the command stops
+    taking new work, lets in-flight sends finish and gives unsent rows back."""
+
+    async def main() -> T:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, _stopper(stop, sig))
+        return await work(stop)
+
+    return asyncio.run(main())
+
+
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handle() -> None:
+        if stop.is_set() and sig == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        err.print(f"{sig.name}: finishing the messages in flight, then stopping")
+        stop.set()
+
+    return handle
 
 
 def fail(code: int, message: str) -> NoReturn:

@@ -25,6 +25,8 @@ from digest.ingest import FetchReport
 from digest.models import EditionStatus
 from digest.runtime import Runtime
 from digest.sending import SendReport
+from digest.webhooks.apply import Attention
+from digest.webhooks.apply import attention as webhook_attention
 from subscribers.repository import count_by_status
 
 
@@ -132,6 +134,7 @@ def print_status(console: Console, rt: Runtime) -> None:
         subs = count_by_status(session)
         conn = session.connection()
         tallies = {e.key: deliveries.counts(conn, edition_id=e.id or 0) for e in rows}
+        needs = webhook_attention(session)
     states = ["queued", "sending", "sent", "failed", "bounced", "skipped", "unknown"]
     table = Table("edition", "status", "composed", *states, title="Editions")
     for e in rows:
@@ -148,6 +151,27 @@ def print_status(console: Console, rt: Runtime) -> None:
         console.print("No editions yet: run 'digest run'.")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(subs.items())) or "none"
     console.print(f"Subscribers: {summary}.")
+    print_attention(console, needs)
+
+
+def print_attention(console: Console, needs: Attention) -> None:
+    """Provider events the operator should look at (nothing when all is quiet)."""
+    if not needs.per_edition and not needs.notices:
+        return
+    console.print("Needs attention:")
+    if needs.policy_blocks:
+        console.print(
+            f"  policy blocks: {needs.policy_blocks} — check your sending reputation/DNS "
+            "(SPF/DKIM/DMARC)"
+        )
+    words = {"hard": "hard bounce", "soft": "soft bounce", "complaints": "complaint"}
+    words["policy"] = "policy block"
+    for key, tally in needs.per_edition:
+        counts = ", ".join(f"{n} {words[k]}{'s' * (n != 1)}" for k, n in tally.items() if n)
+        console.print(f"  {key or 'no matching delivery'}: {counts}")
+    for provider, what in needs.notices:
+        # The text holds a provider URL: print it as data, not markup, on one line.
+        console.print(f"  {escape(provider)}: {escape(what)}", highlight=False, soft_wrap=True)
 
 
 def write_preview(rt: Runtime, edition_key: str | None, folder: Path) -> list[Path]:

@@ -17,12 +17,12 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from digest.cli.common import EXIT_USAGE, fail, out, runtime
 from digest.db import ensure_current, session_scope
-from digest.models import Delivery, Edition
+from digest.models import Delivery, DeliveryEventRecord, Edition
 from subscribers import consent, csvio, lifecycle, repository
 from subscribers.addresses import normalize_email
 from subscribers.consent import Context
@@ -192,13 +192,15 @@ def forget(email: str) -> None:
         subscriber = repository.get_by_email(session, email=address)
         events = len(consent.history(session, email=address))
         scrubbed = _scrub_deliveries(session, subscriber.id, address) if subscriber else 0
+        provider_events = _scrub_provider_events(session, address)
         erased = lifecycle.forget(session, email=address, context=CLI, now=rt.now())
     if not erased:
         out.print(f"Nothing to erase: {address} is not a subscriber (perhaps already erased).")
         return
     out.print(
         f"Erased {address}: its address, name and preferences; IP address and user agent "
-        f"of {events} consent events; the address in {scrubbed} delivery notes. The consent "
+        f"of {events} consent events; the address in {scrubbed} delivery notes and "
+        f"{provider_events} stored provider events (payloads dropped). The consent "
         "log keeps what happened and when, and the address stays suppressed by its hash only."
     )
 
@@ -213,6 +215,18 @@ def _scrub_deliveries(session: Session, subscriber_id: int | None, address: str)
             session.add(delivery)
             count += 1
     return count
+
+
+def _scrub_provider_events(session: Session, address: str) -> int:
+    """Bounce and complaint events from providers quote the address: keep the event
+    (type, time, status), drop the address and the payload."""
+    table = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
+    result = session.execute(
+        update(table)
+        .where(table.c.recipient == address)
+        .values(recipient="", raw={"erased": True}, description="[erased]")
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _replace_ci(text: str, old: str, new: str) -> str:

@@ -78,6 +78,7 @@ class MessageTemplate:
         list_id: str,
         edition_key: str,
         message_id_domain: str | None = None,
+        feedback_id: str | None = None,
     ) -> MessageTemplate:
         """Encode the edition-wide parts once.
 
@@ -101,6 +102,8 @@ class MessageTemplate:
         pieces += [_list_id_header(list_id), b"List-Unsubscribe: ", _UNSUB_HEADER, b"\r\n"]
         # RFC 8058 3.1: one-click unsubscribe by POST to the List-Unsubscribe URI.
         pieces.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+        if feedback_id:  # Gmail's Feedback-ID: campaign:customer:type:sender ids
+            pieces.append(f"Feedback-ID: {_checked_feedback_id(feedback_id)}\r\n".encode())
         pieces.append(
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()
         )
@@ -162,9 +165,13 @@ class MessageTemplate:
         return self.digest.html_with(values)
 
 
-def check_sender(*, from_header: str, reply_to: str | None, list_id: str) -> str:
-    """Validate the edition-wide address headers exactly as :meth:`MessageTemplate.build`
+def check_sender(
+    *, from_header: str, reply_to: str | None, list_id: str, feedback_id: str | None = None
+) -> str:
+    """Validate the edition-wide headers exactly as :meth:`MessageTemplate.build`
     will; return the bare From address. Raises ``ValueError`` naming the field."""
+    if feedback_id:
+        _checked_feedback_id(feedback_id)
     _, address = _parse_mailbox(from_header, "from")
     if reply_to is not None:
         _parse_mailbox(reply_to, "reply_to")
@@ -230,6 +237,12 @@ def _boundary(digest: RenderedDigest, edition_key: str) -> str:
 def _clean(text: str) -> str:
     """Replace every control character by a space (header injection), then strip."""
     return text.translate(_CONTROLS).strip()
+
+
+def _checked_feedback_id(value: str) -> str:
+    if len(value) > 200 or not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(f"feedback_id: printable ASCII without spaces, got {value!r}")
+    return value
 
 
 def _checked_address(address: str, what: str) -> str:

@@ -39,6 +39,7 @@ from aiosmtplib import (
 
 from digest.errors import TransportUnavailable
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.dkim import DkimSigner
 from digest.transports.pacing import TokenBucket
 
 SECURITY = ("none", "starttls", "tls")
@@ -76,8 +77,15 @@ class SmtpTransport:
         validate_certs: bool = True,
         max_messages_per_connection: int = 1000,
         ca_path: Path | str | None = None,
+        dkim_domain: str | None = None,
+        dkim_selector: str | None = None,
+        dkim_key_path: Path | str | None = None,
     ) -> None:
-        """Validate the ``[transport]`` keywords; ``ValueError`` names the bad key."""
+        """Validate the ``[transport]`` keywords; ``ValueError`` names the bad key.
+
+        DKIM: give ``dkim_domain``, ``dkim_selector`` and ``dkim_key_path`` (a PEM
+        private key file) together, or none of them.
+        """
         _check_str("host", host)
         _check_int("port", port, 1, 65535)
         if security not in SECURITY:
@@ -101,6 +109,7 @@ class SmtpTransport:
         self.max_messages_per_connection = max_messages_per_connection
         self.ca_path = None if ca_path is None else str(ca_path)
         self.bucket = TokenBucket(rate_per_second)
+        self.dkim = _dkim_signer(dkim_domain, dkim_selector, dkim_key_path)
         self.sessions = 0  # sessions opened so far (connection reuse is visible in tests)
         self._slots = [_Connection() for _ in range(connections)]
         self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
@@ -173,7 +182,8 @@ class SmtpTransport:
             phase = "RCPT"
             await slot.client.rcpt(message.recipient)
             phase = "DATA"
-            response = await slot.client.data(message.data)
+            data = message.data if self.dkim is None else self.dkim.sign(message.data)
+            response = await slot.client.data(data)
         except SMTPResponseException as exc:
             return await self._refused(slot, message, phase, exc)
         except _CONNECTION_ERRORS as exc:
@@ -298,3 +308,19 @@ def _check_number(key: str, value: object, *, allow_zero: bool) -> None:
     if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
+
+
+def _dkim_signer(
+    domain: str | None, selector: str | None, key_path: Path | str | None
+) -> DkimSigner | None:
+    given = [v is not None for v in (domain, selector, key_path)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError(
+            "keys 'dkim_domain', 'dkim_selector' and 'dkim_key_path' go together: give all three"
+        )
+    assert domain is not None and selector is not None and key_path is not None
+    _check_str("dkim_domain", domain)
+    _check_str("dkim_selector", selector)
+    return DkimSigner(domain=domain, selector=selector, key_path=key_path)

@@ -44,7 +44,7 @@ from starlette.responses import RedirectResponse, Response
 from digest import config as config_mod
 from digest.render.view import site_view
 from digest.runtime import Runtime
-from digest.web import archive, routes_links, routes_subscribe
+from digest.web import archive, routes_links, routes_subscribe, webhooks
 from digest.web.mailer import Mailer
 from digest.web.pages import Pages, Problem
 from digest.web.ratelimit import SlidingWindow
@@ -75,6 +75,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(routes_subscribe.router)
     app.include_router(routes_links.router)
     app.include_router(archive.router)
+    webhooks.install(app, runtime)  # adapters built now (ConfigError); POST /webhooks/{provider}
     app.add_api_route("/", _home, include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _not_found)

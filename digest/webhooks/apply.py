@@ -1,0 +1,378 @@
+"""What a verified provider event does: store it once, match it to a delivery and a
+reader, and apply its effect.
+
+:func:`apply` runs inside the caller's transaction (the route commits the replay
+key and the events together, or neither). Every event is stored in
+``delivery_event``; ``(provider, event_id)`` is unique, so an event delivered twice
+is applied once, even by two web workers at the same moment (``INSERT … ON CONFLICT
+DO NOTHING``: the second waits for the first and then inserts nothing).
+
+Matching: our Message-ID (``<{edition key}.s{subscriber id}.digest@{domain}>``,
+see ``MessageTemplate.message_id``) names the delivery; else the provider's message
+id equals ``delivery.provider_id``; else no delivery. The reader is the delivery's,
+else the one with the event's address; an event nobody matches is stored only.
+
+Effects (``policy=True`` events never touch a reader: a reputation or DNS problem
+on our side is not the reader's fault; ``digest status`` shows them instead):
+
+==============  ==============================================================
+bounced-hard    delivery ``bounced`` (if it was sent); reader bounced, suppressed
+bounced-soft    counted; ``soft_bounce_limit`` within the window → as a hard bounce
+complained      reader complained, suppressed
+unsubscribed    reader unsubscribed (source ``webhook``)
+delivered       noted on the delivery (an ``unknown`` row becomes ``sent``)
+unknown         stored only
+==============  ==============================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from digest.models import Delivery, DeliveryEventRecord, DeliveryState, Edition
+from digest.webhooks.base import DeliveryEvent, EventType
+from subscribers import lifecycle
+from subscribers.consent import Context
+from subscribers.models import ConsentSource, Subscriber
+
+E = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
+MAX_KEY = 200  # event ids longer than the column are stored as their SHA-256
+NOTICE_PREFIX = "notice:"  # event ids of operator notices (see store_notice)
+PENDING_NOTICE = "subscription confirmation pending"  # such a notice's outcome, until done
+MAX_DETAIL = 2000  # a delivery's detail keeps the newest notes up to this length
+# MessageTemplate.message_id: <{edition key}.s{subscriber id}.digest@{domain}>
+_OUR_MESSAGE_ID = re.compile(r"<?(?P<key>[^<>@\s]+)\.s(?P<sid>\d{1,18})\.digest@[^<>@\s]+>?")
+
+
+# Event types counted for the operator, and under which name.
+_COUNTED = {
+    EventType.bounced_hard: "hard",
+    EventType.bounced_soft: "soft",
+    EventType.complained: "complaints",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BouncePolicy:
+    """``[webhooks] soft_bounce_limit`` soft bounces within ``soft_bounce_window``."""
+
+    soft_bounce_limit: int = 3
+    soft_bounce_window: timedelta = timedelta(days=30)
+
+
+@dataclass
+class ApplySummary:
+    """What one batch did (the route answers it as JSON)."""
+
+    received: int = 0
+    duplicates: int = 0  # already stored: not applied again
+    matched: int = 0  # matched to a delivery or a reader
+    changed: int = 0  # readers whose status changed
+    policy: int = 0
+    outcomes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "matched": self.matched,
+            "changed": self.changed,
+            "policy": self.policy,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    delivery: Delivery | None
+    subscriber: Subscriber | None
+
+
+def apply(
+    session: Session, events: Sequence[DeliveryEvent], *, now: datetime, policy: BouncePolicy
+) -> ApplySummary:
+    """Store and apply ``events`` in the caller's transaction; see the module docstring."""
+    summary = ApplySummary(received=len(events))
+    for event in events:
+        match = _match(session, event)
+        row_id = _store(session, event, match, now)
+        if row_id is None:
+            summary.duplicates += 1
+            continue
+        summary.matched += match.delivery is not None or match.subscriber is not None
+        summary.policy += event.policy
+        outcome, changed = _effect(session, event, match, now, policy)
+        summary.changed += changed
+        summary.outcomes.append(outcome)
+        session.execute(E.update().where(E.c.id == row_id).values(outcome=outcome))
+    return summary
+
+
+def parse_message_id(message_id: str) -> tuple[str, int] | None:
+    """``(edition key, subscriber id)`` from one of our Message-IDs, else None."""
+    found = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
+    return (found["key"], int(found["sid"])) if found else None
+
+
+def store_notice(
+    session: Session,
+    *,
+    provider: str,
+    key: str,
+    description: str,
+    raw: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Store a provider notice that is not a delivery event (an SNS subscription
+    handshake) for the operator, once per ``key``: type ``unknown``, event id
+    ``notice:<key>``, ``description`` as its outcome. Returns whether it was new."""
+    event = DeliveryEvent(
+        provider=provider,
+        event_id=NOTICE_PREFIX + key,
+        type=EventType.unknown,
+        description=description,
+        raw=raw,
+    )
+    return _store(session, event, _Match(None, None), now, outcome=description) is not None
+
+
+def update_notice(session: Session, *, provider: str, key: str, outcome: str) -> None:
+    """Say what became of a notice (e.g. "confirmed automatically")."""
+    stmt = E.update().where(E.c.provider == provider, E.c.event_id == NOTICE_PREFIX + key)
+    session.execute(stmt.values(outcome=outcome))
+
+
+def _match(session: Session, event: DeliveryEvent) -> _Match:
+    """The event's delivery and reader. The reader's row is locked (PostgreSQL; SQLite
+    transactions are serialized already) so that two workers applying events for
+    one reader at once take turns: the soft-bounce count then sees both."""
+    delivery: Delivery | None = None
+    ours = parse_message_id(event.message_id) if event.message_id else None
+    if ours is not None:
+        stmt = (
+            select(Delivery)
+            .join(Edition, Edition.id == Delivery.edition_id)  # type: ignore[arg-type]
+            .where(Edition.key == ours[0], Delivery.subscriber_id == ours[1])  # type: ignore[arg-type]
+        )
+        delivery = session.execute(stmt).scalar_one_or_none()
+    if delivery is None and event.provider_message_id:
+        # Batch providers (SendGrid, Mailgun) give one id to a whole request of up to
+        # 1,000 readers: the id alone names the request, the address names the reader.
+        by_provider = select(Delivery).where(Delivery.provider_id == event.provider_message_id)  # type: ignore[arg-type]
+        address = event.recipient.strip().lower()
+        if address:
+            by_provider = by_provider.join(
+                Subscriber,
+                Subscriber.id == Delivery.subscriber_id,  # type: ignore[arg-type]
+            ).where(Subscriber.email == address)  # type: ignore[arg-type]
+        candidates = session.execute(by_provider.limit(2)).scalars().all()
+        delivery = candidates[0] if len(candidates) == 1 else None
+    if delivery is not None:
+        return _Match(delivery, _reader(session, delivery.subscriber_id))
+    address = event.recipient.strip().lower()
+    if ours is not None:  # our message without a ledger row: the welcome email
+        subscriber = _reader(session, ours[1])
+        if subscriber is not None and address in ("", subscriber.email):
+            return _Match(None, subscriber)
+    if address:
+        by_address = select(Subscriber).where(Subscriber.email == address)  # type: ignore[arg-type]
+        return _Match(None, session.execute(by_address.with_for_update()).scalar_one_or_none())
+    return _Match(None, None)
+
+
+def _reader(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id, with_for_update=True)
+
+
+def _store(
+    session: Session, event: DeliveryEvent, match: _Match, now: datetime, *, outcome: str = ""
+) -> int | None:
+    """Insert the event row; None when ``(provider, event_id)`` is already stored."""
+    recipient = event.recipient.strip().lower()
+    if not recipient and match.subscriber is not None:
+        recipient = match.subscriber.email
+    values = {
+        "provider": event.provider[:40],
+        "event_id": _key(event),
+        "type": event.type.value,
+        "recipient": recipient[:320],
+        "message_id": event.message_id,
+        "provider_message_id": event.provider_message_id[:200],
+        "delivery_id": match.delivery.id if match.delivery is not None else None,
+        "subscriber_id": match.subscriber.id if match.subscriber is not None else None,
+        "smtp_status": event.smtp_status[:20],
+        "description": event.description,
+        "policy": event.policy,
+        "outcome": outcome,
+        "raw": _jsonable(event.raw),
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(E)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        .returning(E.c.id)
+    )
+    row_id = session.execute(stmt).scalar()
+    return int(row_id) if row_id is not None else None
+
+
+def _key(event: DeliveryEvent) -> str:
+    """The event id as stored: verbatim, or its hash when too long or missing."""
+    if event.event_id and len(event.event_id) <= MAX_KEY:
+        return event.event_id
+    basis = event.event_id or json.dumps(_jsonable(event.raw), sort_keys=True)
+    return "sha256:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()
+
+
+def _jsonable(raw: Any) -> Any:
+    """The raw payload as plain JSON values (mappings from a provider may be exotic)."""
+    return json.loads(json.dumps(raw, default=str))
+
+
+def _effect(
+    session: Session, event: DeliveryEvent, match: _Match, now: datetime, policy: BouncePolicy
+) -> tuple[str, bool]:
+    """Apply one new event; return (what it did, whether a reader changed)."""
+    delivery, subscriber = match.delivery, match.subscriber
+    note = _describe(event)
+    if delivery is not None:
+        _note_delivery(delivery, event, note, now)
+        session.add(delivery)
+    if event.type is EventType.unknown:
+        return "stored only (unknown event kind)", False
+    if event.type is EventType.delivered:
+        return ("delivery noted" if delivery else "stored only (no matching delivery)"), False
+    if event.policy:
+        return f"policy block, reader left alone: {note}", False
+    if subscriber is None or subscriber.id is None:
+        return f"stored only (no matching reader): {note}", False
+    sid = subscriber.id
+    if event.type is EventType.bounced_soft:
+        return _soft_bounce(session, subscriber, note, now, policy)
+    if event.type is EventType.bounced_hard:
+        changed = lifecycle.record_bounce(
+            session, subscriber_id=sid, hard=True, detail=note, now=now
+        )
+        return (
+            "reader suppressed (hard bounce)" if changed else "reader already not mailed"
+        ), changed
+    if event.type is EventType.complained:
+        changed = lifecycle.record_complaint(session, subscriber_id=sid, detail=note, now=now)
+        return (
+            "reader suppressed (complaint)" if changed else "reader already complained"
+        ), changed
+    before = subscriber.status  # EventType.unsubscribed
+    lifecycle.unsubscribe(
+        session, subscriber_id=sid, context=Context(ConsentSource.webhook), now=now
+    )
+    changed = before != subscriber.status
+    return ("reader unsubscribed" if changed else "reader already unsubscribed"), changed
+
+
+def _soft_bounce(
+    session: Session, subscriber: Subscriber, note: str, now: datetime, policy: BouncePolicy
+) -> tuple[str, bool]:
+    """Count this address's soft bounces in the window (this one included, already
+    stored); at the limit the reader is suppressed as bounced."""
+    since = lifecycle.soft_bounce_window_start(
+        subscriber, now=now, window=policy.soft_bounce_window
+    )
+    when = func.coalesce(E.c.occurred_at, E.c.received_at)
+    stmt = select(func.count()).where(
+        E.c.recipient == subscriber.email,
+        E.c.type == EventType.bounced_soft.value,
+        E.c.policy.is_(False),
+        when >= since,
+    )
+    count = int(session.execute(stmt).scalar() or 0)
+    limit = policy.soft_bounce_limit
+    if count < limit:
+        return f"soft bounce {count} of {limit} within the window", False
+    days = policy.soft_bounce_window.days
+    detail = f"{count} soft bounces within {days} days (last: {note})"
+    assert subscriber.id is not None
+    changed = lifecycle.record_bounce(
+        session, subscriber_id=subscriber.id, hard=False, detail=detail, now=now
+    )
+    return (f"reader suppressed ({detail})" if changed else "reader already not mailed"), changed
+
+
+def _note_delivery(delivery: Delivery, event: DeliveryEvent, note: str, now: datetime) -> None:
+    """Note the event on its delivery row. A hard bounce (policy blocks included: the
+    message did not arrive) of a sent message marks it ``bounced``; a delivered or
+    bounced event for a row in doubt (``unknown``: the sender died before recording
+    the answer) proves it was sent."""
+    if event.type is EventType.unknown:
+        return
+    doubtful = delivery.state == DeliveryState.unknown
+    if event.type is EventType.bounced_hard and (doubtful or delivery.state == DeliveryState.sent):
+        delivery.state = DeliveryState.bounced
+    elif event.type is EventType.delivered and doubtful:
+        delivery.state = DeliveryState.sent
+    line = f"{now:%Y-%m-%d %H:%M} {event.type.value}: {note}"
+    detail = f"{delivery.detail}\n{line}" if delivery.detail else line
+    delivery.detail = detail[-MAX_DETAIL:]
+    delivery.updated_at = now
+
+
+def _describe(event: DeliveryEvent) -> str:
+    """One line for logs and details: provider, SMTP status, the provider's words."""
+    parts = [event.provider]
+    if event.smtp_status:
+        parts.append(event.smtp_status)
+    if event.policy:
+        parts.append("policy")
+    text = " ".join(event.description.split())[:300]
+    return f"{' '.join(parts)}: {text}" if text else " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Attention:
+    """What ``digest status`` shows the operator about provider events."""
+
+    # (edition key, or "" for events that matched no delivery) → counts of
+    # "hard", "soft", "complaints", "policy"; newest editions first
+    per_edition: list[tuple[str, dict[str, int]]]
+    policy_blocks: int
+    notices: list[tuple[str, str]]  # (provider, what to do): pending SNS confirmations
+
+
+def attention(session: Session, *, editions: int = 8) -> Attention:
+    """Bounces, complaints and policy blocks per edition (the ``editions`` newest
+    with any), and notices still waiting for the operator."""
+    key = func.coalesce(Edition.key, "")
+    stmt = (
+        select(key, E.c.type, E.c.policy, func.count())
+        .select_from(E)
+        .outerjoin(Delivery, Delivery.id == E.c.delivery_id)
+        .outerjoin(Edition, Edition.id == Delivery.edition_id)  # type: ignore[arg-type]
+        .where(
+            E.c.type.in_([t.value for t in _COUNTED]) | E.c.policy.is_(True),
+        )
+        .group_by(key, E.c.type, E.c.policy)
+    )
+    tallies: dict[str, dict[str, int]] = {}
+    for edition_key, kind, policy, n in session.execute(stmt):
+        tally = tallies.setdefault(
+            str(edition_key), dict.fromkeys([*_COUNTED.values(), "policy"], 0)
+        )
+        tally["policy" if policy else _COUNTED[EventType(kind)]] += int(n)
+    per_edition = sorted(tallies.items(), key=lambda kv: kv[0], reverse=True)[:editions]
+    policy_blocks = sum(t["policy"] for t in tallies.values())
+    pending = select(E.c.provider, E.c.outcome).where(
+        E.c.event_id.startswith(NOTICE_PREFIX), E.c.outcome.startswith(PENDING_NOTICE)
+    )
+    notices = [(str(p), str(o)) for p, o in session.execute(pending.order_by(E.c.id))]
+    return Attention(per_edition, policy_blocks, notices)

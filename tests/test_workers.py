@@ -1,0 +1,163 @@
+"""Many ``digest worker`` processes on PostgreSQL: each reader gets exactly one copy.
+
+And on SQLite: two ``digest send`` runs on one file, the second refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.smtp_sink import SmtpSink
+from tests.support import write_config
+
+
+def _env(db_url: str) -> dict[str, str]:
+    return {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
+
+
+def _digest(config: Path, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=_env(db_url),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _prepare(tmp_path: Path, db_url: str, port: int, readers: int) -> Path:
+    config = write_config(
+        tmp_path,
+        transport={
+            "kind": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "connections": 2,
+        },
+    )
+    _digest(config, db_url, "init")
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(readers)))
+    _digest(config, db_url, "subscribers", "import", str(csv), "--consented", "--source", "t")
+    _digest(config, db_url, "fetch")
+    _digest(config, db_url, "compose")
+    return config
+
+
+@pytest.mark.slow
+def test_four_workers_on_postgresql_send_each_reader_one_copy(
+    tmp_path: Path, pg_schema_url: str
+) -> None:
+    readers = 10_000
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "digest",
+                    "--config",
+                    str(config),
+                    "worker",
+                    "--exit-when-idle",
+                ],
+                env=_env(pg_schema_url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outputs = [w.communicate(timeout=600) for w in workers]
+        for w, (stdout, stderr) in zip(workers, outputs, strict=True):
+            assert w.returncode == 0, stdout + stderr
+        counts = sink.handler.per_recipient()
+    assert len(counts) == readers
+    assert set(counts.values()) == {1}
+    sent_by = [int(o.rsplit("Worker done: ", 1)[1].split()[0]) for o, _ in outputs]
+    assert sum(sent_by) == readers
+    assert sum(1 for n in sent_by if n) >= 2  # the work was shared
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_then_restart_misses_nobody(tmp_path: Path, pg_schema_url: str) -> None:
+    readers, connections = 2_000, 2
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config), "worker"],
+            env=_env(pg_schema_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while sink.handler.count() < readers // 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _digest(config, pg_schema_url, "worker", "--exit-when-idle")
+        counts = sink.handler.per_recipient()
+    assert len(counts) == readers
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= connections  # at most the messages in flight at the kill
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_gives_unsent_rows_back(tmp_path: Path, pg_schema_url: str) -> None:
+    readers = 2_000
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config), "worker"],
+            env=_env(pg_schema_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while sink.handler.count() < readers // 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stdout + stderr
+        stopped_at = sink.handler.count()
+        assert stopped_at < readers
+        status = _digest(config, pg_schema_url, "status").stdout
+        assert "sending" in status
+        _digest(config, pg_schema_url, "worker", "--exit-when-idle")
+        counts = sink.handler.per_recipient()
+    assert len(counts) == readers
+    assert set(counts.values()) == {1}  # a graceful stop leaves nothing in doubt
+
+
+@pytest.mark.slow
+def test_on_sqlite_a_second_send_refuses(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, db_url, sink.port, 3_000)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(config), "send"],
+            env=_env(db_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while sink.handler.count() < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = _digest(config, db_url, "send")
+        first.communicate(timeout=300)
+    assert "Another process is working on this already" in second.stdout
+    assert first.returncode == 0
+    assert set(sink.handler.per_recipient().values()) == {1}
