@@ -73,6 +73,8 @@ class SendConfig:
     retry_backoff_seconds: float = 30.0
     max_retry_wait_seconds: float = 300.0
     unknown_policy: UnknownPolicy = "resend"
+    pause_error_share: float = 0.5  # pause the edition when this share of …
+    pause_window: int = 200  # … the last this many answers are failures
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,14 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         )
     if not site.postal_address.strip():
         raise ConfigError(f"[site] key 'postal_address' in {source}: must not be empty")
+
+    send = _section(data, "send", source)
+    assert isinstance(send, SendConfig)
+    if send.pause_error_share > 1:
+        raise ConfigError(
+            f"[send] key 'pause_error_share' in {source}: a share between 0 and 1, "
+            f"got {send.pause_error_share}"
+        )
 
     db = _section(data, "database", source)
     assert isinstance(db, DatabaseConfig)

@@ -371,6 +371,42 @@ def _next_state(
     return DeliveryState.queued.value, f"{label}: {result.detail}", now + timedelta(seconds=delay)
 
 
+def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:
+    """Mark every queued row of the edition skipped (the edition was cancelled)."""
+    result = conn.execute(
+        update(D)
+        .where(D.c.edition_id == edition_id, D.c.state == DeliveryState.queued.value)
+        .values(
+            state=DeliveryState.skipped.value,
+            detail=reason,
+            lease_owner="",
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)
+
+
+def edition_state(conn: Connection, *, edition_id: int) -> tuple[str, str]:
+    """The edition's status and note, as a sender checks them between batches."""
+    status, note = conn.execute(
+        select(E.c.status, E.c.status_note).where(E.c.id == edition_id)
+    ).one()
+    return str(status), str(note)
+
+
+def pause_edition(conn: Connection, *, edition_id: int, note: str) -> None:
+    """Pause a sending edition (a run that saw too many errors)."""
+    conn.execute(
+        update(E)
+        .where(
+            E.c.id == edition_id,
+            E.c.status.in_([EditionStatus.composed.value, EditionStatus.sending.value]),
+        )
+        .values(status=EditionStatus.paused.value, status_note=note)
+    )
+
+
 def record_skips(conn: Connection, *, skips: Sequence[tuple[int, str]], now: datetime) -> int:
     """Mark ``(delivery id, reason)`` rows skipped (they were ``sending``)."""
     if skips:

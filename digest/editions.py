@@ -137,3 +137,57 @@ def comparisons_of(session: Session, *, edition: Edition) -> Sequence[Comparison
 
 def all_editions(session: Session) -> Sequence[Edition]:
     return session.execute(select(Edition).order_by(Edition.key.desc())).scalars().all()  # type: ignore[attr-defined]
+
+
+# Operator controls: which status each action may start from, and where it leads.
+_PAUSABLE = (EditionStatus.composed, EditionStatus.sending)
+_CANCELLABLE = (EditionStatus.composed, EditionStatus.sending, EditionStatus.paused)
+
+
+def pause(session: Session, *, key: str, note: str, now: datetime) -> Edition:
+    """Stop sending ``key`` until resumed; senders stop at their next batch.
+    Raises DigestError for an unknown key or an edition that cannot be paused."""
+    edition = _for_change(session, key, _PAUSABLE, "pause")
+    edition.status = EditionStatus.paused
+    edition.status_note = note
+    session.add(edition)
+    return edition
+
+
+def resume(session: Session, *, key: str) -> Edition:
+    """Make a paused edition sendable again (composed, or sending once planned)."""
+    edition = _for_change(session, key, (EditionStatus.paused,), "resume")
+    planned = edition.planned_at is not None
+    edition.status = EditionStatus.sending if planned else EditionStatus.composed
+    edition.status_note = ""
+    session.add(edition)
+    return edition
+
+
+def cancel(session: Session, *, key: str, note: str, now: datetime) -> tuple[Edition, int]:
+    """Cancel ``key``: nothing more is sent; queued rows become skipped. Returns the
+    edition and the number of rows skipped."""
+    from digest.deliveries import skip_queued
+
+    edition = _for_change(session, key, _CANCELLABLE, "cancel")
+    edition.status = EditionStatus.cancelled
+    edition.status_note = note
+    session.add(edition)
+    session.flush()
+    skipped = skip_queued(session.connection(), edition_id=_id(edition), reason=note, now=now)
+    return edition, skipped
+
+
+def _for_change(
+    session: Session, key: str, allowed: tuple[EditionStatus, ...], action: str
+) -> Edition:
+    from digest.errors import DigestError
+
+    edition: Edition | None = session.execute(
+        select(Edition).where(col(Edition.key) == key).with_for_update()
+    ).scalar_one_or_none()
+    if edition is None:
+        raise DigestError(f"there is no edition {key}: 'digest status' lists them")
+    if edition.status not in allowed:
+        raise DigestError(f"edition {key} is {edition.status}: it cannot {action}")
+    return edition

@@ -52,6 +52,7 @@ class Comparison(SQLModel, table=True):
 class EditionStatus(StrEnum):
     composed = "composed"  # comparisons chosen, nothing planned yet
     sending = "sending"  # ledger planned; rows pending
+    paused = "paused"  # by the operator, or by itself after too many errors (see note)
     sent = "sent"  # no row pending
     cancelled = "cancelled"
 
@@ -71,6 +72,10 @@ class Edition(SQLModel, table=True):
     planned_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
     planned_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    # Why the edition is paused or cancelled, in words for the operator.
+    status_note: str = Field(
+        default="", sa_column=Column(Text, nullable=False, default="", server_default="")
+    )
 
 
 class EditionComparison(SQLModel, table=True):

@@ -171,6 +171,9 @@ async def send(
     (SQLite: another process is sending it). ``stop`` ends the run gracefully."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
+    if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
+        note = edition.status_note or "by the operator"
+        return SendReport(edition.key, stopped_reason=f"edition {edition.status}: {note}")
     with session_scope(rt.engine) as session:
         comparisons = editions.comparisons_of(session, edition=edition)
     build = message_factory(rt, edition.key, comparisons)
@@ -178,6 +181,8 @@ async def send(
     options = SendOptions(
         batch_size=cfg.batch_size,
         retry=RetryPolicy(cfg.max_attempts, cfg.retry_backoff_seconds, cfg.unknown_policy),
+        pause_error_share=cfg.pause_error_share,
+        pause_window=cfg.pause_window,
         max_retry_wait=cfg.max_retry_wait_seconds,
     )
     return await sending.send_edition(

@@ -13,6 +13,7 @@ for the next run. The edition is ``sent`` only when no row is pending.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 from digest import deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
 from digest.errors import TransportError
-from digest.models import Edition
+from digest.models import Edition, EditionStatus
 from digest.segments import Skip
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
 
@@ -37,6 +38,8 @@ class SendOptions:
     retry: RetryPolicy
     max_retry_wait: float
     lease_ttl: float = 120.0
+    pause_error_share: float = 0.5  # pause the edition when this share of …
+    pause_window: int = 200  # … the last answers (not counting deferrals) failed
     slow_down_after: int = 20  # consecutive deferred answers that make every worker wait
     max_slow_down: float = 60.0  # seconds: the longest such wait
 
@@ -86,21 +89,40 @@ class _Run:
         self.owner = owner
         self.exclusive = exclusive
         self.stop_event = stop
+        self.window: collections.deque[bool] = collections.deque(maxlen=options.pause_window)
+        self.pause_note = ""  # set when the error share calls for pausing the edition
         self.streak = 0
         self.pause = 0.0
         self.not_before = 0.0  # time.monotonic() before which no worker sends
         self._stop = False
-        self.started_at: datetime | None = None  # when the edition began sending
+        self.started_at: datetime | None = None
+        self.edition_id = 0  # when the edition began sending
 
     def observe(self, results: Sequence[SendResult]) -> None:
         now = time.monotonic()
         for result in results:
+            if result.outcome is not Outcome.deferred:
+                self.window.append(result.outcome not in (Outcome.sent, Outcome.queued))
             if result.outcome in (Outcome.sent, Outcome.queued):
                 self.streak, self.pause = 0, 0.0
             elif result.outcome is Outcome.deferred:
                 self.streak += 1
                 if result.retry_after:
                     self.not_before = max(self.not_before, now + result.retry_after)
+        errors = sum(self.window)
+        window = self.window.maxlen or 0
+        if (
+            not self.pause_note
+            and len(self.window) == window
+            and errors >= self.options.pause_error_share * window
+        ):
+            last = next((r.detail for r in reversed(results) if r.detail), "")
+            self.pause_note = (
+                f"paused automatically: {errors} of the last {window} messages failed "
+                f"(last answer: {last or 'none'}); fix the cause, then 'digest resume'"
+            )
+            self.report.error = self.pause_note
+            self.stop = True
         if self.streak >= self.options.slow_down_after:
             self.pause = min(max(self.pause * 2, 1.0), self.options.max_slow_down)
             self.not_before = max(self.not_before, now + self.pause)
@@ -150,6 +172,7 @@ async def send_edition(
         leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
     heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock, exclusive))
     run = _Run(report, options, owner=owner, exclusive=exclusive, stop=stop)
+    run.edition_id = edition.id
     try:
         run.started_at = _prepare(engine, edition.id, run, clock())
         await transport.open()
@@ -275,6 +298,10 @@ async def _produce(
     lease = timedelta(seconds=options.lease_ttl)
     while not run.stop:
         with engine.begin() as conn:
+            status, note = deliveries.edition_state(conn, edition_id=edition_id)
+            if status in (EditionStatus.paused, EditionStatus.cancelled):
+                run.report.stopped_reason = f"edition {status}: {note or 'by the operator'}"
+                return
             rows = deliveries.claim(
                 conn,
                 edition_id=edition_id,
@@ -364,6 +391,10 @@ async def _send_batch(
         run.report.error = f"transport failed: {exc}"
         run.stop = True
     run.observe(results)
+    if run.pause_note and not run.report.stopped_reason:
+        run.report.stopped_reason = run.pause_note
+        with engine.begin() as conn:
+            deliveries.pause_edition(conn, edition_id=run.edition_id, note=run.pause_note)
     with engine.begin() as conn:
         tally = deliveries.record(
             conn,

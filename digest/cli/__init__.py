@@ -156,6 +156,55 @@ def run() -> None:
 
 
 @app.command()
+def pause(
+    key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")],
+    reason: Annotated[str, typer.Option(help="Why, for 'digest status'.")] = "by the operator",
+) -> None:
+    """Pause an edition: senders stop at their next batch; 'digest resume' goes on."""
+    from digest import editions
+    from digest.db import session_scope
+
+    with runtime() as rt, session_scope(rt.engine) as session:
+        editions.pause(session, key=key, note=reason, now=rt.now())
+    out.print(f"Edition {key} is paused ({reason}).")
+
+
+@app.command()
+def resume(key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")]) -> None:
+    """Resume a paused edition and send the rest of it now."""
+    from digest import editions, pipeline
+    from digest.db import session_scope
+
+    with runtime() as rt:
+        with session_scope(rt.engine) as session:
+            edition = editions.resume(session, key=key)
+        out.print(f"Edition {key} resumed.")
+        with send_progress(out) as progress:
+            report = run_until_signalled(
+                lambda stop: pipeline.send(rt, edition=edition, progress=progress, stop=stop)
+            )
+        print_send(out, rt, report)
+        if report.error:
+            raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")],
+    reason: Annotated[str, typer.Option(help="Why, kept on the edition.")] = "by the operator",
+) -> None:
+    """Cancel an edition: nothing more of it is sent; its queued deliveries are skipped."""
+    from digest import editions
+    from digest.db import session_scope
+
+    with runtime() as rt, session_scope(rt.engine) as session:
+        _, skipped = editions.cancel(
+            session, key=key, note=f"edition cancelled: {reason}", now=rt.now()
+        )
+    out.print(f"Edition {key} is cancelled; {skipped} queued deliveries skipped.")
+
+
+@app.command()
 def worker(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Stop once nothing is left to send.")

@@ -149,6 +149,9 @@ def print_status(console: Console, rt: Runtime) -> None:
         console.print(table)
     else:
         console.print("No editions yet: run 'digest run'.")
+    for e in rows:
+        if e.status_note and e.status in ("paused", "cancelled"):
+            console.print(f"  {e.key} {e.status}: {escape(e.status_note)}", highlight=False)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(subs.items())) or "none"
     console.print(f"Subscribers: {summary}.")
     print_attention(console, needs)
