@@ -142,6 +142,8 @@ class Config:
     send: SendConfig
     paths: PathsConfig
     web: WebConfig = field(default_factory=WebConfig)
+    failover: AdapterConfig | None = None  # a secondary transport (optional)
+    failover_cooldown: float = 300.0  # seconds the primary rests after failing
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     secret_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -160,7 +162,7 @@ _SECTIONS: dict[str, type] = {
     "paths": PathsConfig,
     "web": WebConfig,
 }
-_ADAPTERS = ("feed", "transport")
+_ADAPTERS = ("feed", "transport", "failover")
 
 
 def find_config(explicit: str | Path | None, environ: Mapping[str, str]) -> Path:
@@ -247,6 +249,8 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         email=_section(data, "email", source),  # type: ignore[arg-type]
         feed=_adapter(data, "feed", source),
         transport=_adapter(data, "transport", source),
+        failover=_failover(data, source)[0],
+        failover_cooldown=_failover(data, source)[1],
         edition=_section(data, "edition", source),  # type: ignore[arg-type]
         send=_section(data, "send", source),  # type: ignore[arg-type]
         paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
@@ -408,6 +412,19 @@ def _adapter(data: Mapping[str, Any], name: str, source: Path) -> AdapterConfig:
                 raise ConfigError(f"[{name}] key '{key}' in {source}: expected a path string")
             table[key] = _resolve_path(Path(value), source.parent)
     return AdapterConfig(section=name, kind=kind, options=MappingProxyType(table), source=source)
+
+
+def _failover(data: Mapping[str, Any], source: Path) -> tuple[AdapterConfig | None, float]:
+    """``[failover]``: a second transport table plus ``cooldown_seconds``."""
+    if "failover" not in data:
+        return None, 300.0
+    table = dict(data["failover"])
+    cooldown = table.pop("cooldown_seconds", 300.0)
+    if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown <= 0:
+        raise ConfigError(
+            f"[failover] key 'cooldown_seconds' in {source}: a number of seconds, got {cooldown!r}"
+        )
+    return _adapter({"failover": table}, "failover", source), float(cooldown)
 
 
 def _resolve_path(path: Path, base: Path) -> Path:

@@ -328,7 +328,7 @@ def _row_for(
         "b_provider_id": result.provider_id[:200],
         "b_detail": detail[:2000],
         "b_next": next_at,
-        "b_transport": transport,
+        "b_transport": result.transport or transport,
     }
 
 

@@ -26,6 +26,7 @@ from digest.render.personalize import check_sender, list_id_for
 from digest.render.templates import TemplateSet
 from digest.transports import build_transport
 from digest.transports.base import Transport
+from digest.transports.failover import FailoverTransport
 from subscribers.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Runtime:
         sender_address(config)  # every [email] header, checked as messages will be built
         feed = build_feed(config.feed, config.env)
         transport = build_transport(config.transport, config.env)
+        if config.failover is not None:
+            secondary = build_transport(config.failover, config.env)
+            transport = FailoverTransport(transport, secondary, cooldown=config.failover_cooldown)
         if transport.kind == "memory":
             log.warning("[transport] kind = 'memory': messages are kept in memory and lost")
         engine = make_engine(config.database.url)

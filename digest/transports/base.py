@@ -73,6 +73,7 @@ class SendResult:
     provider_id: str = ""  # server queue id / provider message id, when given
     detail: str = ""  # the server's or provider's own words
     retry_after: float | None = None  # seconds, for ``deferred``
+    transport: str = ""  # which transport answered, when not the configured one (failover)
 
 
 class Transport(Protocol):
