@@ -29,7 +29,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from digest.webhooks.base import (
@@ -39,6 +39,9 @@ from digest.webhooks.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from digest.webhooks.fields import angle as _angle
+from digest.webhooks.fields import epoch_time as _timestamp
+from digest.webhooks.fields import text as _text
 
 ENV_SIGNING_KEY = "DIGEST_WEBHOOK_MAILGUN_SIGNING_KEY"
 
@@ -199,24 +202,3 @@ def _is_policy_status(status: str) -> bool:
 def _enhanced_status(text: str) -> str:
     match = _ENHANCED.search(text)
     return match.group(0) if match else ""
-
-
-def _angle(message_id: str) -> str:
-    """Mailgun stores Message-ID without angle brackets; ours has them."""
-    message_id = message_id.strip()
-    if message_id and not message_id.startswith("<"):
-        return f"<{message_id}>"
-    return message_id
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _timestamp(value: object) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return datetime.fromtimestamp(value, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None

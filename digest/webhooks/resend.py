@@ -39,6 +39,7 @@ from digest.webhooks.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from digest.webhooks.fields import iso_time as _time
 
 TOLERANCE: Final = timedelta(minutes=5)
 REPLAY_TTL_SECONDS: Final = 10 * 60  # covers the ±5 minute window
@@ -184,13 +185,3 @@ def _header(headers: object, name: str) -> str:
         if isinstance(key, str) and key.lower() == name and isinstance(value, str):
             return value.strip()
     return ""
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None

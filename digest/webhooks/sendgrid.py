@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
@@ -40,6 +40,9 @@ from digest.webhooks.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from digest.webhooks.fields import angle as _angle
+from digest.webhooks.fields import epoch_time as _timestamp
+from digest.webhooks.fields import text as _text
 
 ENV_PUBLIC_KEY = "DIGEST_WEBHOOK_SENDGRID_PUBLIC_KEY"
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
@@ -202,23 +205,3 @@ def _digest_id(raw: Mapping[str, Any]) -> str:
     """An event without ``sg_event_id``: a stable id from its canonical JSON."""
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _angle(message_id: str) -> str:
-    message_id = message_id.strip()
-    if message_id and not message_id.startswith("<"):
-        return f"<{message_id}>"
-    return message_id
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _timestamp(value: object) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return datetime.fromtimestamp(value, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None

@@ -39,6 +39,7 @@ from digest.webhooks.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from digest.webhooks.fields import iso_time as _timestamp
 from digest.webhooks.sns_certs import (
     DEFAULT_CERTIFICATES,
     CertificateCache,
@@ -163,16 +164,6 @@ def _sns_message(request: WebhookRequest) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("MessageId"), str):
         raise WebhookRejected("the body is not an SNS message", status=400)
     return message
-
-
-def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _subscribe_url(url: object) -> str:
