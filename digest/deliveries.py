@@ -337,13 +337,18 @@ def _row_for(
 _HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
 
 
+def is_hard_bounce(detail: str) -> bool:
+    """True when a refusal carries a 5.1.x status (bad mailbox or domain)."""
+    return bool(_HARD_BOUNCE.search(detail))
+
+
 def _next_state(
     result: SendResult, attempts: int, policy: RetryPolicy, now: datetime, give_up_at: datetime
 ) -> tuple[str, str, datetime | None]:
     outcome = result.outcome
     if outcome in (Outcome.sent, Outcome.queued):
         return DeliveryState.sent.value, result.detail, None
-    if outcome is Outcome.rejected and _HARD_BOUNCE.search(result.detail):
+    if outcome is Outcome.rejected and is_hard_bounce(result.detail):
         return DeliveryState.bounced.value, result.detail, None
     if outcome in (Outcome.rejected, Outcome.failed):
         return DeliveryState.failed.value, result.detail, None

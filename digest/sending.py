@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select
+from sqlmodel import Session
 
 from digest import deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
@@ -27,6 +28,8 @@ from digest.errors import TransportError
 from digest.models import Edition, EditionStatus
 from digest.segments import Skip
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
+from subscribers import lifecycle
+from subscribers.models import ConsentSource
 
 MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage | Skip]]
 Clock = Callable[[], datetime]
@@ -405,8 +408,28 @@ async def _send_batch(
             now=clock(),
             started_at=run.started_at,
         )
+    if tally.get("bounced"):
+        _suppress_hard_bounces(engine, results, chosen, clock())
     report = run.report
     report.sent += tally.get("sent", 0)
     report.failed += tally.get("failed", 0)
     report.skipped += tally.get("skipped", 0)
     report.retried += tally.get("queued", 0)
+
+
+def _suppress_hard_bounces(
+    engine: Engine, results: Sequence[SendResult], chosen: Sequence[Recipient], now: datetime
+) -> None:
+    """A 5.1.x refusal at send time is a hard bounce: suppress the reader at once."""
+    readers = {r.delivery_id: r.subscriber_id for r in chosen}
+    with Session(engine) as session, session.begin():
+        for result in results:
+            if result.outcome is Outcome.rejected and deliveries.is_hard_bounce(result.detail):
+                lifecycle.record_bounce(
+                    session,
+                    subscriber_id=readers[result.delivery_id],
+                    hard=True,
+                    detail=result.detail,
+                    now=now,
+                    source=ConsentSource.smtp,
+                )

@@ -238,7 +238,13 @@ def export_data(session: Session, *, email: str) -> dict[str, Any] | None:
 
 
 def record_bounce(
-    session: Session, *, subscriber_id: int, hard: bool, detail: str, now: datetime
+    session: Session,
+    *,
+    subscriber_id: int,
+    hard: bool,
+    detail: str,
+    now: datetime,
+    source: ConsentSource = ConsentSource.webhook,
 ) -> bool:
     """A provider reported the address dead: a hard bounce, or (``hard=False``) soft
     bounces past the limit. Status ``bounced``, address suppressed, consent log
@@ -262,6 +268,7 @@ def record_bounce(
         action=ConsentAction.bounced,
         detail=f"{kind}: {detail}" if detail else kind,
         now=now,
+        source=source,
     )
     return True
 
@@ -310,13 +317,13 @@ def _block(
     action: ConsentAction,
     detail: str,
     now: datetime,
+    source: ConsentSource = ConsentSource.webhook,
 ) -> None:
     """Set ``status``, suppress the address for ``reason`` and log ``action``."""
     subscriber.status = status
     subscriber.confirmation_sent_at = None  # a link in flight must not reactivate them
     subscriber.updated_at = now
     session.add(subscriber)
-    source = ConsentSource.webhook
     consent.suppress(session, email=subscriber.email, reason=reason, source=source.value, now=now)
     consent.record(
         session,

@@ -84,6 +84,7 @@ class ConsentSource(StrEnum):
     one_click = "one-click"  # RFC 8058 POST from the List-Unsubscribe header
     link = "link"  # a page reached from a link in an email
     webhook = "webhook"
+    smtp = "smtp"  # the receiving server refused the address while we sent
 
 
 class ConsentEvent(SQLModel, table=True):

@@ -140,6 +140,16 @@ def test_smtp_5_1_x_rejections_are_hard_bounces(engine: Engine) -> None:
     transport.send_batch = answer  # type: ignore[method-assign]
     _send(engine, edition, transport)
     assert _states(engine) == {"bounced": 1, "sent": 1}
+    from subscribers import consent
+    from subscribers.models import SubscriberStatus
+
+    with session_scope(engine) as session:
+        reader = repository.get_by_email(session, email="reader0@example.com")
+        suppressed = consent.suppression_of(session, email="reader0@example.com")
+        log = consent.history(session, email="reader0@example.com")
+    assert reader is not None and reader.status == SubscriberStatus.bounced
+    assert suppressed is not None and suppressed.reason == "bounced"
+    assert log[-1].source == "smtp" and "5.1.1" in log[-1].detail
 
 
 def test_rows_left_sending_by_a_dead_run_are_resent_by_policy(engine: Engine) -> None:
