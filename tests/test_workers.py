@@ -161,3 +161,31 @@ def test_on_sqlite_a_second_send_refuses(tmp_path: Path) -> None:
     assert "Another process is working on this already" in second.stdout
     assert first.returncode == 0
     assert set(sink.handler.per_recipient().values()) == {1}
+
+
+@pytest.mark.slow
+def test_send_with_local_workers_on_postgresql(tmp_path: Path, pg_schema_url: str) -> None:
+    readers = 1_500
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        result = _digest(config, pg_schema_url, "send", "--workers", "3")
+        counts = sink.handler.per_recipient()
+    assert len(counts) == readers and set(counts.values()) == {1}
+    assert f"all senders: {readers} sent" in result.stdout
+
+
+def test_send_workers_need_postgresql(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
+    config = write_config(tmp_path)
+    _digest(config, db_url, "init")
+    _digest(config, db_url, "subscribers", "add", "a@example.com")
+    _digest(config, db_url, "fetch")
+    _digest(config, db_url, "compose")
+    result = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), "send", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=_env(db_url),
+        timeout=120,
+    )
+    assert result.returncode == 2 and "needs PostgreSQL" in result.stderr

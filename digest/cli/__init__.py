@@ -7,6 +7,7 @@ configuration. Errors are one readable message, never a traceback.
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from digest.cli.common import State, err, fail, out, run_until_signalled, runtim
 from digest.cli.output import (
     print_compose,
     print_fetch,
+    print_ledger,
     print_send,
     print_status,
     send_progress,
@@ -115,6 +117,9 @@ def preview(
 @app.command()
 def send(
     edition: Annotated[str | None, typer.Option(help="Edition key; default the newest.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Sender processes (PostgreSQL only).")
+    ] = 1,
 ) -> None:
     """Send an edition to every active subscriber, resuming where a run stopped."""
     from digest import pipeline
@@ -124,13 +129,33 @@ def send(
         if found is None:
             what = f"edition {edition}" if edition else "any edition"
             fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
+        if workers > 1 and rt.engine.dialect.name != "postgresql":
+            fail(2, "--workers needs PostgreSQL: on SQLite one process sends an edition")
+        helpers = _start_helpers(workers - 1)
         with send_progress(out) as progress:
             report = run_until_signalled(
                 lambda stop: pipeline.send(rt, edition=found, progress=progress, stop=stop)
             )
+        for helper in helpers:  # they finish their claimed rows, then exit when idle
+            helper.wait()
         print_send(out, rt, report)
+        if helpers:
+            print_ledger(out, rt, found.key)
         if report.error:
             raise typer.Exit(1)
+
+
+def _start_helpers(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` more senders: ``digest worker --exit-when-idle`` with this config."""
+    command = [sys.executable, "-m", "digest"]
+    if State.config_path is not None:
+        command += ["--config", str(State.config_path)]
+    return [
+        subprocess.Popen(  # noqa: S603  (our own command, no shell)
+            [*command, "worker", "--exit-when-idle"], stdout=subprocess.DEVNULL
+        )
+        for _ in range(count)
+    ]
 
 
 @app.command()

@@ -128,6 +128,17 @@ def outbox_folder(rt: Runtime, edition_key: str) -> Path | None:
     return Path(str(cfg.options["path"])) / edition_key
 
 
+def print_ledger(console: Console, rt: Runtime, edition_key: str) -> None:
+    """The edition's whole ledger (all senders together), one line."""
+    with session_scope(rt.engine) as session:
+        edition = editions.get(session, key=edition_key)
+        tally = (
+            deliveries.counts(session.connection(), edition_id=edition.id or 0) if edition else {}
+        )
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(tally.items()))
+    console.print(f"Edition {edition_key}, all senders: {summary or 'no deliveries'}.")
+
+
 def print_status(console: Console, rt: Runtime) -> None:
     with session_scope(rt.engine) as session:
         rows = editions.all_editions(session)
