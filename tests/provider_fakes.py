@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from digest.models import Delivery
 from digest.render.base import RenderedDigest, Slot
 from digest.runtime import Runtime
 from digest.sending import SendReport
-from digest.transports.base import OutgoingMessage, Personal, SharedContent
+from digest.transports.base import OutgoingMessage, Personal, SendResult, SharedContent
 from subscribers import repository
 from subscribers.models import Subscriber
 from tests.support import write_config
@@ -298,7 +298,10 @@ def send_edition(
     """Add ``readers``, fetch, compose and send one edition through ``transport`` (a
     ``[transport]`` table) on a fresh SQLite file; return the report and each
     address's delivery row as ``(state, detail)``."""
-    path = write_config(tmp_path, transport=transport, send={"batch_size": batch_size})
+    # A window wider than the edition: these runs test per-request failures, which
+    # would otherwise (rightly) pause the edition (see tests/test_pause.py).
+    send = {"batch_size": batch_size, "pause_window": 1_000_000}
+    path = write_config(tmp_path, transport=transport, send=send)
     environ = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "DIGEST_SECRET_KEY": "k"}
     cfg = config.load(path, environ={**environ, **env})
     rt = Runtime.open(cfg, clock=lambda: NOW)
@@ -321,3 +324,12 @@ def send_edition(
     finally:
         rt.close()
     return report, {email: (str(state), str(detail)) for email, state, detail in rows}
+
+
+async def send_once(transport: Any, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    """Open ``transport``, send one batch, close it (as one run of the ledger would)."""
+    try:
+        await transport.open()
+        return list(await transport.send_batch(messages))
+    finally:
+        await transport.close()

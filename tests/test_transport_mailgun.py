@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from types import MappingProxyType
@@ -17,9 +17,10 @@ from digest.errors import ConfigError, TransportUnavailable
 from digest.registry import build
 from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.mailgun import MailgunTransport
 from tests.provider_fakes import Recorder, send_edition, serve
+from tests.provider_fakes import send_once as send
 from tests.provider_fakes_sendgrid_mailgun import (
     MAILGUN_DOMAIN,
     MAILGUN_PATH,
@@ -50,14 +51,6 @@ def transport(url: str, **keys: object) -> MailgunTransport:
     }
     options.update(keys)
     return MailgunTransport(**options)  # type: ignore[arg-type]
-
-
-async def send(t: MailgunTransport, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-    try:
-        await t.open()
-        return await t.send_batch(messages)
-    finally:
-        await t.close()
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:

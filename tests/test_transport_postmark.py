@@ -17,6 +17,7 @@ from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, Transport
 from digest.transports.postmark import PostmarkTransport
 from tests.provider_fakes import Recorder, digest_message, postmark_app, send_edition, serve
+from tests.provider_fakes import send_once as send
 
 TOKEN = "test-token"
 
@@ -32,14 +33,6 @@ def transport(url: str, **keys: object) -> PostmarkTransport:
     options: dict[str, object] = {"base_url": url, "api_key": TOKEN, "backoff_seconds": 0.01}
     options.update(keys)
     return PostmarkTransport(**options)  # type: ignore[arg-type]
-
-
-async def send(t: PostmarkTransport, messages: list) -> list:  # type: ignore[type-arg]
-    try:
-        await t.open()
-        return await t.send_batch(messages)
-    finally:
-        await t.close()
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:

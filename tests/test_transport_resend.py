@@ -10,9 +10,10 @@ import pytest
 
 from digest.errors import TransportUnavailable
 from digest.transports import TRANSPORTS
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import Outcome, SendResult
 from digest.transports.resend import ResendTransport
 from tests.provider_fakes import Recorder, digest_message, resend_app, send_edition, serve
+from tests.provider_fakes import send_once as send
 
 KEY = "re_test"
 
@@ -33,14 +34,6 @@ def transport(url: str, **keys: object) -> ResendTransport:
     }
     options.update(keys)
     return ResendTransport(**options)  # type: ignore[arg-type]
-
-
-async def send(t: ResendTransport, messages: list[OutgoingMessage]) -> list[SendResult]:
-    try:
-        await t.open()
-        return await t.send_batch(messages)
-    finally:
-        await t.close()
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from types import MappingProxyType
@@ -16,9 +16,10 @@ from digest.errors import ConfigError, TransportUnavailable
 from digest.registry import build
 from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.sendgrid import SendGridTransport, sendgrid_tag, tag_digest
 from tests.provider_fakes import Recorder, send_edition, serve
+from tests.provider_fakes import send_once as send
 from tests.provider_fakes_sendgrid_mailgun import (
     SENDGRID_PATH,
     message,
@@ -42,14 +43,6 @@ def transport(url: str, **keys: object) -> SendGridTransport:
     options: dict[str, object] = {"base_url": url, "api_key": TOKEN, "backoff_seconds": 0.01}
     options.update(keys)
     return SendGridTransport(**options)  # type: ignore[arg-type]
-
-
-async def send(t: SendGridTransport, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-    try:
-        await t.open()
-        return await t.send_batch(messages)
-    finally:
-        await t.close()
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:
