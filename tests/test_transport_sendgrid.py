@@ -17,7 +17,8 @@ from digest.registry import build
 from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, OutgoingMessage
-from digest.transports.sendgrid import SendGridTransport, sendgrid_tag, tag_digest
+from digest.transports.sendgrid import SendGridTransport, sendgrid_tag
+from digest.transports.substitution import tag_digest
 from tests.provider_fakes import Recorder, send_edition, serve
 from tests.provider_fakes import send_once as send
 from tests.provider_fakes_sendgrid_mailgun import (

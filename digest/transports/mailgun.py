@@ -50,7 +50,7 @@ from urllib.parse import quote
 from digest.errors import TransportUnavailable
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, SharedContent
 from digest.transports.http_base import ApiRequest, ApiResponse, HttpBatchTransport, to_header
-from digest.transports.sendgrid import TaggedCache, TaggedDigest, send_grouped, tag_digest
+from digest.transports.substitution import TaggedCache, TaggedDigest, send_grouped, tag_digest
 
 MAX_RECIPIENTS = 1000  # "The maximum number of recipients allowed for batch is 1,000"
 REGIONS: Mapping[str, str] = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
