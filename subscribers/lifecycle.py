@@ -27,7 +27,7 @@ from subscribers.models import (
     SuppressionReason,
 )
 from subscribers.repository import MAX_CATEGORIES as MAX_CATEGORIES
-from subscribers.repository import add, get_by_email, mark_unsubscribed
+from subscribers.repository import add, block, get_by_email, mark_unsubscribed
 from subscribers.repository import clean_categories as clean_categories
 
 MAX_PAUSE_WEEKS = 52
@@ -260,15 +260,15 @@ def record_bounce(
     if subscriber.status not in (SubscriberStatus.active, SubscriberStatus.pending):
         return False
     kind = "hard bounce" if hard else "soft bounces"
-    _block(
+    block(
         session,
         subscriber,
         status=SubscriberStatus.bounced,
         reason=SuppressionReason.bounced,
         action=ConsentAction.bounced,
-        detail=f"{kind}: {detail}" if detail else kind,
+        context=Context(source),
         now=now,
-        source=source,
+        detail=f"{kind}: {detail}" if detail else kind,
     )
     return True
 
@@ -286,14 +286,15 @@ def record_complaint(session: Session, *, subscriber_id: int, detail: str, now: 
         return False
     if subscriber.status == SubscriberStatus.complained:
         return False
-    _block(
+    block(
         session,
         subscriber,
         status=SubscriberStatus.complained,
         reason=SuppressionReason.complained,
         action=ConsentAction.complained,
-        detail=detail,
+        context=Context(ConsentSource.webhook),
         now=now,
+        detail=detail,
     )
     return True
 
@@ -306,34 +307,6 @@ def soft_bounce_window_start(
     start = now - window
     confirmed = subscriber.confirmed_at
     return max(start, confirmed) if confirmed is not None else start
-
-
-def _block(
-    session: Session,
-    subscriber: Subscriber,
-    *,
-    status: SubscriberStatus,
-    reason: SuppressionReason,
-    action: ConsentAction,
-    detail: str,
-    now: datetime,
-    source: ConsentSource = ConsentSource.webhook,
-) -> None:
-    """Set ``status``, suppress the address for ``reason`` and log ``action``."""
-    subscriber.status = status
-    subscriber.confirmation_sent_at = None  # a link in flight must not reactivate them
-    subscriber.updated_at = now
-    session.add(subscriber)
-    consent.suppress(session, email=subscriber.email, reason=reason, source=source.value, now=now)
-    consent.record(
-        session,
-        subscriber_id=subscriber.id,
-        email=subscriber.email,
-        action=action,
-        context=Context(source),
-        now=now,
-        detail=detail,
-    )
 
 
 def is_paused(subscriber: Subscriber, now: datetime) -> bool:

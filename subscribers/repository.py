@@ -194,28 +194,48 @@ def mark_unsubscribed(
                 now=now,
             )
         return False
-    subscriber.status = SubscriberStatus.unsubscribed
-    # Any confirmation link still in flight no longer applies: an old link must not
-    # undo this unsubscribe. A fresh sign-up issues a new one.
-    subscriber.confirmation_sent_at = None
-    subscriber.updated_at = now
-    session.add(subscriber)
-    consent.suppress(
+    block(
         session,
-        email=subscriber.email,
+        subscriber,
+        status=SubscriberStatus.unsubscribed,
         reason=SuppressionReason.unsubscribed,
-        source=context.source.value,
-        now=now,
-    )
-    consent.record(
-        session,
-        subscriber_id=subscriber.id,
-        email=subscriber.email,
         action=ConsentAction.unsubscribed,
         context=context,
         now=now,
     )
     return True
+
+
+def block(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    status: SubscriberStatus,
+    reason: SuppressionReason,
+    action: ConsentAction,
+    context: Context,
+    now: datetime,
+    detail: str = "",
+) -> None:
+    """Stop mailing a reader: set ``status``, suppress the address for ``reason`` and
+    log ``action``. Any confirmation link still in flight no longer applies, so an
+    old link cannot undo this; only a fresh sign-up issues a new one."""
+    subscriber.status = status
+    subscriber.confirmation_sent_at = None
+    subscriber.updated_at = now
+    session.add(subscriber)
+    consent.suppress(
+        session, email=subscriber.email, reason=reason, source=context.source.value, now=now
+    )
+    consent.record(
+        session,
+        subscriber_id=subscriber.id,
+        email=subscriber.email,
+        action=action,
+        context=context,
+        now=now,
+        detail=detail,
+    )
 
 
 def remove(session: Session, *, email: str, now: datetime, source: str = "cli") -> bool:
