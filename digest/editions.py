@@ -191,3 +191,30 @@ def _for_change(
     if edition.status not in allowed:
         raise DigestError(f"edition {key} is {edition.status}: it cannot {action}")
     return edition
+
+
+def approve(session: Session, *, key: str, by: str, now: datetime) -> Edition:
+    """Approve ``key`` for sending (``[edition] require_approval``). Idempotent for an
+    edition already approved. Raises DigestError for an unknown key, an edition that
+    needs no approval, or one whose approval deadline has passed."""
+    from digest.errors import DigestError
+
+    edition = _for_change(session, key, _CANCELLABLE, "be approved")
+    if not edition.needs_approval:
+        raise DigestError(f"edition {key} does not need approval")
+    if edition.approved_at is not None:
+        return edition
+    if edition.approval_deadline is not None and now > edition.approval_deadline:
+        raise DigestError(
+            f"edition {key} missed its approval deadline "
+            f"({edition.approval_deadline:%Y-%m-%d %H:%M} UTC): it will not be sent"
+        )
+    edition.approved_at = now
+    edition.approved_by = by[:200]
+    session.add(edition)
+    return edition
+
+
+def awaiting_approval(edition: Edition) -> bool:
+    """True while ``edition`` may not be sent because nobody has approved it yet."""
+    return edition.needs_approval and edition.approved_at is None

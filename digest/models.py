@@ -76,6 +76,18 @@ class Edition(SQLModel, table=True):
     status_note: str = Field(
         default="", sa_column=Column(Text, nullable=False, default="", server_default="")
     )
+    # Editorial approval (``[edition] require_approval``): an edition composed while
+    # approval is required is not sent until ``approved_at`` is set; one still
+    # unapproved at ``approval_deadline`` is cancelled and the operators told.
+    needs_approval: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default="0"),
+    )
+    approval_deadline: datetime | None = _ts(nullable=True)
+    approved_at: datetime | None = _ts(nullable=True)
+    approved_by: str = Field(
+        default="", sa_column=Column(String(200), nullable=False, default="", server_default="")
+    )
 
 
 class EditionComparison(SQLModel, table=True):
@@ -143,6 +155,14 @@ class Delivery(SQLModel, table=True):
         default="", sa_column=Column(String(200), nullable=False, default="", server_default="")
     )
     lease_until: datetime | None = _ts(nullable=True)
+    # The provider idempotency key of the request that carried this row, written
+    # with ``sending`` before the network call: a retry after an unknown outcome
+    # re-sends the same group under the same key, so the provider drops it.
+    batch_key: str = Field(
+        default="", sa_column=Column(String(100), nullable=False, default="", server_default="")
+    )
+    # Local delivery time: the row is not taken before this instant (None = at once).
+    due_at: datetime | None = _ts(nullable=True)
 
 
 class FeedState(SQLModel, table=True):
@@ -169,6 +189,38 @@ class Lease(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(200), primary_key=True))
     owner: str = Field(sa_column=Column(String(200), nullable=False))
     expires_at: datetime = _ts()
+
+
+class RunRecord(SQLModel, table=True):
+    """One run of a scheduled or cron-started job, for ``digest status`` and ``/healthz``."""
+
+    __tablename__ = "run_record"
+    __table_args__ = (Index("ix_run_record_job_started", "job", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(sa_column=Column(String(40), nullable=False))  # weekly, poll, ...
+    trigger: str = Field(default="", sa_column=Column(String(20), nullable=False, default=""))
+    started_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+    outcome: str = Field(default="", sa_column=Column(String(20), nullable=False, default=""))
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Alert(SQLModel, table=True):
+    """An incident that needs a human (feed failing, missed edition, paused edition).
+
+    One row per incident name; ``resolved_at`` None means open. The operators are
+    emailed once when it opens (``notified_at``), not at every check.
+    """
+
+    __tablename__ = "alert"
+
+    name: str = Field(sa_column=Column(String(200), primary_key=True))
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    opened_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    notified_at: datetime | None = _ts(nullable=True)
+    resolved_at: datetime | None = _ts(nullable=True)
 
 
 class InstanceSecret(SQLModel, table=True):

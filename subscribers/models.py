@@ -48,6 +48,10 @@ class Subscriber(SQLModel, table=True):
         default_factory=list,
         sa_column=Column(JSON, nullable=False, default=list, server_default="[]"),
     )
+    # IANA time zone (e.g. "America/New_York") for local delivery time; "" = site's.
+    time_zone: str = Field(
+        default="", sa_column=Column(String(64), nullable=False, default="", server_default="")
+    )
     paused_until: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
