@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,6 +47,7 @@ class Recipient:
     name: str
     categories: tuple[str, ...] = ()  # the reader's choice; empty = all
     paused_until: datetime | None = None
+    batch_key: str = ""  # the idempotency key of the request that last carried it
 
 
 def plan(conn: Connection, *, edition_id: int, now: datetime) -> int:
@@ -147,43 +149,75 @@ def claim(
 ) -> list[Recipient]:
     """Lease up to ``limit`` due, unleased queued rows to ``owner``, in id order.
 
-    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets any number of workers claim at
-    once without waiting for or overlapping each other; on SQLite (which drops
-    the clause) ``BEGIN IMMEDIATE`` serializes claims.
+    Rows that carry a ``batch_key`` (sent before under an idempotency key, outcome
+    unknown or deferred) are claimed a whole group at a time, so the group goes out
+    again as one request under the same key; the rest in id order. ``FOR UPDATE
+    SKIP LOCKED`` on PostgreSQL lets any number of workers claim at once without
+    waiting for or overlapping each other; on SQLite (which drops the clause)
+    ``BEGIN IMMEDIATE`` serializes claims.
     """
     free = (
-        select(D.c.id)
-        .where(
-            D.c.edition_id == edition_id,
-            D.c.state == DeliveryState.queued.value,
-            (D.c.next_attempt_at.is_(None)) | (D.c.next_attempt_at <= now),
-            (D.c.lease_until.is_(None)) | (D.c.lease_until < now),
-        )
-        .order_by(D.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        D.c.edition_id == edition_id,
+        D.c.state == DeliveryState.queued.value,
+        (D.c.next_attempt_at.is_(None)) | (D.c.next_attempt_at <= now),
+        (D.c.lease_until.is_(None)) | (D.c.lease_until < now),
     )
-    ids = [
-        int(i)
-        for i in conn.execute(
-            update(D)
-            .where(D.c.id.in_(free.scalar_subquery()))
-            .values(lease_owner=owner, lease_until=now + lease)
-            .returning(D.c.id)
-        ).scalars()
-    ]
+    taken = {"lease_owner": owner, "lease_until": now + lease}
+    ids = _claim_groups(conn, free=free, taken=taken, limit=limit)
+    if len(ids) < limit:
+        loose = (
+            select(D.c.id)
+            .where(*free, D.c.batch_key == "")
+            .order_by(D.c.id)
+            .limit(limit - len(ids))
+            .with_for_update(skip_locked=True)
+        )
+        take = update(D).where(D.c.id.in_(loose.scalar_subquery())).values(**taken)
+        ids += [int(i) for i in conn.execute(take.returning(D.c.id)).scalars()]
     if not ids:
         return []
     stmt = (
-        select(D.c.id, S.c.id, S.c.email, S.c.name, S.c.categories, S.c.paused_until)
+        select(D.c.id, S.c.id, S.c.email, S.c.name, S.c.categories, S.c.paused_until, D.c.batch_key)
         .join(S, S.c.id == D.c.subscriber_id)
         .where(D.c.id.in_(ids))
-        .order_by(D.c.id)
+        .order_by(D.c.batch_key, D.c.id)
     )
     return [
-        Recipient(d_id, s_id, email, name, tuple(categories or ()), paused)
-        for d_id, s_id, email, name, categories, paused in conn.execute(stmt)
+        Recipient(d_id, s_id, email, name, tuple(categories or ()), paused, key)
+        for d_id, s_id, email, name, categories, paused, key in conn.execute(stmt)
     ]
+
+
+def _claim_groups(
+    conn: Connection, *, free: tuple[Any, ...], taken: dict[str, object], limit: int
+) -> list[int]:
+    """Claim whole ``batch_key`` groups, oldest first, up to about ``limit`` rows (at
+    least one group). No SKIP LOCKED here: a worker racing for the same group waits,
+    then finds it leased (the conditions are re-checked after the wait) and takes
+    none of it, so a group is never split between two senders."""
+    sizes = conn.execute(
+        select(D.c.batch_key, func.count())
+        .where(*free, D.c.batch_key != "")
+        .group_by(D.c.batch_key)
+        .order_by(func.min(D.c.id))
+    ).all()
+    keys: list[str] = []
+    total = 0
+    for key, size in sizes:
+        if keys and total + int(size) > limit:
+            break
+        keys.append(str(key))
+        total += int(size)
+    if not keys:
+        return []
+    stmt = update(D).where(*free, D.c.batch_key.in_(keys)).values(**taken).returning(D.c.id)
+    return [int(i) for i in conn.execute(stmt).scalars()]
+
+
+def set_batch_key(conn: Connection, *, ids: Sequence[int], key: str) -> None:
+    """Remember the idempotency key of the request about to carry rows ``ids``.
+    Commit before the network call, like ``mark_sending``."""
+    conn.execute(update(D).where(D.c.id.in_(list(ids))).values(batch_key=key))
 
 
 def renew(conn: Connection, *, owner: str, until: datetime) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,7 +27,7 @@ from digest.deliveries import Recipient, RetryPolicy
 from digest.errors import TransportError
 from digest.models import Edition, EditionStatus
 from digest.segments import Skip
-from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
+from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport, batch_key
 from subscribers import lifecycle
 from subscribers.models import ConsentSource
 
@@ -314,8 +314,8 @@ async def _produce(
                 lease=lease,
             )
         if rows:
-            for i in range(0, len(rows), max_batch):
-                await queue.put(rows[i : i + max_batch])
+            for chunk in _requests(rows, max_batch):
+                await queue.put(chunk)
             continue
         await queue.join()  # let in-flight answers land: their retries may be due
         with engine.begin() as conn:
@@ -331,6 +331,21 @@ async def _produce(
             )
             return
         await asyncio.sleep(max(wait, 0.0))
+
+
+def _requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]]:
+    """Split claimed rows into batches of at most ``max_batch``; rows that went out
+    together before under an idempotency key (same ``batch_key``) stay together."""
+    loose = [r for r in rows if not r.batch_key]
+    for i in range(0, len(loose), max_batch):
+        yield loose[i : i + max_batch]
+    groups: dict[str, list[Recipient]] = {}
+    for r in rows:
+        if r.batch_key:
+            groups.setdefault(r.batch_key, []).append(r)
+    for group in groups.values():
+        for i in range(0, len(group), max_batch):
+            yield group[i : i + max_batch]
 
 
 async def _worker(
@@ -387,6 +402,10 @@ async def _send_batch(
             run.report.skipped += deliveries.record_skips(conn, skips=skips, now=now)
     if not messages:
         return
+    if getattr(transport, "idempotent", False):  # the provider drops a repeated key
+        with engine.begin() as conn:
+            key = batch_key(messages)
+            deliveries.set_batch_key(conn, ids=[m.delivery_id for m in messages], key=key)
     try:
         results = await transport.send_batch(messages)
     except TransportError as exc:  # the whole batch's fate is unknown

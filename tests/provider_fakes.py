@@ -82,6 +82,7 @@ class Recorder:
         self.reject: dict[str, str] = {}  # address (lower case) -> reason
         self.accepted: Counter[str] = Counter()  # address -> times accepted
         self.delay = 0.0  # seconds each answer waits (to provoke timeouts)
+        self.hold: dict[int, float] = {}  # request number -> its own answer delay
         self.duplicates = 0  # requests answered from an idempotency key, sending nothing
         self._lock = threading.Lock()
 
@@ -206,9 +207,11 @@ def _postmark_one(rec: Recorder, message: dict[str, Any]) -> dict[str, Any]:
 def resend_app(rec: Recorder) -> FastAPI:
     """``POST /emails/batch`` answering like Resend: permissive mode lists refused
     emails under ``errors``; a repeated ``Idempotency-Key`` gets the first answer
-    again and sends nothing (``rec.duplicates`` counts those)."""
+    again and sends nothing (``rec.duplicates`` counts those), unless the payload
+    differs: then 409 ``invalid_idempotent_request``, as Resend documents."""
     app = FastAPI()
     seen: dict[str, Any] = {}
+    payloads: dict[str, bytes] = {}
 
     @app.post("/emails/batch")
     async def batch(request: Request) -> Response:
@@ -220,6 +223,13 @@ def resend_app(rec: Recorder) -> FastAPI:
         if scripted is not None:
             return scripted
         key = entry.headers.get("idempotency-key")
+        if key is not None and key in payloads and payloads[key] != entry.body:
+            body = {
+                "statusCode": 409,
+                "name": "invalid_idempotent_request",
+                "message": "Same idempotency key used with a different request payload.",
+            }
+            return rec.answer(entry, JSONResponse(body, 409))
         if key is not None and key in seen:
             rec.duplicates += 1
             return rec.answer(entry, JSONResponse(seen[key]))
@@ -240,9 +250,10 @@ def resend_app(rec: Recorder) -> FastAPI:
             return rec.answer(entry, JSONResponse(body, 422))
         body = {"data": data, "errors": errors} if errors else {"data": data}
         if key is not None:
-            seen[key] = body
-        if rec.delay:
-            await asyncio.sleep(rec.delay)  # accepted, but the answer comes late
+            seen[key], payloads[key] = body, entry.body
+        wait = rec.hold.get(entry.number, rec.delay)
+        if wait:
+            await asyncio.sleep(wait)  # accepted, but the answer comes late
         return rec.answer(entry, JSONResponse(body))
 
     return app

@@ -14,12 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.provider_fakes import Recorder, resend_app, serve
 from tests.smtp_sink import SmtpSink
 from tests.support import write_config
 
 
 def _env(db_url: str) -> dict[str, str]:
-    return {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
+    return {
+        **os.environ,
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": "k",
+        "DIGEST_RESEND_API_KEY": "test-token",
+    }
 
 
 def _digest(config: Path, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -34,17 +40,11 @@ def _digest(config: Path, db_url: str, *args: str) -> subprocess.CompletedProces
     return result
 
 
-def _prepare(tmp_path: Path, db_url: str, port: int, readers: int) -> Path:
-    config = write_config(
-        tmp_path,
-        transport={
-            "kind": "smtp",
-            "host": "127.0.0.1",
-            "port": port,
-            "security": "none",
-            "connections": 2,
-        },
-    )
+def _prepare(
+    tmp_path: Path, db_url: str, port: int, readers: int, transport: dict[str, object] | None = None
+) -> Path:
+    smtp = {"kind": "smtp", "host": "127.0.0.1", "port": port, "security": "none"}
+    config = write_config(tmp_path, transport=transport or {**smtp, "connections": 2})
     _digest(config, db_url, "init")
     csv = tmp_path / "readers.csv"
     csv.write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(readers)))
@@ -111,6 +111,50 @@ def test_sigkill_of_a_worker_then_restart_misses_nobody(tmp_path: Path, pg_schem
     assert len(counts) == readers
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= connections  # at most the messages in flight at the kill
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["worker", "send"])
+def test_sigkill_then_restart_through_an_idempotent_provider_duplicates_nobody(
+    tmp_path: Path, pg_schema_url: str, command: str
+) -> None:
+    """Resend (Idempotency-Key): a batch in flight at the kill is re-sent as the same
+    group under the same key, so the provider drops it: zero duplicates.
+
+    Claims of 150 rows make requests of 100 and 50; the 4th request (a 50-row group
+    in the middle of the ledger) is held unanswered while later ones go on, so after
+    the restart its rows sit among others: plain re-batching would re-form them with
+    other readers under a new key, and the provider would send them again."""
+    readers = 1_200
+    rec = Recorder()
+    rec.hold = {4: 3.0}  # accepted at once, answered late: the kill lands in between
+    with serve(resend_app(rec)) as url:
+        transport = {"kind": "resend", "base_url": url, "requests_per_second": 0}
+        config = _prepare(tmp_path, pg_schema_url, 0, readers, {**transport, "concurrency": 2})
+        with config.open("a") as f:
+            f.write("\n[send]\nbatch_size = 150\n")
+        args = [sys.executable, "-m", "digest", "--config", str(config), command]
+        proc = subprocess.Popen(args, env=_env(pg_schema_url), stdout=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _held_and_past(rec, 4, readers // 2):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        held = rec.posts("/emails/batch")[3]
+        restart = [command, "--exit-when-idle"] if command == "worker" else [command]
+        _digest(config, pg_schema_url, *restart)
+    assert len(held.json()) == 50 and sum(rec.accepted.values()) >= readers // 2
+    assert len(rec.accepted) == readers  # nobody missed
+    assert set(rec.accepted.values()) == {1}  # nobody got two
+    assert rec.duplicates >= 1  # the held batch was replayed, and dropped
+    assert all(r.status != 409 for r in rec.requests)  # replays were byte-identical
+
+
+def _held_and_past(rec: Recorder, number: int, accepted: int) -> bool:
+    """True once request ``number`` awaits its answer and ``accepted`` are accepted."""
+    posts = rec.posts("/emails/batch")
+    held = len(posts) >= number and posts[number - 1].status == 0
+    return held and sum(rec.accepted.values()) >= accepted
 
 
 @pytest.mark.slow

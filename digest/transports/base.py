@@ -12,6 +12,7 @@ commits before calling :meth:`Transport.send_batch`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -64,6 +65,18 @@ class OutgoingMessage:
     tag: str = ""  # the edition key, e.g. "2026-W48" (outbox folder, provider tag)
     shared: SharedContent | None = None  # set for digest messages (not transactional)
     personal: Personal | None = None
+
+
+def batch_key(messages: Sequence[OutgoingMessage]) -> str:
+    """The idempotency key of a group of messages (64 hex digits), derived only from
+    their delivery and message ids, in delivery-id order: the same group sent again,
+    however it was ordered, carries the same key. The ledger stores it on each row
+    before the network call (``deliveries.set_batch_key``) so that a retry after a
+    crash re-forms exactly this group."""
+    digest = hashlib.sha256()
+    for m in sorted(messages, key=lambda m: m.delivery_id):
+        digest.update(f"{m.delivery_id}\x00{m.message_id}\x01".encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

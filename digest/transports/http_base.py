@@ -67,7 +67,6 @@ A ``send_batch`` over ``max_batch`` is split into requests of ``max_batch``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import json
 import random
@@ -83,7 +82,7 @@ from typing import Any, ClassVar
 import httpx
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import Outcome, OutgoingMessage, SendResult, batch_key
 from digest.transports.pacing import TokenBucket
 
 MAX_BACKOFF = 30.0  # seconds: the longest backoff between attempts in one call
@@ -308,12 +307,8 @@ class HttpBatchTransport:
 
     @staticmethod
     def batch_key(messages: Sequence[OutgoingMessage]) -> str:
-        """A key derived only from the batch's delivery and message ids (64 hex digits):
-        the same batch sent again carries the same idempotency key."""
-        digest = hashlib.sha256()
-        for m in messages:
-            digest.update(f"{m.delivery_id}\x00{m.message_id}\x01".encode())
-        return digest.hexdigest()
+        """:func:`digest.transports.base.batch_key`: the same group, the same key."""
+        return batch_key(messages)
 
     # -- the send loop --------------------------------------------------------------
 
