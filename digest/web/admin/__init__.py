@@ -1,0 +1,142 @@
+"""The operator's desk under ``/admin``: editions, preview, pre-flight, test sends, approval.
+
+Deny by default: every route of :data:`router` depends on :func:`operator`, which
+refuses a request without the operator credential (a redirect to the login page
+for a browser's page request, 401 otherwise) and, for any method but GET/HEAD, a
+form without the session's CSRF token (403). Only ``/admin/login`` is outside it.
+No credential in the environment: :func:`install` mounts nothing and says so.
+
+=======  ========================================  ====================================
+GET      /admin/login, POST /admin/login            sign in (password form)
+POST     /admin/logout                              sign out
+GET      /admin, /admin/editions                    editions, ledger counts, selection
+GET      /admin/editions/{key}/preview              preview page (key "next": uncomposed)
+GET      /admin/editions/{key}/preview.html|.txt|.eml   the raw parts (sandboxed HTML)
+POST     /admin/editions/{key}/test-send            a [TEST] copy to any addresses
+POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|resume`` do
+=======  ========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from digest.runtime import Runtime
+from digest.web.admin.auth import (
+    SAFE_METHODS,
+    Credentials,
+    CsrfRefused,
+    Guard,
+    NotAuthenticated,
+    Operator,
+)
+from digest.web.forms import BadBody, Fields, read_fields
+from digest.web.ratelimit import SlidingWindow
+
+log = logging.getLogger(__name__)
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+# The desk's pages: no scripts; the previews are framed from this origin only.
+ADMIN_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
+    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {"Content-Security-Policy": ADMIN_CSP}
+
+
+@dataclass
+class Desk:
+    guard: Guard
+    login_limiter: SlidingWindow
+
+
+def desk_of(request: Request) -> Desk:
+    desk = request.app.state.admin
+    assert isinstance(desk, Desk)
+    return desk
+
+
+async def operator(request: Request) -> Operator:
+    """The router-wide guard: authenticated, and CSRF-checked for state changes.
+    Raises NotAuthenticated / CsrfRefused (answered by the handlers below)."""
+    guard = desk_of(request).guard
+    found = guard.authenticate(request)
+    if found is None:
+        raise NotAuthenticated
+    if request.method not in SAFE_METHODS and found.via != "token":
+        fields = await form(request)
+        if not guard.check_csrf(found.sid, fields.first("csrf")):
+            raise CsrfRefused
+    return found
+
+
+Authenticated = Annotated[Operator, Depends(operator)]
+
+
+async def form(request: Request) -> Fields:
+    """The posted fields (read once per request, then kept)."""
+    cached = getattr(request.state, "admin_fields", None)
+    if isinstance(cached, Fields):
+        return cached
+    try:
+        fields = await read_fields(request)
+    except BadBody:
+        fields = Fields()
+    request.state.admin_fields = fields
+    return fields
+
+
+def install(app: FastAPI, rt: Runtime) -> bool:
+    """Mount the desk when an operator credential is set; say at start-up either way."""
+    credentials = Credentials.from_env(rt.config.env)
+    if not credentials.enabled:
+        log.warning(
+            "operator desk (/admin) is off: set DIGEST_ADMIN_PASSWORD or DIGEST_ADMIN_TOKEN "
+            "in the environment to turn it on"
+        )
+        return False
+    from digest.web.admin import routes_editions, routes_login, routes_preview
+
+    app.state.admin = Desk(Guard(rt, credentials), SlidingWindow(LOGIN_ATTEMPTS_PER_MINUTE))
+    app.include_router(routes_login.public_router())
+    router = APIRouter(prefix="/admin", dependencies=[Depends(operator)], include_in_schema=False)
+    for module in (routes_login, routes_editions, routes_preview):
+        module.register(router)
+    app.include_router(router)
+    app.add_exception_handler(NotAuthenticated, _not_authenticated)
+    app.add_exception_handler(CsrfRefused, _csrf_refused)
+    ways = " and ".join(
+        w for w, on in (("password", credentials.password), ("token", credentials.token)) if on
+    )
+    log.warning("operator desk on at /admin (sign-in by %s)", ways)
+    return True
+
+
+async def _not_authenticated(request: Request, exc: Exception) -> Response:
+    wants_page = request.method in ("GET", "HEAD") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+    if wants_page and not request.headers.get("authorization"):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return RedirectResponse(f"{root}/admin/login?next={quote(target)}", status_code=303)
+    challenge = 'Basic realm="digest operator desk", charset="UTF-8"'
+    return PlainTextResponse(
+        "401 Unauthorized: the operator desk needs the operator credential.\n",
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+async def _csrf_refused(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(
+        "403 Forbidden: the form's CSRF token is missing or wrong; nothing was changed. "
+        "Reload the page and try again.\n",
+        status_code=403,
+    )

@@ -1,0 +1,186 @@
+"""Who may use the operator's desk, and how a form proves it came from the desk.
+
+Credentials come only from the environment: ``DIGEST_ADMIN_PASSWORD`` (the login
+form, and HTTP Basic with any user name) and/or ``DIGEST_ADMIN_TOKEN``
+(``Authorization: Bearer …``, for scripts). Neither set: the desk is off.
+Comparisons are constant-time (:func:`hmac.compare_digest`).
+
+A login gives a session cookie: ``HttpOnly``, ``SameSite=Strict``, ``Path=/admin``,
+``Secure`` when the request came over https, signed with ``itsdangerous`` under a
+key derived from the server secret (``DIGEST_SECRET_KEY`` or the stored key) *and*
+the credentials, so changing the password ends every session. It expires after
+:data:`SESSION_SECONDS`.
+
+CSRF: every state-changing request must carry a ``csrf`` field equal to an HMAC of
+the session's random id (the login form uses a pre-login cookie the same way).
+Only a Bearer token, which a browser never attaches on its own, is exempt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from digest.runtime import Runtime
+
+ENV_PASSWORD = "DIGEST_ADMIN_PASSWORD"  # noqa: S105  (variable names, not secrets)
+ENV_TOKEN = "DIGEST_ADMIN_TOKEN"  # noqa: S105
+SESSION_COOKIE = "digest_admin"
+PRE_COOKIE = "digest_admin_login"
+COOKIE_PATH = "/admin"
+SESSION_SECONDS = 12 * 3600
+PRE_SECONDS = 3600
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    password: str = ""
+    token: str = ""
+
+    @classmethod
+    def from_env(cls, env: Any) -> Credentials:
+        return cls(env.get(ENV_PASSWORD, "").strip(), env.get(ENV_TOKEN, "").strip())
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.password or self.token)
+
+    def fingerprint(self) -> bytes:
+        return hashlib.sha256(f"{self.password}\0{self.token}".encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """An authenticated request: how it proved itself, its session id (cookie
+    sessions) and the name given at login (for ``approved_by``)."""
+
+    via: str  # "session", "basic" or "token"
+    sid: str = ""
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or 'operator'} (desk, {self.via})"
+
+
+class NotAuthenticated(Exception):
+    """Raised by the guard; the app answers 401 or a redirect to the login page."""
+
+
+class CsrfRefused(Exception):
+    """A state-changing request without a valid CSRF token: 403, nothing changed."""
+
+
+def _same(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Guard:
+    """Checks credentials, issues and reads signed cookies, makes and checks CSRF tokens."""
+
+    def __init__(self, rt: Runtime, credentials: Credentials) -> None:
+        self.rt = rt
+        self.credentials = credentials
+
+    @cached_property
+    def _key(self) -> bytes:
+        # Lazily: the stored server secret needs the database (create_app must not).
+        servers = self.rt.config.secret_keys or (self.rt._stored_secret(),)
+        material = b"digest-admin/v1/" + self.credentials.fingerprint()
+        return hmac.new(servers[0].encode(), material, hashlib.sha256).digest()
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self._key, salt=f"digest.admin.{purpose}")
+
+    def check_password(self, given: str) -> bool:
+        return _same(given, self.credentials.password)
+
+    def authenticate(self, request: Request) -> Operator | None:
+        """The operator behind ``request``, or None."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return Operator("token") if _same(value.strip(), self.credentials.token) else None
+        if scheme.lower() == "basic":
+            try:
+                _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return Operator("basic") if self.check_password(password) else None
+        session = self._load(request, SESSION_COOKIE, "session", SESSION_SECONDS)
+        if session is None:
+            return None
+        return Operator("session", str(session.get("sid", "")), str(session.get("name", "")))
+
+    def _load(self, request: Request, cookie: str, purpose: str, age: int) -> dict[str, Any] | None:
+        raw = request.cookies.get(cookie, "")
+        if not raw:
+            return None
+        try:
+            value = self._serializer(purpose).loads(raw, max_age=age)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        return value if isinstance(value, dict) and value.get("sid") else None
+
+    # --- cookies --------------------------------------------------------------------
+
+    def start_session(self, request: Request, response: Response, *, name: str) -> None:
+        value = self._serializer("session").dumps({"sid": secrets.token_urlsafe(24), "name": name})
+        self._set(request, response, SESSION_COOKIE, str(value), SESSION_SECONDS)
+        response.delete_cookie(PRE_COOKIE, path=COOKIE_PATH)
+
+    def end_session(self, response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+
+    def login_sid(self, request: Request) -> tuple[str, str]:
+        """The pre-login id for the login form's CSRF token, and the cookie value to
+        set ("" when the request already holds a good one)."""
+        found = self._load(request, PRE_COOKIE, "login", PRE_SECONDS)
+        if found is not None:
+            return str(found["sid"]), ""
+        sid = secrets.token_urlsafe(24)
+        return sid, str(self._serializer("login").dumps({"sid": sid}))
+
+    def set_login_cookie(self, request: Request, response: Response, value: str) -> None:
+        self._set(request, response, PRE_COOKIE, value, PRE_SECONDS)
+
+    def _set(self, request: Request, response: Response, name: str, value: str, age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=age,
+            path=COOKIE_PATH,
+            secure=is_https(request, self.rt.config.web.trust_forwarded_for),
+            httponly=True,
+            samesite="strict",
+        )
+
+    # --- CSRF -----------------------------------------------------------------------
+
+    def csrf_token(self, sid: str) -> str:
+        return hmac.new(self._key, f"csrf/{sid}".encode(), hashlib.sha256).hexdigest()
+
+    def check_csrf(self, sid: str, given: str) -> bool:
+        return bool(sid) and _same(given, self.csrf_token(sid))
+
+    def login_csrf_ok(self, request: Request, given: str) -> bool:
+        found = self._load(request, PRE_COOKIE, "login", PRE_SECONDS)
+        return found is not None and self.check_csrf(str(found["sid"]), given)
+
+
+def is_https(request: Request, trust_forwarded: bool) -> bool:
+    """Served over https: the request's own scheme, or the proxy's word when trusted."""
+    if request.url.scheme == "https":
+        return True
+    proto = request.headers.get("x-forwarded-proto", "") if trust_forwarded else ""
+    return proto.split(",")[0].strip().lower() == "https"

@@ -1,0 +1,139 @@
+"""The editions page and the Approve / Pause / Resume buttons.
+
+The buttons do what the commands do: Approve runs the pre-flight and approves
+(:func:`digest.desk.approve_edition`, refused on errors unless "approve anyway" is
+ticked); Pause and Resume call :func:`digest.editions.pause` / ``resume``. Unlike
+``digest resume``, the desk does not send the rest itself (a web worker must not
+run a send): the scheduler, ``digest worker`` or ``digest send`` picks it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from digest import deliveries, desk, editions
+from digest.db import session_scope
+from digest.errors import DigestError
+from digest.models import Edition, EditionStatus
+from digest.runtime import Runtime
+from digest.web.admin import PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin.auth import Operator
+from digest.web.admin.selection import Selection, explain
+from digest.web.state import web_of
+
+STATES = ("queued", "sending", "sent", "failed", "bounced", "skipped", "unknown")
+DONE = {"approve": "approved", "pause": "paused", "resume": "resumed"}
+
+
+def register(router: APIRouter) -> None:
+    router.add_api_route("/editions", editions_page, methods=["GET"])
+    for action in ("approve", "pause", "resume"):
+        router.add_api_route(f"/editions/{{key}}/{action}", _ACTIONS[action], methods=["POST"])
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    edition: Edition
+    counts: dict[str, int]
+
+    @property
+    def can_pause(self) -> bool:
+        return self.edition.status in (EditionStatus.composed, EditionStatus.sending)
+
+    @property
+    def can_resume(self) -> bool:
+        return self.edition.status == EditionStatus.paused
+
+    @property
+    def can_approve(self) -> bool:
+        e = self.edition
+        live = e.status in (EditionStatus.composed, EditionStatus.sending, EditionStatus.paused)
+        return live and editions.awaiting_approval(e)
+
+
+def overview(rt: Runtime) -> tuple[list[Row], Selection, bool]:
+    """Every edition with its ledger counts; the current edition's selection; and
+    whether the current edition is composed."""
+    key = editions.edition_key(rt.now(), rt.config.site.tz)
+    with session_scope(rt.engine) as session:
+        found = editions.all_editions(session)
+        conn = session.connection()
+        rows = [Row(e, deliveries.counts(conn, edition_id=e.id or 0)) for e in found]
+        current = next((e for e in found if e.key == key), None)
+        selection = explain(rt, session, key=key, edition=current)
+    return rows, selection, current is not None
+
+
+async def editions_page(request: Request, who: Authenticated) -> Response:
+    return await _render(request, who)
+
+
+async def _render(
+    request: Request, who: Operator, *, problem: str = "", status: int = 200
+) -> Response:
+    w = web_of(request)
+    rows, selection, composed = await run_in_threadpool(overview, w.rt)
+    done = request.query_params.get("done", "")
+    context: dict[str, Any] = {
+        "rows": rows,
+        "states": STATES,
+        "selection": selection,
+        "composed": composed,
+        "notice": f"Edition {request.query_params.get('key', '')} {done}."
+        if done in DONE.values()
+        else "",
+        "problem": problem,
+        "csrf": desk_of(request).guard.csrf_token(who.sid),
+        "who": who,
+    }
+    return w.pages.page(
+        request, "admin/editions", status=status, headers=PAGE_HEADERS, title="Editions", **context
+    )
+
+
+async def _act(request: Request, who: Operator, key: str, action: str) -> Response:
+    rt = web_of(request).rt
+    fields = await form(request)
+    reason, force = fields.first("reason"), fields.first("force") == "1"
+    try:
+        await run_in_threadpool(_apply, rt, action, key, who, reason, force)
+    except DigestError as exc:
+        return await _render(request, who, problem=str(exc), status=409)
+    target = f"/admin/editions?done={DONE[action]}&key={quote(key)}"
+    return RedirectResponse(target, status_code=303)
+
+
+def _apply(rt: Runtime, action: str, key: str, who: Operator, reason: str, force: bool) -> None:
+    """What the commands do. Raises DigestError (refused, unknown key, wrong state)."""
+    now = rt.now()
+    if action == "approve":
+        desk.approve_edition(rt, key=key, by=who.label, now=now, force=force)
+        return
+    with session_scope(rt.engine) as session:
+        if action == "pause":
+            note = reason.strip()[:300] or "by the operator (desk)"
+            editions.pause(session, key=key, note=note, now=now)
+        else:
+            editions.resume(session, key=key)
+
+
+async def approve(request: Request, key: str, who: Authenticated) -> Response:
+    return await _act(request, who, key, "approve")
+
+
+async def pause(request: Request, key: str, who: Authenticated) -> Response:
+    return await _act(request, who, key, "pause")
+
+
+async def resume(request: Request, key: str, who: Authenticated) -> Response:
+    return await _act(request, who, key, "resume")
+
+
+_ACTIONS = {"approve": approve, "pause": pause, "resume": resume}
