@@ -64,6 +64,44 @@ class EditionConfig:
     max_comparisons: int = 8
     max_age_days: int = 14
     max_html_bytes: int = 100_000
+    # Fewer new comparisons than this: no edition; they roll over to next week.
+    min_comparisons: int = 1
+    # Compose a draft, email the operators, send only after 'digest approve KEY' …
+    require_approval: bool = False
+    # … within this many hours of composing; otherwise it is not sent.
+    approval_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """``[schedule]``: when ``digest schedule`` (and the health checks) expect the
+    weekly edition, and how the scheduler treats a late start."""
+
+    day: str = "mon"  # mon … sun
+    time: str = "09:00"  # HH:MM, 24-hour, in ``timezone``
+    timezone: str = ""  # IANA name; empty = [site] timezone
+    poll_minutes: int = 60  # fetch the feed this often, so comparisons are stored early
+    dispatch_seconds: int = 60  # send approved / resumed / locally-due editions, check health
+    # A scheduler that was down at fire time still runs the week's job this late,
+    # once (coalesced); later than this it is missed and the operators are told.
+    grace_hours: float = 6.0
+    # Local delivery time: readers with a time zone get the edition at ``time`` on
+    # ``day`` in their own zone (or at once, where that moment has passed).
+    local_delivery: bool = False
+
+    def zone(self, site: SiteConfig) -> ZoneInfo:
+        return ZoneInfo(self.timezone or site.timezone)
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class OperatorsConfig:
+    """``[operators]``: who hears about drafts to approve and incidents."""
+
+    emails: tuple[str, ...] = ()
+    feed_failures: int = 3  # this many failed polls in a row is an incident
 
 
 @dataclass(frozen=True)
@@ -87,6 +125,17 @@ class WebConfig:
     welcome_email: bool = True  # send the latest edition when a reader confirms
     consent_version: str = "1"  # version of the consent text shown on the sign-up form
     trust_forwarded_for: bool = False  # behind a reverse proxy: client IP from X-Forwarded-For
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    """``[preflight]``: the checks run before an edition is approved or sent
+    (``digest check-edition``, the operator's desk)."""
+
+    check_links: bool = True  # fetch every link; false offline and in tests
+    link_timeout_seconds: float = 10.0  # per link, connect and read
+    link_concurrency: int = 8  # links fetched at once
+    subject_max_chars: int = 78  # longer subjects are cut by most inboxes: a warning
 
 
 @dataclass(frozen=True)
@@ -142,6 +191,9 @@ class Config:
     send: SendConfig
     paths: PathsConfig
     web: WebConfig = field(default_factory=WebConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     failover: AdapterConfig | None = None  # a secondary transport (optional)
     failover_cooldown: float = 300.0  # seconds the primary rests after failing
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
@@ -161,6 +213,8 @@ _SECTIONS: dict[str, type] = {
     "send": SendConfig,
     "paths": PathsConfig,
     "web": WebConfig,
+    "preflight": PreflightConfig,
+    "schedule": ScheduleConfig,
 }
 _ADAPTERS = ("feed", "transport", "failover")
 
@@ -194,7 +248,7 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
 
 def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) -> Config:
     """Turn already-parsed TOML into a :class:`Config` (see :func:`load`)."""
-    known = [*_SECTIONS, *_ADAPTERS, "webhooks"]
+    known = [*_SECTIONS, *_ADAPTERS, "webhooks", "operators"]
     for name, value in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] in {source}{_hint(name, known)}")
@@ -255,10 +309,51 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         send=_section(data, "send", source),  # type: ignore[arg-type]
         paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
         web=_section(data, "web", source),  # type: ignore[arg-type]
+        preflight=_section(data, "preflight", source),  # type: ignore[arg-type]
+        schedule=_schedule(data, site, source),
+        operators=_operators(data.get("operators", {}), source),
         webhooks=_webhooks(data.get("webhooks", {}), source),
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
     )
+
+
+def _schedule(data: Mapping[str, Any], site: SiteConfig, source: Path) -> ScheduleConfig:
+    schedule = _section(data, "schedule", source)
+    assert isinstance(schedule, ScheduleConfig)
+    where = f"[schedule] in {source}"
+    if schedule.day not in _DAYS:
+        raise ConfigError(f"{where} key 'day': one of {', '.join(_DAYS)}; got {schedule.day!r}")
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", schedule.time):
+        raise ConfigError(f"{where} key 'time': HH:MM (24-hour), got {schedule.time!r}")
+    try:
+        schedule.zone(site)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{where} key 'timezone': unknown time zone {schedule.timezone!r} "
+            "(use an IANA name such as 'America/New_York')"
+        ) from None
+    return schedule
+
+
+def _operators(table: Mapping[str, Any], source: Path) -> OperatorsConfig:
+    emails: tuple[str, ...] = ()
+    numbers: dict[str, int] = {}
+    for key, value in table.items():
+        where = f"[operators] key '{key}' in {source}"
+        if key == "emails":
+            if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+                raise ConfigError(f"{where}: expected a list of addresses in quotes")
+            bad = [e for e in value if not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", e)]
+            if bad:
+                raise ConfigError(f"{where}: {bad[0]!r} is not an email address")
+            emails = tuple(value)
+        elif key == "feed_failures":
+            numbers[key] = _check_type(value, "int", where)
+        else:
+            known = ["emails", "feed_failures"]
+            raise ConfigError(f"unknown key '{key}' in [operators] in {source}{_hint(key, known)}")
+    return OperatorsConfig(emails=emails, **numbers)
 
 
 def _refuse_secrets(name: str, table: Mapping[str, Any], source: Path) -> None:

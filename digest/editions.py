@@ -54,8 +54,14 @@ def compose(
     tz: ZoneInfo,
     max_comparisons: int,
     max_age: timedelta = timedelta(days=14),
+    min_comparisons: int = 1,
+    approval_deadline: datetime | None = None,
 ) -> ComposeResult:
-    """Return this week's edition, creating it from eligible comparisons if needed."""
+    """Return this week's edition, creating it from eligible comparisons if needed.
+
+    Fewer than ``min_comparisons`` eligible: no edition (they roll over to next
+    week). ``approval_deadline``: the edition is a draft that needs approval by then
+    (``[edition] require_approval``)."""
     key = edition_key(now, tz)
     existing = get(session, key=key)
     if existing is not None:
@@ -65,7 +71,20 @@ def compose(
         previous = latest_before(session, key=key)
         since = f" since edition {previous.key}" if previous else ""
         return ComposeResult(None, False, f"no new comparisons{since}: no edition for {key}")
-    edition = Edition(key=key, cutoff=now, composed_at=now)
+    if len(chosen) < min_comparisons:
+        return ComposeResult(
+            None,
+            False,
+            f"only {len(chosen)} new comparison(s), fewer than [edition] min_comparisons = "
+            f"{min_comparisons}: no edition for {key}; they roll over to next week",
+        )
+    edition = Edition(
+        key=key,
+        cutoff=now,
+        composed_at=now,
+        needs_approval=approval_deadline is not None,
+        approval_deadline=approval_deadline,
+    )
     try:
         with session.begin_nested():
             session.add(edition)
@@ -81,7 +100,8 @@ def compose(
         winner = get(session, key=key)
         assert winner is not None
         return ComposeResult(winner, False, f"edition {key} was composed by another process")
-    return ComposeResult(edition, True, f"composed {key} with {len(chosen)} comparisons")
+    draft = " (a draft awaiting approval)" if approval_deadline is not None else ""
+    return ComposeResult(edition, True, f"composed {key} with {len(chosen)} comparisons{draft}")
 
 
 def _id(edition: Edition) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
-from digest import editions, ingest, sending
+from digest import editions, ingest, localtime, sending
 from digest.db import ensure_current, session_scope
 from digest.deliveries import Recipient, RetryPolicy
 from digest.editions import ComposeResult
@@ -25,7 +26,7 @@ from digest.ingest import FetchReport
 from digest.leases import new_owner
 from digest.models import Comparison, Edition, EditionStatus
 from digest.render.base import RenderedDigest
-from digest.render.digest import render_digest
+from digest.render.digest import clean_subject, render_digest
 from digest.render.personalize import MessageTemplate
 from digest.runtime import Runtime, list_id, sender_address
 from digest.segments import PerSegment, Segment, Skip, distinct_categories, segment_for, skip_reason
@@ -51,6 +52,12 @@ def compose(rt: Runtime) -> ComposeResult:
             tz=cfg.site.tz,
             max_comparisons=cfg.edition.max_comparisons,
             max_age=timedelta(days=cfg.edition.max_age_days),
+            min_comparisons=cfg.edition.min_comparisons,
+            approval_deadline=(
+                rt.now() + timedelta(hours=cfg.edition.approval_hours)
+                if cfg.edition.require_approval
+                else None
+            ),
         )
 
 
@@ -60,8 +67,16 @@ def find_edition(rt: Runtime, key: str | None) -> Edition | None:
         return editions.get(session, key=key) if key else editions.latest(session)
 
 
-def render(rt: Runtime, edition_key: str, comparisons: Sequence[Comparison]) -> RenderedDigest:
-    """Jinja2 → MJML → HTML, plus text and subject, once per edition (and segment)."""
+def render(
+    rt: Runtime,
+    edition_key: str,
+    comparisons: Sequence[Comparison],
+    *,
+    max_html_bytes: int | None = None,
+) -> RenderedDigest:
+    """Jinja2 → MJML → HTML, plus text and subject, once per edition (and segment).
+    ``max_html_bytes`` overrides ``[edition] max_html_bytes`` (the pre-flight renders
+    an oversized edition anyway, to check the rest)."""
     site = rt.config.site
     return render_digest(
         rt.templates,
@@ -70,7 +85,7 @@ def render(rt: Runtime, edition_key: str, comparisons: Sequence[Comparison]) -> 
         postal_address=site.postal_address,
         edition_key=edition_key,
         comparisons=comparisons,
-        max_html_bytes=rt.config.edition.max_html_bytes,
+        max_html_bytes=max_html_bytes or rt.config.edition.max_html_bytes,
     )
 
 
@@ -106,15 +121,29 @@ def personal_urls(rt: Runtime, subscriber_id: int) -> dict[str, str]:
 
 
 def message_factory(
-    rt: Runtime, edition_key: str, comparisons: Sequence[Comparison]
+    rt: Runtime,
+    edition_key: str,
+    comparisons: Sequence[Comparison],
+    *,
+    urls: Callable[[int], dict[str, str]] | None = None,
+    subject_prefix: str = "",
 ) -> sending.MessageFactory:
     """Per-subscriber messages: one pre-encoded template per segment, rendered on first
-    use (the full edition eagerly, so a size error stops the run before any send)."""
+    use (the full edition eagerly, so a size error stops the run before any send).
+
+    The operator's desk (preview, test sends) builds through this very function:
+    ``urls`` replaces :func:`personal_urls` (inert links that change nothing) and
+    ``subject_prefix`` marks a test (``"[TEST] "``). Sending passes neither."""
     available = distinct_categories([c.category for c in comparisons])
+    links = urls or (lambda subscriber_id: personal_urls(rt, subscriber_id))
 
     def for_segment(segment: Segment) -> tuple[MessageTemplate, SharedContent]:
         chosen = [c for c in comparisons if c.category in segment]
         digest = render(rt, edition_key, chosen)
+        if subject_prefix:
+            digest = dataclasses.replace(
+                digest, subject=clean_subject(subject_prefix + digest.subject)
+            )
         shared = SharedContent(
             key=f"{edition_key}/{'|'.join(segment)}",
             digest=digest,
@@ -138,7 +167,7 @@ def message_factory(
                 out.append(Skip(r.delivery_id, reason))
                 continue
             template, shared = templates.get(segment_for(r.categories, available))
-            urls = personal_urls(rt, r.subscriber_id)
+            urls = links(r.subscriber_id)
             data = template.render(
                 subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
             )
@@ -174,6 +203,11 @@ async def send(
     if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
         note = edition.status_note or "by the operator"
         return SendReport(edition.key, stopped_reason=f"edition {edition.status}: {note}")
+    if editions.awaiting_approval(edition):
+        return SendReport(
+            edition.key,
+            stopped_reason=f"edition {edition.key} awaits approval: 'digest approve {edition.key}'",
+        )
     with session_scope(rt.engine) as session:
         comparisons = editions.comparisons_of(session, edition=edition)
     build = message_factory(rt, edition.key, comparisons)
@@ -184,6 +218,7 @@ async def send(
         pause_error_share=cfg.pause_error_share,
         pause_window=cfg.pause_window,
         max_retry_wait=cfg.max_retry_wait_seconds,
+        local_due=localtime.local_due(rt.config.schedule, edition.key),
     )
     return await sending.send_edition(
         rt.engine,
@@ -274,6 +309,7 @@ def pending_editions(rt: Runtime) -> list[Edition]:
             e
             for e in reversed(editions.all_editions(session))
             if e.status in (EditionStatus.composed, EditionStatus.sending)
+            and not editions.awaiting_approval(e)
         ]
 
 

@@ -8,6 +8,10 @@ transport, and records the answers: at most ``concurrency × max_batch`` message
 are ever in doubt. Deferred rows come back when due, within
 ``[send] max_retry_wait_seconds``; after that the run stops and leaves them queued
 for the next run. The edition is ``sent`` only when no row is pending.
+
+Local delivery time (``SendOptions.local_due``): when the run plans the ledger it
+also sets each row's due time from its reader's zone (:mod:`digest.localtime`);
+rows not yet due are not claimed, and are waited for like deferred rows.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class SendOptions:
     pause_window: int = 200  # … the last answers (not counting deferrals) failed
     slow_down_after: int = 20  # consecutive deferred answers that make every worker wait
     max_slow_down: float = 60.0  # seconds: the longest such wait
+    # Local delivery time: zone name → when its readers' rows are due (None = at once),
+    # applied when the ledger is planned; None = every row due at once.
+    local_due: Callable[[str], datetime | None] | None = None
 
 
 @dataclass(slots=True)
@@ -212,7 +219,9 @@ def _prepare(engine: Engine, edition_id: int, run: _Run, now: datetime) -> datet
             select(E.c.planned_at, E.c.planned_count).where(E.c.id == edition_id)
         ).one()
         if planned_at is None:
-            planned = deliveries.plan(conn, edition_id=edition_id, now=now)
+            planned = deliveries.plan(
+                conn, edition_id=edition_id, now=now, due_for=run.options.local_due
+            )
             planned_at = now
         report.planned = int(planned)
         report.recovered = _recover(conn, edition_id, run, now)
@@ -325,12 +334,27 @@ async def _produce(
             return
         wait = (due - clock()).total_seconds()
         if wait > 0 and time.monotonic() + wait > deadline:
-            run.report.stopped_reason = (
-                f"some deliveries are deferred until {due:%Y-%m-%d %H:%M:%S} UTC, later than "
-                "[send] max_retry_wait_seconds allows: run 'digest send' again then"
-            )
+            run.report.stopped_reason = _waiting_reason(engine, edition_id, due, clock())
             return
         await asyncio.sleep(max(wait, 0.0))
+
+
+def _waiting_reason(engine: Engine, edition_id: int, due: datetime, now: datetime) -> str:
+    """Why a run stops with rows still queued: the next ones are due at ``due``, too
+    late to wait for. Names the local delivery time when that is what holds them."""
+    with engine.connect() as conn:
+        waiting, earliest = deliveries.due_later(conn, edition_id=edition_id, now=now)
+    if waiting and earliest is not None and earliest <= due:
+        return (
+            f"{waiting} deliveries are waiting for their readers' local delivery time, the "
+            f"next due at {earliest:%Y-%m-%d %H:%M} UTC, later than [send] "
+            "max_retry_wait_seconds allows: run 'digest send' again then (a running "
+            "'digest worker' picks them up by itself)"
+        )
+    return (
+        f"some deliveries are deferred until {due:%Y-%m-%d %H:%M:%S} UTC, later than "
+        "[send] max_retry_wait_seconds allows: run 'digest send' again then"
+    )
 
 
 def _requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]]:

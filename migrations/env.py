@@ -16,6 +16,11 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
+def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave APScheduler's own job table (``digest schedule`` creates it) alone."""
+    return not (type_ == "table" and name == "apscheduler_jobs")
+
+
 def run_migrations() -> None:
     engine = config.attributes.get("engine")
     if engine is None:
@@ -29,6 +34,7 @@ def run_migrations() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=_ours,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -1,13 +1,14 @@
-"""CSV import and export of subscribers (columns ``email,name,categories,status,created_at``).
+"""CSV import and export of subscribers (``email,name,categories,status,created_at,time_zone``).
 
 Import reads a header row (names case-insensitive; only ``email`` is required;
 other columns are reported once and ignored) and works in two passes:
 
-1. read: every row is checked (address, ``status``, ``created_at``); a bad row is
-   reported with its line number and reason. A second spelling of an address
-   already seen (``Ada@X.com`` after ``ada@x.com``) is *merged* into the first
-   occurrence (blanks filled, categories joined, a do-not-mail status wins); the
-   very same spelling twice is reported as a duplicate.
+1. read: every row is checked (address, ``status``, ``created_at``, ``time_zone``:
+   an IANA name, empty = the site's zone); a bad row is reported with its line
+   number and reason. A second spelling of an address already seen (``Ada@X.com``
+   after ``ada@x.com``) is *merged* into the first occurrence (blanks filled,
+   categories joined, a do-not-mail status wins); the very same spelling twice is
+   reported as a duplicate.
 2. write, in chunks of ``CHUNK_ROWS``: ``INSERT … ON CONFLICT DO NOTHING …
    RETURNING``, suppression entries and consent events each in one statement.
 
@@ -49,13 +50,14 @@ from subscribers.repository import (
     BLOCKED_STATUSES,
     bulk_insert,
     clean_categories,
+    clean_time_zone,
     list_subscribers,
     new_row,
     select_where_in,
 )
 
 CHUNK_ROWS = 2_000
-COLUMNS = ("email", "name", "categories", "status", "created_at")
+COLUMNS = ("email", "name", "categories", "status", "created_at", "time_zone")
 EXPORT_COLUMNS = COLUMNS
 _CATEGORY_SEPARATORS = re.compile(r"[;|]")
 _STATUSES = ", ".join(s.value for s in SubscriberStatus)
@@ -117,6 +119,7 @@ class _Row:
     categories: list[str]
     status: SubscriberStatus | None
     created_at: datetime | None
+    time_zone: str = ""
     merged_lines: list[int] = field(default_factory=list)
 
 
@@ -198,6 +201,7 @@ def _parse(cells: dict[str, str], extra: list[str], line: int) -> _Row:
             created_at = _parse_time(text)
         except ValueError:
             problems.append(f"bad date {text!r} (expected RFC 3339 or an ISO date: 2025-03-01)")
+    time_zone = _time_zone(cells.get("time_zone", ""), problems)
     if problems:
         raise SubscriberInputError("; ".join(problems))
     categories = _CATEGORY_SEPARATORS.split(cells.get("categories", ""))
@@ -209,7 +213,17 @@ def _parse(cells: dict[str, str], extra: list[str], line: int) -> _Row:
         categories=clean_categories(categories),
         status=status,
         created_at=created_at,
+        time_zone=time_zone,
     )
+
+
+def _time_zone(text: str, problems: list[str]) -> str:
+    """The checked zone name, or ``""`` with the reason added to ``problems``."""
+    try:
+        return clean_time_zone(text)
+    except SubscriberInputError as exc:
+        problems.append(str(exc))
+        return ""
 
 
 def _parse_time(text: str) -> datetime:
@@ -231,6 +245,7 @@ def _merge(first: _Row, other: _Row) -> None:
         first.name = other.name
     first.categories = clean_categories([*first.categories, *other.categories])
     first.created_at = first.created_at or other.created_at
+    first.time_zone = first.time_zone or other.time_zone
     if other.status in BLOCKED_STATUSES and first.status not in BLOCKED_STATUSES:
         first.status = other.status  # a do-not-mail status is never overruled
     first.status = first.status or other.status
@@ -358,6 +373,7 @@ class _Writer:
             now=self.now,
             categories=row.categories,
             created_at=row.created_at,
+            time_zone=row.time_zone,
         )
 
     def _detail(self, status: SubscriberStatus) -> str:
@@ -401,7 +417,8 @@ def export_csv(session: Session, *, stream: TextIO, page: int = 5_000) -> int:
         if s.email.endswith("@erased.invalid"):
             continue
         created = s.created_at.isoformat()
-        writer.writerow([s.email, s.name, ";".join(s.categories), s.status, created])
+        row = [s.email, s.name, ";".join(s.categories), s.status, created, s.time_zone]
+        writer.writerow(row)
         written += 1
     return written
 

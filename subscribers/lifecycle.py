@@ -215,6 +215,7 @@ def forget(session: Session, *, email: str, context: Context, now: datetime) -> 
     subscriber.email = f"erased-{subscriber.id}@erased.invalid"
     subscriber.name = ""
     subscriber.categories = []
+    subscriber.time_zone = ""
     subscriber.status = SubscriberStatus.unsubscribed
     subscriber.paused_until = None
     subscriber.updated_at = now

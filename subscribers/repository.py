@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -78,21 +80,28 @@ def add(
     status: SubscriberStatus = SubscriberStatus.active,
     source: str = "cli",
     categories: Sequence[str] = (),
+    time_zone: str = "",
     now: datetime,
 ) -> AddResult:
     """Add a reader, or return the existing one unchanged (``created=False``).
 
-    Raises :class:`~subscribers.errors.SubscriberInputError` for a bad address, and
-    :class:`AddressSuppressed` (a subclass) when ``status`` is active and the address
-    is suppressed or belongs to an unsubscribed, bounced or complained reader. A
-    ``pending`` row may be created for a suppressed address: it is not mailed until
-    the reader confirms.
+    Raises :class:`~subscribers.errors.SubscriberInputError` for a bad address or
+    ``time_zone`` (see :func:`clean_time_zone`), and :class:`AddressSuppressed` (a
+    subclass) when ``status`` is active and the address is suppressed or belongs to
+    an unsubscribed, bounced or complained reader. A ``pending`` row may be created
+    for a suppressed address: it is not mailed until the reader confirms.
     """
     address = normalize_email(email)
     if status == SubscriberStatus.active:
         refuse_if_suppressed(session, email=address)
     row = new_row(
-        email=address, name=name, status=status, source=source, now=now, categories=categories
+        email=address,
+        name=name,
+        status=status,
+        source=source,
+        now=now,
+        categories=categories,
+        time_zone=clean_time_zone(time_zone),
     )
     table = Subscriber.__table__  # type: ignore[attr-defined]
     stmt = insert_ignoring_duplicates(session).values(**row).returning(table.c.id)
@@ -121,14 +130,17 @@ def new_row(
     now: datetime,
     categories: Sequence[str] = (),
     created_at: datetime | None = None,
+    time_zone: str = "",
 ) -> dict[str, Any]:
-    """Column values for a new subscriber (``email`` already normalized)."""
+    """Column values for a new subscriber (``email`` already normalized, ``time_zone``
+    already checked by :func:`clean_time_zone`)."""
     return {
         "email": email,
         "name": clean_name(name),
         "status": status.value,
         "source": source[:200],
         "categories": clean_categories(categories),
+        "time_zone": time_zone,
         "created_at": created_at or now,
         "updated_at": now,
     }
@@ -142,6 +154,27 @@ def clean_categories(categories: Sequence[str]) -> list[str]:
         if name:
             seen.setdefault(name, None)
     return list(seen)[:MAX_CATEGORIES]
+
+
+@lru_cache(maxsize=1024)
+def clean_time_zone(value: str) -> str:
+    """``value`` trimmed, when it is an IANA time zone name (``America/New_York``)
+    that :mod:`zoneinfo` can load; ``""`` (the site's zone) stays ``""``.
+
+    Raises :class:`~subscribers.errors.SubscriberInputError` naming the value (and a
+    name differing only in case, if there is one). Cached: an import of a million
+    rows checks each distinct zone once.
+    """
+    name = value.strip()
+    if not name:
+        return ""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        close = [z for z in available_timezones() if z.lower() == name.lower()]
+        hint = f"did you mean {close[0]!r}?" if close else "an IANA name: 'America/New_York'"
+        raise SubscriberInputError(f"unknown time zone {name!r} ({hint})") from None
+    return name
 
 
 def get_by_email(session: Session, *, email: str, for_update: bool = False) -> Subscriber | None:

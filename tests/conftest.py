@@ -84,3 +84,9 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file's URL (tests that run on SQLite only)."""
+    return f"sqlite:///{tmp_path / 'digest.db'}"

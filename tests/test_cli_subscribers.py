@@ -81,7 +81,7 @@ def test_import_export_forget_and_export_data(digest: Digest, tmp_path: Path) ->
     out = _ok(digest("subscribers", "import", str(csv)))
     assert f"{csv}:5: gone@example.com skipped: suppressed (unsubscribed)" in out
     exported = _ok(digest("subscribers", "export")).splitlines()
-    assert exported[0] == "email,name,categories,status,created_at"
+    assert exported[0] == "email,name,categories,status,created_at,time_zone"
     assert [line.split(",")[0] for line in exported[1:]] == ["ada@example.com", "gone@example.com"]
 
     data = json.loads(_ok(digest("subscribers", "export-data", "ADA@example.com")))

@@ -179,10 +179,10 @@ def test_line_numbers_count_quoted_newlines(engine: Engine) -> None:
 
 def test_export_round_trips_through_import(engine: Engine, tmp_path: Path) -> None:
     text = (
-        "email,name,categories,status,created_at\n"
-        'a@example.com,"Lovelace, Ada",coding;images,active,2025-03-01T10:00:00+00:00\n'
-        "b@example.com,,,pending,2025-03-02T10:00:00+00:00\n"
-        "c@example.com,C,,unsubscribed,2025-03-03T10:00:00+00:00\n"
+        "email,name,categories,status,created_at,time_zone\n"
+        'a@example.com,"Lovelace, Ada",coding;images,active,2025-03-01T10:00:00+00:00,Asia/Tokyo\n'
+        "b@example.com,,,pending,2025-03-02T10:00:00+00:00,\n"
+        "c@example.com,C,,unsubscribed,2025-03-03T10:00:00+00:00,America/New_York\n"
     )
     _import(engine, text, consent_source="signup form")
     with session_scope(engine) as session:

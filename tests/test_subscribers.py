@@ -90,7 +90,7 @@ def test_export_round_trips(engine: Engine) -> None:
         buffer = io.StringIO()
         assert csvio.export_csv(session, stream=buffer) == 2
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "email,name,categories,status,created_at"
+    assert lines[0] == "email,name,categories,status,created_at,time_zone"
     assert lines[1].startswith('a@example.com,"A, with comma",,active,2026-11-23')
 
 

@@ -18,6 +18,10 @@ from rich.markup import escape
 
 from digest import config as config_mod
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
+from digest.cli.desk import register as register_desk
+from digest.cli.desk import send_test, write_viewer_preview
+from digest.cli.ops import print_health
+from digest.cli.ops import register as register_ops
 from digest.cli.output import (
     print_compose,
     print_fetch,
@@ -38,6 +42,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(subscribers_app, name="subscribers")
+register_desk(app)  # check-edition, approve
+register_ops(app)  # schedule, check
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -102,10 +108,17 @@ def preview(
     edition: Annotated[str | None, typer.Option(help="Edition key, e.g. 2026-W48.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("preview"),
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML.")] = False,
+    as_email: Annotated[
+        str | None,
+        typer.Option("--as", help="A subscriber's copy: their categories, inert links."),
+    ] = None,
 ) -> None:
     """Write the HTML, text and full message of an edition to files. Never sends."""
     with runtime() as rt:
-        paths = write_preview(rt, edition, out_dir)
+        if as_email:
+            paths = write_viewer_preview(rt, edition, as_email, out_dir)
+        else:
+            paths = write_preview(rt, edition, out_dir)
     for path in paths:
         out.print(f"Wrote {path}")
     if open_browser:
@@ -120,10 +133,26 @@ def send(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Sender processes (PostgreSQL only).")
     ] = 1,
+    test: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test",
+            help="Send only a [TEST] copy to this address (repeat, or comma-separate); "
+            "default edition: the next one. Never recorded as a delivery.",
+        ),
+    ] = None,
+    as_email: Annotated[
+        str | None, typer.Option("--as", help="With --test: this subscriber's copy.")
+    ] = None,
 ) -> None:
     """Send an edition to every active subscriber, resuming where a run stopped."""
     from digest import pipeline
 
+    if test:
+        with runtime() as rt:
+            if not send_test(rt, edition, as_email or "", test):
+                raise typer.Exit(1)
+        return
     with runtime() as rt:
         found = pipeline.find_edition(rt, edition)
         if found is None:
@@ -160,24 +189,31 @@ def _start_helpers(count: int) -> list[subprocess.Popen[bytes]]:
 
 @app.command()
 def run() -> None:
-    """The weekly job: fetch, compose, send. Safe to run again: it sends nothing twice."""
-    from digest import pipeline
+    """The weekly job: fetch, compose, send. Safe from cron and beside 'digest schedule':
+    a run while another works on the edition says so and exits 0. Exit codes: 0 done,
+    nothing to do, in progress elsewhere or awaiting approval; 1 failed; 2 bad config."""
+    from digest import jobs
 
     with runtime() as rt:
         with send_progress(out) as progress:
-            report = run_until_signalled(
-                lambda stop: pipeline.run(rt, send_progress=progress, stop=stop)
+            result = run_until_signalled(
+                lambda stop: jobs.weekly(rt, trigger="cli", send_progress=progress, stop=stop)
             )
-        if report.fetch is not None:
+        report = result.run
+        if report is not None and report.fetch is not None:
             print_fetch(out, report.fetch)
-        if report.fetch_error:
+        if report is not None and report.fetch_error:
             err.print(f"[bold red]feed error:[/] {escape(report.fetch_error)}", highlight=False)
-        if report.compose is not None:
+        if report is not None and report.compose is not None:
             print_compose(out, report.compose)
-        if report.send is not None:
+        if report is not None and report.send is not None:
             print_send(out, rt, report.send)
-        if not report.ok:
-            raise typer.Exit(1)
+        if result.outcome in (jobs.IN_PROGRESS, jobs.AWAITING):
+            out.print(escape(result.detail), highlight=False)
+        for subject in result.notices:
+            out.print(f"Emailed the operators: {escape(subject)}", highlight=False)
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -261,8 +297,11 @@ def worker(
 @app.command()
 def status() -> None:
     """Editions with their delivery counts, and subscribers by status."""
+    from digest import health
+
     with runtime() as rt:
         print_status(out, rt)
+        print_health(out, health.report(rt, now=rt.now()))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from sqlalchemy import Connection
 
 from digest import deliveries, editions, pipeline
 from digest.db import session_scope
@@ -135,8 +137,19 @@ def print_ledger(console: Console, rt: Runtime, edition_key: str) -> None:
         tally = (
             deliveries.counts(session.connection(), edition_id=edition.id or 0) if edition else {}
         )
+        later = _due_later(session.connection(), edition.id if edition else None, rt.now())
     summary = ", ".join(f"{n} {state}" for state, n in sorted(tally.items()))
     console.print(f"Edition {edition_key}, all senders: {summary or 'no deliveries'}.")
+    if later:
+        console.print(f"  {later}")
+
+
+def _due_later(conn: Connection, edition_id: int | None, now: datetime) -> str:
+    """One line on the queued rows not yet due (local delivery time); "" if none."""
+    waiting, earliest = deliveries.due_later(conn, edition_id=edition_id or 0, now=now)
+    if not waiting or earliest is None:
+        return ""
+    return f"{waiting} due later (local delivery time), next at {earliest:%Y-%m-%d %H:%M} UTC"
 
 
 def print_status(console: Console, rt: Runtime) -> None:
@@ -145,6 +158,7 @@ def print_status(console: Console, rt: Runtime) -> None:
         subs = count_by_status(session)
         conn = session.connection()
         tallies = {e.key: deliveries.counts(conn, edition_id=e.id or 0) for e in rows}
+        later = {e.key: _due_later(conn, e.id, rt.now()) for e in rows if e.status != "sent"}
         needs = webhook_attention(session)
     states = ["queued", "sending", "sent", "failed", "bounced", "skipped", "unknown"]
     table = Table("edition", "status", "composed", *states, title="Editions")
@@ -163,6 +177,8 @@ def print_status(console: Console, rt: Runtime) -> None:
     for e in rows:
         if e.status_note and e.status in ("paused", "cancelled"):
             console.print(f"  {e.key} {e.status}: {escape(e.status_note)}", highlight=False)
+        if later.get(e.key):
+            console.print(f"  {e.key}: {later[e.key]}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(subs.items())) or "none"
     console.print(f"Subscribers: {summary}.")
     print_attention(console, needs)

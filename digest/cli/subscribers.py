@@ -40,13 +40,27 @@ def add(
         list[str] | None,
         typer.Option("--category", help="A category the reader wants (repeat; none = all)."),
     ] = None,
+    time_zone: Annotated[
+        str,
+        typer.Option(
+            "--time-zone",
+            metavar="ZONE",
+            help="The reader's IANA time zone, e.g. America/New_York (local delivery time; "
+            "none = the site's).",
+        ),
+    ] = "",
 ) -> None:
-    """Add one subscriber (active); refused for a suppressed address."""
+    """Add one subscriber (active); refused for a suppressed address or unknown zone."""
     with runtime() as rt:
         ensure_current(rt.engine)
         with session_scope(rt.engine) as session:
             result = repository.add(
-                session, email=email, name=name, categories=category or (), now=rt.now()
+                session,
+                email=email,
+                name=name,
+                categories=category or (),
+                time_zone=time_zone,
+                now=rt.now(),
             )
             s = result.subscriber
             if result.created:
@@ -67,7 +81,9 @@ def add(
 
 @subscribers_app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="CSV: email, name, categories, status, created_at.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV: email, name, categories, status, created_at, time_zone.")
+    ],
     consented: Annotated[
         bool, typer.Option("--consented", help="The readers already consented: import active.")
     ] = False,
@@ -124,7 +140,7 @@ def _print_import(file: Path, report: csvio.ImportReport, elapsed: float) -> Non
 def export(
     file: Annotated[Path | None, typer.Argument(help="Output CSV; default stdout.")] = None,
 ) -> None:
-    """Export every subscriber as CSV (email, name, categories, status, created_at)."""
+    """Export every subscriber as CSV (email, name, categories, status, created_at, time_zone)."""
     with runtime() as rt, session_scope(rt.engine) as session:
         if file is None:
             csvio.export_csv(session, stream=sys.stdout)

@@ -24,6 +24,8 @@ GET      /archive               sent editions, newest first
 GET      /archive/{key}         the web version of a sent edition
 GET      /archive.xml           Atom feed of sent editions
 GET      /links                 "use the personal links in your email"
+*        /admin/...             the operator desk (digest.web.admin), only when
+                                DIGEST_ADMIN_PASSWORD or DIGEST_ADMIN_TOKEN is set
 =======  =====================  ==============================================
 
 Errors: a bad token gets one generic 400 page; an unknown path 404; a database
@@ -44,7 +46,7 @@ from starlette.responses import RedirectResponse, Response
 from digest import config as config_mod
 from digest.render.view import site_view
 from digest.runtime import Runtime
-from digest.web import archive, routes_links, routes_subscribe, webhooks
+from digest.web import admin, archive, healthz, routes_links, routes_subscribe, webhooks
 from digest.web.mailer import Mailer
 from digest.web.pages import Pages, Problem
 from digest.web.ratelimit import SlidingWindow
@@ -75,7 +77,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(routes_subscribe.router)
     app.include_router(routes_links.router)
     app.include_router(archive.router)
+    app.include_router(healthz.router)
     webhooks.install(app, runtime)  # adapters built now (ConfigError); POST /webhooks/{provider}
+    admin.install(app, runtime)  # /admin, the operator desk: only with a credential set
     app.add_api_route("/", _home, include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _not_found)

@@ -1,0 +1,162 @@
+"""Is everything all right? One evaluation for ``digest check``, ``digest status``
+and ``/healthz``.
+
+Incidents (each needs a human; :func:`incidents`):
+
+- ``feed:<feed>``: the feed failed ``[operators] feed_failures`` polls in a row;
+- ``missed:<week>``: the scheduled time plus ``[schedule] grace_hours`` has passed
+  and the week's edition has not gone out (none composed though at least
+  ``[edition] min_comparisons`` were waiting, or composed and never sent): the dead
+  man's switch;
+- ``paused:<week>``: an edition is paused (by the operator or by itself).
+
+An edition awaiting approval is not missed until its approval deadline (the
+scheduler then cancels it and tells the operators); a cancelled one is a human's
+decision. :func:`report` adds what ``digest status`` shows: the next scheduled
+fires, the last run of each job, each feed's health, the current edition's ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlmodel import Session
+
+from digest import deliveries, editions, scheduler, weekly
+from digest.alerts import Incident
+from digest.db import session_scope
+from digest.models import Edition, EditionStatus, FeedState, RunRecord
+from digest.runtime import Runtime
+
+F = FeedState.__table__  # type: ignore[attr-defined]
+R = RunRecord.__table__  # type: ignore[attr-defined]
+
+
+def incidents(rt: Runtime, *, now: datetime) -> list[Incident]:
+    """What needs a human right now (empty: all is well)."""
+    cfg = rt.config
+    found: list[Incident] = []
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        limit = cfg.operators.feed_failures
+        failing = conn.execute(
+            select(F.c.feed, F.c.consecutive_failures, F.c.last_error).where(
+                F.c.consecutive_failures >= limit
+            )
+        )
+        for feed, failures, error in failing:
+            found.append(
+                Incident(
+                    f"feed:{feed}",
+                    f"the feed {feed} failed {failures} polls in a row (last error: {error})",
+                )
+            )
+        missed = _missed(rt, session, now)
+        if missed is not None:
+            found.append(missed)
+        for e in editions.all_editions(session):
+            if e.status == EditionStatus.paused:
+                why = e.status_note or "by the operator"
+                found.append(
+                    Incident(
+                        f"paused:{e.key}",
+                        f"edition {e.key} is paused ({why}); 'digest resume {e.key}' continues it",
+                    )
+                )
+    return found
+
+
+def _missed(rt: Runtime, session: Session, now: datetime) -> Incident | None:
+    """The dead man's switch: the latest scheduled send, if it has not happened."""
+    cfg = rt.config
+    zone = cfg.schedule.zone(cfg.site)
+    due = weekly.last_due(cfg.schedule, now, zone)
+    grace = timedelta(hours=cfg.schedule.grace_hours)
+    if now <= due + grace:
+        return None
+    key = editions.edition_key(due, cfg.site.tz)
+    edition = editions.get(session, key=key)
+    late = f"by {due:%a %Y-%m-%d %H:%M %Z} plus {cfg.schedule.grace_hours:g} h grace"
+    if edition is None:
+        waiting = editions.eligible(
+            session,
+            now=due,
+            max_age=timedelta(days=cfg.edition.max_age_days),
+            limit=cfg.edition.max_comparisons,
+        )
+        if len(waiting) < cfg.edition.min_comparisons:
+            return None  # nothing to send that week: rolled over, as configured
+        return Incident(
+            f"missed:{key}",
+            f"no edition went out for {key} {late}, though {len(waiting)} comparison(s) "
+            "were waiting: is 'digest schedule' (or the cron job) running?",
+        )
+    if edition.status == EditionStatus.composed and not editions.awaiting_approval(edition):
+        return Incident(
+            f"missed:{key}",
+            f"edition {key} was composed but not sent {late}: run 'digest send'",
+        )
+    return None
+
+
+def report(rt: Runtime, *, now: datetime) -> dict[str, Any]:
+    """Everything ``digest status`` and ``/healthz`` show, as JSON-ready values."""
+    found = incidents(rt, now=now)
+    fires = scheduler.next_fires(rt.engine)
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        current = editions.latest(session)
+        return {
+            "ok": not found,
+            "now": now.isoformat(),
+            "incidents": [{"name": i.name, "summary": i.summary} for i in found],
+            "next_fires": {job: when.isoformat() for job, when in fires.items()},
+            "last_runs": last_runs(conn),
+            "feeds": _feeds(conn),
+            "current_edition": _edition(conn, current),
+        }
+
+
+def last_runs(conn: Connection) -> dict[str, dict[str, str]]:
+    """The newest run of each job: when, how started, outcome and what it said."""
+    newest = select(R.c.job, func.max(R.c.id).label("id")).group_by(R.c.job).subquery()
+    rows = conn.execute(select(R).join(newest, newest.c.id == R.c.id).order_by(R.c.job))
+    return {
+        r.job: {
+            "started_at": r.started_at.isoformat(),
+            "finished_at": r.finished_at.isoformat() if r.finished_at else "",
+            "trigger": r.trigger,
+            "outcome": r.outcome or "running",
+            "detail": r.detail,
+        }
+        for r in rows
+    }
+
+
+def _feeds(conn: Connection) -> list[dict[str, Any]]:
+    return [
+        {
+            "feed": r.feed,
+            "last_success_at": r.last_success_at.isoformat() if r.last_success_at else "",
+            "last_attempt_at": r.last_attempt_at.isoformat() if r.last_attempt_at else "",
+            "consecutive_failures": r.consecutive_failures,
+            "last_error": r.last_error,
+        }
+        for r in conn.execute(select(F).order_by(F.c.feed))
+    ]
+
+
+def _edition(conn: Connection, edition: Edition | None) -> dict[str, Any] | None:
+    if edition is None or edition.id is None:
+        return None
+    return {
+        "key": edition.key,
+        "status": edition.status,
+        "awaiting_approval": editions.awaiting_approval(edition),
+        "approval_deadline": (
+            edition.approval_deadline.isoformat() if edition.approval_deadline else ""
+        ),
+        "ledger": deliveries.counts(conn, edition_id=edition.id),
+    }
