@@ -130,6 +130,8 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
         Index("ix_delivery_edition_state", "edition_id", "state"),
         Index("ix_delivery_provider_id", "provider_id"),  # webhook matching
+        # Whole-group claims read only queued rows that carry a key (batch_key > '').
+        Index("ix_delivery_edition_state_batch", "edition_id", "state", "batch_key"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

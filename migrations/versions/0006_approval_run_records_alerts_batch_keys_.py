@@ -53,6 +53,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("due_at", subscribers.sqltypes.UTCDateTime(timezone=True), nullable=True)
         )
+        batch_op.create_index(
+            "ix_delivery_edition_state_batch", ["edition_id", "state", "batch_key"], unique=False
+        )
 
     with op.batch_alter_table("edition", schema=None) as batch_op:
         batch_op.add_column(
@@ -90,6 +93,7 @@ def downgrade() -> None:
         batch_op.drop_column("needs_approval")
 
     with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.drop_index("ix_delivery_edition_state_batch")
         batch_op.drop_column("due_at")
         batch_op.drop_column("batch_key")
 
