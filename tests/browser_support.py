@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy import select
 
 from digest.db import make_engine, session_scope
@@ -32,7 +33,7 @@ from subscribers.models import Subscriber, Suppression
 from tests.support import REPO, write_config
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = "/usr/bin/chromium"
 # Root on a machine without outside network: no sandbox, no GPU, and nothing that
@@ -61,6 +62,22 @@ def browser_unavailable() -> str | None:
     except ImportError:
         return "the Python package 'playwright' is missing: pip install '.[test]'"
     return None
+
+
+def launched_browser() -> Iterator[Browser]:
+    """Headless Debian chromium through Playwright, for a module-scoped fixture.
+    Skips where it cannot run, but fails under CI=true: CI must run these."""
+    reason = browser_unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and the browser tests cannot run: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -32,13 +31,11 @@ from digest import pipeline
 from digest.runtime import Runtime
 from subscribers.models import SubscriberStatus
 from tests.browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SCREENSHOTS,
     Shooter,
     Site,
-    browser_unavailable,
     html_of,
+    launched_browser,
     text_of,
     wait_for,
 )
@@ -59,17 +56,7 @@ NEXT_WEEK_TITLE = "Owl Reader vs Finch Notes (next week's sample)"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    reason = browser_unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and the browser tests cannot run: {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launched_browser()
 
 
 @pytest.fixture

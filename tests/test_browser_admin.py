@@ -10,7 +10,6 @@ to ``test-artifacts/screenshots/admin-*.png``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +20,10 @@ from sqlalchemy import select
 from digest.db import make_engine, session_scope
 from digest.models import Edition
 from tests.browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SCREENSHOTS,
     Site,
-    browser_unavailable,
     html_of,
+    launched_browser,
     wait_for,
 )
 from tests.smtp_sink import SmtpSink
@@ -70,17 +67,7 @@ class DeskSite(Site):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    reason = browser_unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and the browser tests cannot run: {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launched_browser()
 
 
 @pytest.fixture
