@@ -104,6 +104,14 @@ def smtp(setup: Setup, *, runs: int, connections: int, naive_limit: int) -> Samp
             done, line = send(instance)
             assert line.sent == setup.readers, line
             _record(samples, "digest", done, line)
+            # The same with batch_size = 20: one ledger commit pair per 20 messages
+            # (more messages in doubt after a crash; see [transport] batch_size).
+            batch20 = {**transport, "batch_size": 20}
+            batched = setup.instance(f"smtp-b20-{i}", transport=batch20, send={})
+            done, line = send(batched)
+            assert line.sent == setup.readers, line
+            _record(samples, "digest_b20", done, line)
+            shutil.rmtree(batched.root)
             samples.setdefault("smtp_source_rate", []).append(
                 procs.smtp_source(
                     port, sessions=connections, messages=setup.readers, message_file=message

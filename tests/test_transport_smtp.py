@@ -209,6 +209,20 @@ async def test_sends_byte_for_byte_and_reuses_connections(
     assert {sender for sender, _, _ in recorder.received} == {"bounces@verdicts.example.com"}
 
 
+async def test_a_batch_of_five_goes_out_in_one_call(plain_server: int, recorder: Recorder) -> None:
+    t = transport(plain_server, connections=2, batch_size=5)
+    await t.open()
+    messages = [message(i) for i in range(5)]
+    with pytest.raises(ValueError, match="max_batch=5"):
+        await t.send_batch([*messages, message(5)])
+    results = await t.send_batch(messages)
+    await t.close()
+    assert t.max_batch == 5
+    assert [r.outcome for r in results] == [Outcome.sent] * 5
+    assert {rcpt[0] for _, rcpt, _ in recorder.received} == {m.recipient for m in messages}
+    assert t.sessions <= 2  # open()'s connection, and the one the batch took
+
+
 async def test_classifies_refusals(plain_server: int, recorder: Recorder) -> None:
     t = transport(plain_server, connections=1)
     await t.open()
@@ -348,6 +362,8 @@ async def test_token_bucket_counts_waits() -> None:
         ({"port": 0}, "port"),
         ({"port": "25"}, "port"),
         ({"connections": 0}, "connections"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 101}, "batch_size"),
         ({"rate_per_second": -1}, "rate_per_second"),
         ({"timeout": 0}, "timeout"),
         ({"validate_certs": "yes"}, "validate_certs"),
