@@ -266,7 +266,7 @@ def _as_test(message: OutgoingMessage) -> OutgoingMessage:
         raise DigestError("the message has no Message-ID header to replace")
     head = head.replace(old, b"\r\nMessage-ID: " + new_id.encode("ascii") + b"\r\n", 1)
     return dataclasses.replace(
-        message, delivery_id=0, message_id=new_id, data=head + sep + body, tag=TEST_TAG
+        message, delivery_id=0, message_id=new_id, content=head + sep + body, tag=TEST_TAG
     )
 
 

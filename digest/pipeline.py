@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -168,17 +169,13 @@ def message_factory(
                 continue
             template, shared = templates.get(segment_for(r.categories, available))
             urls = links(r.subscriber_id)
-            data = template.render(
-                subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
-            )
-            mid = template.message_id(r.subscriber_id)
             out.append(
                 OutgoingMessage(
                     r.delivery_id,
                     envelope_from,
                     r.email,
-                    mid,
-                    data,
+                    template.message_id(r.subscriber_id),
+                    functools.partial(_render, template, r, urls, now),
                     edition_key,
                     shared=shared,
                     personal=Personal(r.name, urls),
@@ -187,6 +184,13 @@ def message_factory(
         return out
 
     return build
+
+
+def _render(template: MessageTemplate, r: Recipient, urls: dict[str, str], now: datetime) -> bytes:
+    """One reader's MIME bytes: built only when a transport reads ``message.data``."""
+    return template.render(
+        subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
+    )
 
 
 async def send(

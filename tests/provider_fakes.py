@@ -286,7 +286,7 @@ def digest_message(i: int, recipient: str | None = None, name: str = "") -> Outg
         sender="digest@test.example",
         recipient=to,
         message_id=f"<2026-W48.s{i}.digest@test.example>",
-        data=b"",
+        content=b"",
         tag="2026-W48",
         shared=SHARED,
         personal=Personal(name or f"Reader {i}", urls),

@@ -220,7 +220,7 @@ def message(i: int, content: SharedContent | None = None, name: str = "") -> Out
         sender="digest@test.example",
         recipient=f"reader{i}@example.org",
         message_id=f"<2026-W48.s{i}.digest@test.example>",
-        data=b"",
+        content=b"",
         tag="2026-W48",
         shared=content or shared(),
         personal=Personal(name or f"Reader {i}", urls),

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
+import orjson
 import pytest
 
 from digest.config import AdapterConfig
 from digest.errors import ConfigError, TransportUnavailable
 from digest.registry import build
+from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
-from digest.transports.base import Outcome, Transport
+from digest.transports.base import Outcome, Personal, Transport
 from digest.transports.postmark import PostmarkTransport
 from tests.provider_fakes import Recorder, digest_message, postmark_app, send_edition, serve
 from tests.provider_fakes import send_once as send
@@ -231,3 +234,40 @@ def test_measure_throughput(fake: tuple[Recorder, str]) -> None:
     assert all(r.outcome is Outcome.queued for r in results)
     rate = len(messages) / elapsed
     print(f"\npostmark fake: {len(messages)} messages in {elapsed:.2f} s = {rate:,.0f}/s")
+
+
+NASTY = (
+    'He said "ship it" \\ then </script> & <b>bold</b>\t\u2028\u2029 caf\u00e9 \U0001f680 '
+    "\x00\x1f\x7f line\r\nbreak"
+)
+
+
+def test_pre_encoded_json_bodies_decode_to_the_plain_bodies() -> None:
+    """The JSON of each body is built from pieces encoded once per segment; decoded, it
+    must equal the plain body for every character a feed can carry, and the values
+    must be HTML-escaped in the HTML part exactly as fill() does."""
+    digest = RenderedDigest(
+        subject="s",
+        html=(f'<p>{NASTY}</p><a href="', Slot("unsubscribe_url"), '">x</a>', NASTY),
+        text=(NASTY, Slot("preferences_url"), "\n", Slot("unsubscribe_url")),
+    )
+    base = digest_message(1)
+    assert base.shared is not None
+    message = replace(
+        base,
+        shared=replace(base.shared, digest=digest),
+        personal=Personal(
+            "R",
+            {
+                "unsubscribe_url": 'https://x.test/u/a"b&c<',
+                "preferences_url": "https://x.test/p/\u00e9",
+            },
+        ),
+    )
+    t = transport("http://127.0.0.1:9")
+    plain = t.parts(message)
+    encoded = t.parts(message, json_bodies=True)
+    assert isinstance(encoded.html, orjson.Fragment) and isinstance(encoded.text, orjson.Fragment)
+    assert orjson.loads(orjson.dumps({"h": encoded.html}))["h"] == plain.html
+    assert orjson.loads(orjson.dumps({"t": encoded.text}))["t"] == plain.text
+    assert "https://x.test/u/a&quot;b&amp;c&lt;" in str(plain.html)

@@ -13,7 +13,7 @@ commits before calling :meth:`Transport.send_batch`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol
@@ -61,10 +61,21 @@ class OutgoingMessage:
     sender: str  # envelope MAIL FROM: a bare address
     recipient: str  # envelope RCPT TO: a bare, normalized address
     message_id: str  # the Message-ID header value, with angle brackets
-    data: bytes  # the complete RFC 5322 message, CRLF line endings
+    # The complete RFC 5322 message (CRLF line endings), or a function that builds it:
+    # digest messages build their 63 KB of MIME only if the transport reads ``data``
+    # (SMTP, outbox); provider APIs that take ``shared``/``personal`` never do, and so
+    # never hold a batch's worth of it in memory (docs/BENCHMARKS.md).
+    content: bytes | Callable[[], bytes]
     tag: str = ""  # the edition key, e.g. "2026-W48" (outbox folder, provider tag)
     shared: SharedContent | None = None  # set for digest messages (not transactional)
     personal: Personal | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The message bytes; built on each call when ``content`` is a function (a
+        transport reads it once per send)."""
+        content = self.content
+        return content if isinstance(content, bytes) else content()
 
 
 def batch_key(messages: Sequence[OutgoingMessage]) -> str:

@@ -101,9 +101,10 @@ class OutboxTransport:
                 if folder not in self._created:
                     os.makedirs(folder, exist_ok=True)
                     self._created.add(folder)
-                self._write(folder, name, message.data)
+                data = message.data  # built here, once, for digest messages
+                self._write(folder, name, data)
                 if self.html_preview and folder not in self._previewed:
-                    self._write_preview(folder, message.data)
+                    self._write_preview(folder, data)
             except OSError as exc:
                 raise TransportUnavailable(
                     f"cannot write {os.path.join(folder, name)} ({exc.strerror or exc}): "

@@ -77,7 +77,7 @@ class PostmarkTransport(HttpBatchTransport):
         return ApiRequest("/email/batch", json=[self._one(m) for m in messages])
 
     def _one(self, message: OutgoingMessage) -> dict[str, Any]:
-        parts = self.parts(message)
+        parts = self.parts(message, json_bodies=True)
         body: dict[str, Any] = {
             "From": parts.from_header,
             "To": parts.to,

@@ -78,7 +78,7 @@ class ResendTransport(HttpBatchTransport):
         return ApiRequest("/emails/batch", json=[self._one(m) for m in messages], headers=headers)
 
     def _one(self, message: OutgoingMessage) -> dict[str, Any]:
-        parts = self.parts(message)
+        parts = self.parts(message, json_bodies=True)
         headers = dict(parts.headers)
         headers["X-Entity-Ref-ID"] = message.message_id
         tags = [{"name": "delivery_id", "value": str(message.delivery_id)}]

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from digest.render.base import RenderedDigest, Slot, fill
-from digest.transports.base import OutgoingMessage, SendResult, SharedContent
-from digest.transports.http_base import HttpBatchTransport
+from digest.transports.base import OutgoingMessage, SendResult
+from digest.transports.http_base import DigestCache, HttpBatchTransport
 
 TagMaker = Callable[[str, bool, str], str]  # (slot name, for HTML?, salt) -> tag
 
@@ -47,23 +47,8 @@ class TaggedDigest:
         return out
 
 
-class TaggedCache:
-    """Tagged content per ``shared.key``, for the digest object it was built from (the
-    pipeline shares one per segment by reference); a few segments kept at most."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._entries: dict[str, tuple[RenderedDigest, TaggedDigest]] = {}
-
-    def get(
-        self, shared: SharedContent, build: Callable[[RenderedDigest], TaggedDigest]
-    ) -> TaggedDigest:
-        entry = self._entries.get(shared.key)
-        if entry is None or entry[0] is not shared.digest:
-            if len(self._entries) >= self.size:
-                self._entries.pop(next(iter(self._entries)))  # the oldest segment
-            entry = self._entries[shared.key] = (shared.digest, build(shared.digest))
-        return entry[1]
+class TaggedCache(DigestCache[TaggedDigest]):
+    """Tagged content per segment (:class:`DigestCache`)."""
 
 
 def tag_digest(
