@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 import digest.models  # noqa: F401  (registers the tables)
-from digest.db import current_revision, head_revision, upgrade
+from digest.db import HEAD_REVISION, current_revision, head_revision, upgrade
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -44,3 +44,8 @@ def test_upgrading_a_populated_first_schema_keeps_readers(db_url: str) -> None:
     assert row[0] == "a@example.com"
     assert row[1] in ([], "[]")
     engine.dispose()
+
+
+def test_head_revision_constant_names_the_newest_migration() -> None:
+    """``ensure_current`` compares with HEAD_REVISION without reading the files."""
+    assert head_revision() == HEAD_REVISION

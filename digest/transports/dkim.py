@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dkim
-
 SIGNED_HEADERS = (
     b"From",
     b"To",
@@ -47,6 +45,8 @@ class DkimSigner:
 
     def sign(self, message: bytes) -> bytes:
         """``message`` with a DKIM-Signature header in front."""
+        import dkim  # here: dkimpy and dnspython cost every process ~11 MB, most never sign
+
         try:
             header = dkim.sign(
                 message,
