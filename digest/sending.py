@@ -147,8 +147,12 @@ class _Run:
     def stop(self, value: bool) -> None:
         self._stop = value
 
+    def throttled_for(self) -> float:
+        """Seconds every worker must still wait (0: none)."""
+        return max(self.not_before - time.monotonic(), 0.0)
+
     async def wait_if_throttled(self) -> None:
-        delay = self.not_before - time.monotonic()
+        delay = self.throttled_for()
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -372,6 +376,18 @@ def _requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]
             yield group[i : i + max_batch]
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One batch between marking and recording: what was marked and built."""
+
+    chosen: list[Recipient]  # the rows marked ``sending``
+    attempts: dict[int, int]
+    messages: list[OutgoingMessage]
+    now: datetime
+    results: list[SendResult] = field(default_factory=list)
+    bounced: bool = False  # some answer was a hard bounce (suppress after recording)
+
+
 async def _worker(
     engine: Engine,
     queue: asyncio.Queue[list[Recipient] | None],
@@ -382,31 +398,78 @@ async def _worker(
     run: _Run,
     progress: Callable[[SendReport], None] | None,
 ) -> None:
-    while True:
-        batch = await queue.get()
-        try:
-            if batch is None:
-                return
-            if not run.stop:
-                await _send_batch(engine, batch, transport, build, retry, clock, run)
-                if progress is not None:
-                    progress(run.report)
-        finally:
+    """Mark, send and record batch after batch. When the next batch is already
+    waiting, recording this one and marking the next share one transaction: one
+    commit per batch instead of two (with SMTP's one message a batch, half the
+    ledger's commits; docs/BENCHMARKS.md). Nothing is sent before its mark commits."""
+    # A batch counts as done for the queue (task_done, which the producer's join()
+    # waits for before it recovers rows left in ``sending``) only once recorded.
+    done: _Batch | None = None  # sent, not yet recorded
+
+    def record_done() -> None:
+        nonlocal done
+        if done is not None:
+            _record(engine, done, transport, retry, clock, run)
+            done = None
             queue.task_done()
 
+    try:
+        while True:
+            if done is None:
+                batch = await queue.get()
+            else:
+                try:
+                    batch = queue.get_nowait()
+                except asyncio.QueueEmpty:  # do not hold an answer while waiting
+                    record_done()
+                    continue
+            if batch is None or run.stop:
+                queue.task_done()
+                if batch is None:
+                    return
+                continue
+            if run.throttled_for() > 0:  # record before waiting out a throttle
+                record_done()
+            await run.wait_if_throttled()
+            try:
+                current = _mark(engine, batch, build, clock, run, transport, previous=done)
+            except BaseException:
+                queue.task_done()  # this batch; ``done`` is recorded below
+                raise
+            if done is not None:  # recorded by _mark
+                done = None
+                queue.task_done()
+            if current is None:
+                queue.task_done()
+            else:
+                try:
+                    await _send(engine, current, transport, run)
+                finally:
+                    done = current
+            if progress is not None:
+                progress(run.report)
+    finally:
+        record_done()
+        if progress is not None:
+            progress(run.report)
 
-async def _send_batch(
+
+def _mark(
     engine: Engine,
     batch: list[Recipient],
-    transport: Transport,
     build: MessageFactory,
-    retry: RetryPolicy,
     clock: Clock,
     run: _Run,
-) -> None:
-    await run.wait_if_throttled()
+    transport: Transport,
+    *,
+    previous: _Batch | None,
+) -> _Batch | None:
+    """Record ``previous`` (if any) and mark ``batch`` sending, in one transaction;
+    build its messages. None when no row of it may be sent."""
     now = clock()
     with engine.begin() as conn:
+        if previous is not None:
+            _store(conn, previous, transport, run.options.retry, now, run)
         attempts = deliveries.mark_sending(
             conn,
             ids=[r.delivery_id for r in batch],
@@ -414,10 +477,12 @@ async def _send_batch(
             now=now,
             lease=timedelta(seconds=run.options.lease_ttl),
         )
+    if previous is not None:
+        _after_record(engine, previous, now)
     run.report.skipped += len(batch) - len(attempts)
     chosen = [r for r in batch if r.delivery_id in attempts]
     if not chosen:
-        return
+        return None
     built = build(chosen, now)
     skips = [(b.delivery_id, b.reason) for b in built if isinstance(b, Skip)]
     messages = [b for b in built if not isinstance(b, Skip)]
@@ -425,39 +490,72 @@ async def _send_batch(
         with engine.begin() as conn:
             run.report.skipped += deliveries.record_skips(conn, skips=skips, now=now)
     if not messages:
-        return
+        return None
     if getattr(transport, "idempotent", False):  # the provider drops a repeated key
         with engine.begin() as conn:
             key = batch_key(messages)
             deliveries.set_batch_key(conn, ids=[m.delivery_id for m in messages], key=key)
+    return _Batch(chosen, attempts, messages, now)
+
+
+async def _send(engine: Engine, batch: _Batch, transport: Transport, run: _Run) -> None:
+    """Hand the batch to the transport; keep its answers on ``batch.results``."""
+    messages = batch.messages
     try:
-        results = await transport.send_batch(messages)
+        batch.results = await transport.send_batch(messages)
     except TransportError as exc:  # the whole batch's fate is unknown
-        results = [SendResult(m.delivery_id, Outcome.unknown, detail=str(exc)) for m in messages]
+        detail = str(exc)
+        batch.results = [
+            SendResult(m.delivery_id, Outcome.unknown, detail=detail) for m in messages
+        ]
         run.report.error = f"transport failed: {exc}"
         run.stop = True
-    run.observe(results)
+    run.observe(batch.results)
     if run.pause_note and not run.report.stopped_reason:
         run.report.stopped_reason = run.pause_note
         with engine.begin() as conn:
             deliveries.pause_edition(conn, edition_id=run.edition_id, note=run.pause_note)
+
+
+def _record(
+    engine: Engine, batch: _Batch, transport: Transport, retry: RetryPolicy, clock: Clock, run: _Run
+) -> None:
+    """Record a sent batch's answers on their own (no next batch was waiting)."""
+    now = clock()
     with engine.begin() as conn:
-        tally = deliveries.record(
-            conn,
-            results=results,
-            attempts=attempts,
-            transport=type(transport).kind,
-            policy=retry,
-            now=clock(),
-            started_at=run.started_at,
-        )
-    if tally.get("bounced"):
-        _suppress_hard_bounces(engine, results, chosen, clock())
+        _store(conn, batch, transport, retry, now, run)
+    _after_record(engine, batch, now)
+
+
+def _store(
+    conn: Connection,
+    batch: _Batch,
+    transport: Transport,
+    retry: RetryPolicy,
+    now: datetime,
+    run: _Run,
+) -> None:
+    tally = deliveries.record(
+        conn,
+        results=batch.results,
+        attempts=batch.attempts,
+        transport=type(transport).kind,
+        policy=retry,
+        now=now,
+        started_at=run.started_at,
+    )
     report = run.report
     report.sent += tally.get("sent", 0)
     report.failed += tally.get("failed", 0)
     report.skipped += tally.get("skipped", 0)
     report.retried += tally.get("queued", 0)
+    batch.bounced = bool(tally.get("bounced"))
+
+
+def _after_record(engine: Engine, batch: _Batch, now: datetime) -> None:
+    """Hard bounces among the answers just recorded suppress their readers."""
+    if batch.bounced:
+        _suppress_hard_bounces(engine, batch.results, batch.chosen, now)
 
 
 def _suppress_hard_bounces(
