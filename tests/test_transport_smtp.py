@@ -43,7 +43,7 @@ def message(i: int, recipient: str | None = None) -> OutgoingMessage:
         sender="bounces@verdicts.example.com",
         recipient=to,
         message_id=f"<m{i}@verdicts.example.com>",
-        data=data,
+        content=data,
         tag="2026-W48",
     )
 
@@ -94,6 +94,17 @@ class Recorder:
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
 
+class PipeliningRecorder(Recorder):
+    """The same server, advertising RFC 2920 PIPELINING (aiosmtpd handles it, but does
+    not say so): the transport then writes MAIL, RCPT and DATA together."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # the 5-argument hook must do what aiosmtpd would
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def authenticator(
     server: Any, session: Any, envelope: Any, mechanism: str, data: Any
 ) -> AuthResult:
@@ -101,9 +112,9 @@ def authenticator(
     return AuthResult(success=ok, handled=False)
 
 
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+@pytest.fixture(params=["lockstep", "pipelining"])
+def recorder(request: pytest.FixtureRequest) -> Recorder:
+    return PipeliningRecorder() if request.param == "pipelining" else Recorder()
 
 
 @pytest.fixture
@@ -241,9 +252,38 @@ async def test_classifies_refusals(plain_server: int, recorder: Recorder) -> Non
     blocked = OutgoingMessage(99, "blocked@example.org", "x@example.org", "<b@x>", b"x\r\n")
     [mail] = await t.send_batch([blocked])
     assert mail.outcome is Outcome.failed and "553" in mail.detail
+    session = t._slots[0].session
+    assert session is not None
+    assert session.pipelining is isinstance(recorder, PipeliningRecorder)
     await t.close()
     assert t.sessions == 1  # refusals are answers: RSET and keep the session
     assert [rcpt for _, rcpt, _ in recorder.received] == [["ok@example.org"]]
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient"),
+    [
+        ("bounces@verdicts.example.com", "x@example.org\r\nRCPT TO:<victim@example.org>"),
+        ("bounces@verdicts.example.com", "x@example.org> NOTIFY=NEVER"),
+        ("bounces@verdicts.example.com\n", "x@example.org"),
+        ("bounces@verdicts.example.com", "x\x00@example.org"),
+        ("bounces@verdicts.example.com", "x y@example.org"),
+    ],
+)
+async def test_addresses_that_could_inject_are_rejected_unsent(
+    plain_server: int, recorder: Recorder, sender: str, recipient: str
+) -> None:
+    t = transport(plain_server, connections=1)
+    await t.open()
+    bad = OutgoingMessage(7, sender, recipient, "<i@x>", b"Subject: x\r\n\r\nx\r\n")
+    [result] = await t.send_batch([bad])
+    assert result.outcome is Outcome.rejected
+    assert "address" in result.detail
+    [ok] = await t.send_batch([message(8)])
+    await t.close()
+    assert ok.outcome is Outcome.sent
+    assert t.sessions == 1  # nothing reached the wire: the session was never disturbed
+    assert [rcpt for _, rcpt, _ in recorder.received] == [["reader8@example.org"]]
 
 
 async def test_disconnect_after_data_is_unknown_then_reconnects(
@@ -313,6 +353,18 @@ async def test_untrusted_certificate_fails_at_open(tls_server: tuple[int, Path])
     with pytest.raises(TransportUnavailable, match="certificate"):
         await t.open()
     await t.close()
+
+
+async def test_starttls_not_offered_is_no_silent_downgrade(
+    plain_server: int, recorder: Recorder
+) -> None:
+    t = transport(plain_server, security="starttls")
+    with pytest.raises(TransportUnavailable, match="does not offer STARTTLS"):
+        await t.open()
+    [result] = await t.send_batch([message(1)])
+    await t.close()
+    assert result.outcome is Outcome.deferred
+    assert recorder.received == []
 
 
 async def test_reconnects_after_max_messages(plain_server: int, recorder: Recorder) -> None:
