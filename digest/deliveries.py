@@ -295,6 +295,25 @@ def mark_sending(
     Returns ``{delivery id: attempt number}`` for the rows that may be sent now.
     Commit before the network call.
     """
+    skip, send = _mark_statements()
+    params = {"ids": list(ids), "owner": owner, "now": now}
+    conn.execute(skip, params)
+    rows = conn.execute(send, {**params, "until": now + lease}).all()
+    return {int(i): int(a) for i, a in rows}
+
+
+# The hot path's statements are built once, with bind parameters: building a Core
+# statement per call (and its cache key) cost more than SQLite ran it — 40 % of an
+# SMTP send at one message a batch was mark_sending, most of it construction.
+_IDS: Any = bindparam("ids", expanding=True)
+
+
+def _when(name: str) -> Any:
+    return bindparam(name, type_=D.c.updated_at.type)
+
+
+@functools.cache
+def _mark_statements() -> tuple[Any, Any]:
     # Correlated EXISTS on the primary key: a plain IN (inactive ids) scans every
     # inactive reader on each call (37 ms per statement at 1M readers, see
     # docs/BENCHMARKS.md); this is a single index lookup per row.
@@ -303,8 +322,12 @@ def mark_sending(
         .where(S.c.id == D.c.subscriber_id, S.c.status != SubscriberStatus.active.value)
         .exists()
     )
-    mine = (D.c.id.in_(ids), D.c.state == DeliveryState.queued.value, D.c.lease_owner == owner)
-    conn.execute(
+    mine = (
+        D.c.id.in_(_IDS),
+        D.c.state == DeliveryState.queued.value,
+        D.c.lease_owner == bindparam("owner"),
+    )
+    skip = (
         update(D)
         .where(*mine)
         .where(inactive)
@@ -313,21 +336,39 @@ def mark_sending(
             detail="reader no longer active at send time (unsubscribed or suppressed)",
             lease_owner="",
             lease_until=None,
-            updated_at=now,
+            updated_at=_when("now"),
         )
     )
-    rows = conn.execute(
+    send = (
         update(D)
         .where(*mine)
         .values(
             state=DeliveryState.sending.value,
             attempts=D.c.attempts + 1,
-            lease_until=now + lease,
-            updated_at=now,
+            lease_until=_when("until"),
+            updated_at=_when("now"),
         )
         .returning(D.c.id, D.c.attempts)
     )
-    return {int(i): int(a) for i, a in rows}
+    return skip, send
+
+
+@functools.cache
+def _record_statements() -> tuple[Any, Any]:
+    """Answers: one for many rows alike (ids), one per row (executemany)."""
+    answer = {
+        "state": bindparam("b_state"),
+        "provider_id": bindparam("b_provider_id"),
+        "detail": bindparam("b_detail"),
+        "next_attempt_at": _when("b_next"),
+        "transport": bindparam("b_transport"),
+        "lease_owner": "",
+        "lease_until": None,
+        "updated_at": _when("now"),
+    }
+    alike = update(D).where(D.c.id.in_(_IDS)).values(**answer)
+    each = update(D).where(D.c.id == bindparam("b_id")).values(**answer)
+    return alike, each
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,43 +423,19 @@ def record(
         )
         key = (state, r.provider_id[:200], detail[:2000], next_at, r.transport or transport)
         alike.setdefault(key, []).append(r.delivery_id)
-    done = {"lease_owner": "", "lease_until": None, "updated_at": now}
+    alike_stmt, each_stmt = _record_statements()
     singles: list[dict[str, object]] = []
     tally: dict[str, int] = {}
     for (state, provider_id, detail, next_at, via), ids in alike.items():
         tally[state] = tally.get(state, 0) + len(ids)
+        row: dict[str, object] = {"b_state": state, "b_provider_id": provider_id}
+        row |= {"b_detail": detail, "b_next": next_at, "b_transport": via, "now": now}
         if len(ids) > 1:
-            conn.execute(
-                update(D)
-                .where(D.c.id.in_(ids))
-                .values(
-                    state=state,
-                    provider_id=provider_id,
-                    detail=detail,
-                    next_attempt_at=next_at,
-                    transport=via,
-                    **done,
-                )
-            )
-            continue
-        singles.append(
-            {"b_id": ids[0], "b_state": state, "b_provider_id": provider_id, "b_detail": detail}
-            | {"b_next": next_at, "b_transport": via}
-        )
+            conn.execute(alike_stmt, {**row, "ids": ids})
+        else:
+            singles.append({**row, "b_id": ids[0]})
     if singles:
-        stmt = (
-            update(D)
-            .where(D.c.id == bindparam("b_id"))
-            .values(
-                state=bindparam("b_state"),
-                provider_id=bindparam("b_provider_id"),
-                detail=bindparam("b_detail"),
-                next_attempt_at=bindparam("b_next"),
-                transport=bindparam("b_transport"),
-                **done,
-            )
-        )
-        conn.execute(stmt, singles)
+        conn.execute(each_stmt, singles)
     return tally
 
 
