@@ -190,7 +190,8 @@ def _machine() -> str:
 
 
 def _versions() -> str:
-    names = ["mjml-python", "jinja2", "sqlalchemy", "aiosmtplib", "httpx", "uvicorn", "psycopg"]
+    names = ["mjml-python", "jinja2", "sqlalchemy", "httpx", "orjson", "uvicorn", "httptools"]
+    names += ["psycopg"]
     found = []
     for name in names:
         try:
