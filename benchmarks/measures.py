@@ -176,8 +176,13 @@ def _stats(url: str) -> dict[str, int]:
 
 
 def outbox(setup: Setup, *, runs: int) -> Samples:
-    """The outbox transport writing one .eml file per reader."""
+    """The outbox transport writing one .eml file per reader, beside its reference:
+    a bare loop writing the same number of files of the same size the same way
+    (``os.open``/``os.write`` to a temporary name, ``os.replace``), no ledger."""
     samples: Samples = {}
+    message = setup.root / "message.eml"
+    _write_sample_message(setup, message)
+    data = message.read_bytes().replace(b"\n", b"\r\n")
     for i in range(runs):
         transport = {"kind": "outbox", "path": "outbox", "html_preview": True}
         instance = setup.instance(f"outbox-{i}", transport=transport, send={})
@@ -185,7 +190,29 @@ def outbox(setup: Setup, *, runs: int) -> Samples:
         assert line.sent == setup.readers, line
         _record(samples, "outbox", done, line)
         shutil.rmtree(instance.root)
+        samples.setdefault("outbox_raw_rate", []).append(
+            _raw_files(setup.root / f"raw-{i}", setup.readers, data)
+        )
     return samples
+
+
+def _raw_files(folder: Path, count: int, data: bytes) -> float:
+    """Files per second of the bare write-then-rename loop (the outbox's ceiling here)."""
+    folder.mkdir()
+    started = time.perf_counter()
+    for n in range(count):
+        temp = f"{folder}/.{n}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temp, f"{folder}/{n:07d}-reader{n}@example.com.eml")
+    rate = count / (time.perf_counter() - started)
+    shutil.rmtree(folder)
+    return rate
 
 
 def render(setup: Setup, *, repeats: int) -> Samples:

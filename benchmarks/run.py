@@ -144,6 +144,11 @@ def _report(
         ("Postmark-shaped, 500 a call (msg/s)", _stat(s.get("postmark_rate"))),
         ("SendGrid-shaped, 1,000 a call (msg/s)", _stat(s.get("sendgrid_rate"))),
         ("Outbox (msg/s)", _stat(s.get("outbox_rate"))),
+        (
+            "Outbox reference: bare write + rename loop, same files (files/s)",
+            _stat(s.get("outbox_raw_rate")),
+        ),
+        ("ratio outbox / bare loop", _ratio(s, "outbox_rate", "outbox_raw_rate")),
         ("Compile per segment (ms)", _stat(s.get("compile_ms"), "{:.2f}")),
         ("Pre-encode message template per segment (ms)", _stat(s.get("template_ms"), "{:.2f}")),
         ("Plan N deliveries, SQLite (s)", _stat(s.get("plan_sqlite_s"), "{:.2f}")),
