@@ -128,9 +128,9 @@ class Delivery(SQLModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
-        Index("ix_delivery_edition_state", "edition_id", "state"),
         Index("ix_delivery_provider_id", "provider_id"),  # webhook matching
-        # Whole-group claims read only queued rows that carry a key (batch_key > '').
+        # Serves every (edition_id, state) query too (migration 0007 dropped the
+        # shorter index); whole-group claims read only queued rows with a batch_key.
         Index("ix_delivery_edition_state_batch", "edition_id", "state", "batch_key"),
     )
 
