@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select
-from sqlmodel import Session
 
 from digest import deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
 from digest.errors import TransportError
 from digest.models import Edition, EditionStatus
 from digest.segments import Skip
+from digest.send_ledger import Batch, GroupCommit, Writer
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport, batch_key
-from subscribers import lifecycle
-from subscribers.models import ConsentSource
 
 MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage | Skip]]
 Clock = Callable[[], datetime]
@@ -289,16 +288,31 @@ async def _drain(
     progress: Callable[[SendReport], None] | None,
 ) -> None:
     queue: asyncio.Queue[list[Recipient] | None] = asyncio.Queue(maxsize=2 * transport.concurrency)
-    async with asyncio.TaskGroup() as group:
-        for _ in range(transport.concurrency):
-            group.create_task(
-                _worker(engine, queue, transport, build, options.retry, clock, run, progress)
-            )
-        try:
+    writer = Writer(
+        engine=engine,
+        transport=type(transport).kind,
+        retry=options.retry,
+        clock=clock,
+        owner=run.owner,
+        lease=timedelta(seconds=options.lease_ttl),
+        started_at=lambda: run.started_at,
+        report=run.report,
+    )
+    ledger = GroupCommit(writer)
+    serving = asyncio.create_task(ledger.serve())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(transport.concurrency):
+                group.create_task(_worker(queue, transport, build, ledger, run, progress))
             await _produce(engine, edition_id, queue, transport.max_batch, options, clock, run)
-        finally:
+            # Only after a normal end: when a worker failed, the group cancels the rest,
+            # and waiting to hand them a sentinel through a full queue would hang.
             for _ in range(transport.concurrency):
                 await queue.put(None)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
 
 async def _produce(
@@ -376,41 +390,27 @@ def _requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]
             yield group[i : i + max_batch]
 
 
-@dataclass(slots=True)
-class _Batch:
-    """One batch between marking and recording: what was marked and built."""
-
-    chosen: list[Recipient]  # the rows marked ``sending``
-    attempts: dict[int, int]
-    messages: list[OutgoingMessage]
-    now: datetime
-    results: list[SendResult] = field(default_factory=list)
-    bounced: bool = False  # some answer was a hard bounce (suppress after recording)
-
-
 async def _worker(
-    engine: Engine,
     queue: asyncio.Queue[list[Recipient] | None],
     transport: Transport,
     build: MessageFactory,
-    retry: RetryPolicy,
-    clock: Clock,
+    ledger: GroupCommit,
     run: _Run,
     progress: Callable[[SendReport], None] | None,
 ) -> None:
-    """Mark, send and record batch after batch. When the next batch is already
-    waiting, recording this one and marking the next share one transaction: one
-    commit per batch instead of two (with SMTP's one message a batch, half the
-    ledger's commits; docs/BENCHMARKS.md). Nothing is sent before its mark commits."""
-    # A batch counts as done for the queue (task_done, which the producer's join()
-    # waits for before it recovers rows left in ``sending``) only once recorded.
-    done: _Batch | None = None  # sent, not yet recorded
+    """Mark, send and record batch after batch. Recording the batch just sent goes
+    with marking the next one, in the group commit (:mod:`digest.send_ledger`)
+    shared by all workers; a worker records alone only when nothing is queued or
+    before a throttle wait, so it never holds an answer while it waits. Nothing is
+    sent before its mark is committed. A batch is ``task_done`` only once recorded:
+    the producer's ``join()`` must not find this worker's rows in ``sending``."""
+    done: Batch | None = None  # sent, not yet recorded
 
-    def record_done() -> None:
+    async def record_done() -> None:
         nonlocal done
         if done is not None:
-            _record(engine, done, transport, retry, clock, run)
-            done = None
+            finished, done = done, None
+            await ledger.commit(finished, None)
             queue.task_done()
 
     try:
@@ -420,94 +420,83 @@ async def _worker(
             else:
                 try:
                     batch = queue.get_nowait()
-                except asyncio.QueueEmpty:  # do not hold an answer while waiting
-                    record_done()
+                except asyncio.QueueEmpty:
+                    await record_done()
                     continue
             if batch is None or run.stop:
                 queue.task_done()
                 if batch is None:
                     return
                 continue
-            if run.throttled_for() > 0:  # record before waiting out a throttle
-                record_done()
+            if run.throttled_for() > 0:
+                await record_done()
             await run.wait_if_throttled()
+            previous, done = done, None  # handed to the ledger: recorded by this commit
             try:
-                current = _mark(engine, batch, build, clock, run, transport, previous=done)
+                attempts = await ledger.commit(previous, batch)
             except BaseException:
-                queue.task_done()  # this batch; ``done`` is recorded below
+                queue.task_done()  # this batch
+                if previous is not None:
+                    queue.task_done()
                 raise
-            if done is not None:  # recorded by _mark
-                done = None
+            if previous is not None:  # recorded by that commit
                 queue.task_done()
+            current = _build_batch(batch, attempts, build, ledger.writer, run, transport)
             if current is None:
                 queue.task_done()
             else:
                 try:
-                    await _send(engine, current, transport, run)
+                    with ledger.sending():
+                        await _send(ledger.writer.engine, current, transport, run)
                 finally:
                     done = current
             if progress is not None:
                 progress(run.report)
     finally:
-        record_done()
+        if done is not None:  # cancelled or failed after sending: record what came back
+            ledger.writer.record(done)
+            queue.task_done()
         if progress is not None:
             progress(run.report)
 
 
-def _mark(
-    engine: Engine,
+def _build_batch(
     batch: list[Recipient],
+    attempts: dict[int, int],
     build: MessageFactory,
-    clock: Clock,
+    writer: Writer,
     run: _Run,
     transport: Transport,
-    *,
-    previous: _Batch | None,
-) -> _Batch | None:
-    """Record ``previous`` (if any) and mark ``batch`` sending, in one transaction;
-    build its messages. None when no row of it may be sent."""
-    now = clock()
-    with engine.begin() as conn:
-        if previous is not None:
-            _store(conn, previous, transport, run.options.retry, now, run)
-        attempts = deliveries.mark_sending(
-            conn,
-            ids=[r.delivery_id for r in batch],
-            owner=run.owner,
-            now=now,
-            lease=timedelta(seconds=run.options.lease_ttl),
-        )
-    if previous is not None:
-        _after_record(engine, previous, now)
+) -> Batch | None:
+    """Build the marked rows' messages; None when none of them is to be sent."""
     run.report.skipped += len(batch) - len(attempts)
     chosen = [r for r in batch if r.delivery_id in attempts]
     if not chosen:
         return None
+    now = writer.clock()
     built = build(chosen, now)
     skips = [(b.delivery_id, b.reason) for b in built if isinstance(b, Skip)]
     messages = [b for b in built if not isinstance(b, Skip)]
     if skips:
-        with engine.begin() as conn:
+        with writer.engine.begin() as conn:
             run.report.skipped += deliveries.record_skips(conn, skips=skips, now=now)
     if not messages:
         return None
     if getattr(transport, "idempotent", False):  # the provider drops a repeated key
-        with engine.begin() as conn:
+        with writer.engine.begin() as conn:
             key = batch_key(messages)
             deliveries.set_batch_key(conn, ids=[m.delivery_id for m in messages], key=key)
-    return _Batch(chosen, attempts, messages, now)
+    return Batch(chosen, attempts, messages, now)
 
 
-async def _send(engine: Engine, batch: _Batch, transport: Transport, run: _Run) -> None:
+async def _send(engine: Engine, batch: Batch, transport: Transport, run: _Run) -> None:
     """Hand the batch to the transport; keep its answers on ``batch.results``."""
     messages = batch.messages
     try:
         batch.results = await transport.send_batch(messages)
     except TransportError as exc:  # the whole batch's fate is unknown
-        detail = str(exc)
-        batch.results = [
-            SendResult(m.delivery_id, Outcome.unknown, detail=detail) for m in messages
-        ]
+        unknown = Outcome.unknown
+        batch.results = [SendResult(m.delivery_id, unknown, detail=str(exc)) for m in messages]
         run.report.error = f"transport failed: {exc}"
         run.stop = True
     run.observe(batch.results)
@@ -515,62 +504,3 @@ async def _send(engine: Engine, batch: _Batch, transport: Transport, run: _Run) 
         run.report.stopped_reason = run.pause_note
         with engine.begin() as conn:
             deliveries.pause_edition(conn, edition_id=run.edition_id, note=run.pause_note)
-
-
-def _record(
-    engine: Engine, batch: _Batch, transport: Transport, retry: RetryPolicy, clock: Clock, run: _Run
-) -> None:
-    """Record a sent batch's answers on their own (no next batch was waiting)."""
-    now = clock()
-    with engine.begin() as conn:
-        _store(conn, batch, transport, retry, now, run)
-    _after_record(engine, batch, now)
-
-
-def _store(
-    conn: Connection,
-    batch: _Batch,
-    transport: Transport,
-    retry: RetryPolicy,
-    now: datetime,
-    run: _Run,
-) -> None:
-    tally = deliveries.record(
-        conn,
-        results=batch.results,
-        attempts=batch.attempts,
-        transport=type(transport).kind,
-        policy=retry,
-        now=now,
-        started_at=run.started_at,
-    )
-    report = run.report
-    report.sent += tally.get("sent", 0)
-    report.failed += tally.get("failed", 0)
-    report.skipped += tally.get("skipped", 0)
-    report.retried += tally.get("queued", 0)
-    batch.bounced = bool(tally.get("bounced"))
-
-
-def _after_record(engine: Engine, batch: _Batch, now: datetime) -> None:
-    """Hard bounces among the answers just recorded suppress their readers."""
-    if batch.bounced:
-        _suppress_hard_bounces(engine, batch.results, batch.chosen, now)
-
-
-def _suppress_hard_bounces(
-    engine: Engine, results: Sequence[SendResult], chosen: Sequence[Recipient], now: datetime
-) -> None:
-    """A 5.1.x refusal at send time is a hard bounce: suppress the reader at once."""
-    readers = {r.delivery_id: r.subscriber_id for r in chosen}
-    with Session(engine) as session, session.begin():
-        for result in results:
-            if result.outcome is Outcome.rejected and deliveries.is_hard_bounce(result.detail):
-                lifecycle.record_bounce(
-                    session,
-                    subscriber_id=readers[result.delivery_id],
-                    hard=True,
-                    detail=result.detail,
-                    now=now,
-                    source=ConsentSource.smtp,
-                )

@@ -307,3 +307,52 @@ def test_on_postgresql_concurrent_senders_share_the_work(engine: Engine) -> None
     assert first.handed and second.handed  # both did part of the work
     assert sum(r.sent for r in reports) == 300
     assert _states(engine) == {"sent": 300}
+
+
+class _BrokenTransport(MemoryTransport):
+    """A transport with a bug: its third call raises something no transport should."""
+
+    def __init__(self) -> None:
+        super().__init__(concurrency=2, max_batch=1)
+        self.calls = 0
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("a bug in the transport")
+        return await super().send_batch(messages)
+
+
+def test_a_transport_bug_ends_the_run_with_the_error_instead_of_hanging(engine: Engine) -> None:
+    """The producer must not wait forever to hand sentinels to workers that died:
+    before, a full queue and no consumer left `digest send` idle for ever."""
+    edition = _setup(engine, 40)
+    transport = _BrokenTransport()
+
+    async def run() -> BaseException | None:
+        task = asyncio.create_task(
+            send_edition(
+                engine,
+                edition=edition,
+                transport=transport,
+                build_messages=_build,
+                options=_options(),
+                clock=_clock,
+                owner="test-owner",
+            )
+        )
+        finished, _ = await asyncio.wait({task}, timeout=30)
+        if not finished:  # hung: stop it so the test can fail
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            pytest.fail("send_edition hung after the transport raised")
+        return task.exception()
+
+    error = asyncio.run(run())
+    assert isinstance(error, ExceptionGroup)
+    assert error.subgroup(RuntimeError) is not None
+    assert "a bug in the transport" in str(error.exceptions[0])
+    states = _states(engine)
+    assert states.get("sent", 0) == len(transport.sent) >= 2
+    # In doubt, for the next run's policy: at most concurrency x max_batch rows.
+    assert 1 <= states.get("sending", 0) <= 2
