@@ -446,8 +446,7 @@ async def _worker(
                 queue.task_done()
             else:
                 try:
-                    with ledger.sending():
-                        await _send(ledger.writer.engine, current, transport, run)
+                    await _send(ledger.writer.engine, current, transport, run)
                 finally:
                     done = current
             if progress is not None:
