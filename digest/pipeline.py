@@ -179,6 +179,7 @@ def message_factory(
                     edition_key,
                     shared=shared,
                     personal=Personal(r.name, urls),
+                    crlf=True,
                 )
             )
         return out

@@ -204,8 +204,9 @@ class SmtpTransport:
                 detail = f"connect to {self.host}:{self.port}: {_describe(exc)}"
                 return SendResult(message.delivery_id, Outcome.deferred, detail=detail)
         data = message.data if self.dkim is None else self.dkim.sign(message.data)
+        canonical = message.crlf and self.dkim is None
         try:
-            reply = await session.send(message.sender, message.recipient, data)
+            reply = await session.send(message.sender, message.recipient, data, canonical=canonical)
         except SmtpAddressError as exc:  # refused before a byte was written
             return SendResult(message.delivery_id, Outcome.rejected, detail=str(exc))
         except SmtpReplyError as exc:

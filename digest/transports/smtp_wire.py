@@ -137,16 +137,18 @@ def check_address(address: str, *, role: str) -> None:
         raise SmtpAddressError(f"{role} address {address!r} contains unquoted white space")
 
 
-def prepare_data(data: bytes) -> bytes:
+def prepare_data(data: bytes, *, canonical: bool = False) -> bytes:
     """The DATA body as it goes on the wire: CRLF line ends, dot-stuffed (RFC 5321
     4.5.2), ending in CRLF, then the ``.`` line.
 
-    Canonical CRLF input (what the byte templates make) costs three counts and one
-    replace; only a bare CR or LF brings in the regex.
+    Other input costs three counts to check its line ends (only a bare CR or LF
+    brings in the regex); ``canonical`` input (the byte templates' output contract)
+    skips them: about 100 of the 160 µs this takes for a 63 KB message.
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        data = _LINE_ENDS.sub(b"\r\n", data)
+    if not canonical:
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            data = _LINE_ENDS.sub(b"\r\n", data)
     data = data.replace(b"\r\n.", b"\r\n..")
     if data.startswith(b"."):
         data = b"." + data
@@ -250,7 +252,9 @@ class SmtpSession:
         if reply.code != 235:
             raise SmtpAuthError(reply.code, reply.text, "AUTH")
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, canonical: bool = False
+    ) -> Reply:
         """One transaction: MAIL, RCPT, DATA, body. Returns the final 2xx reply.
 
         With PIPELINING the three commands go in one write and all three replies are
@@ -263,7 +267,7 @@ class SmtpSession:
         check_address(recipient, role="recipient")
         if not recipient:
             raise SmtpAddressError("recipient address is empty")
-        body = prepare_data(data)
+        body = prepare_data(data, canonical=canonical)
         limit = self.extensions.max_size
         if limit and len(body) > limit:
             raise SmtpReplyError(
