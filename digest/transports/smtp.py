@@ -3,7 +3,7 @@
 Each connection carries one transaction at a time. ``batch_size`` messages (default
 1) are handed to a connection at once and recorded together: a crash can leave at
 most ``connections × batch_size`` messages in doubt. A larger batch saves the
-ledger's commit per message (``batch_size = 20`` sends about twice as fast,
+ledger's commit per message (``batch_size = 20`` sends about 1.4 times as fast,
 docs/BENCHMARKS.md) at the price of more possible second copies after a crash.
 Every phase's answer is classified (RFC 5321 4.2.1: 2xx done, 4xx transient, 5xx permanent):
 
