@@ -49,7 +49,6 @@ class Batch:
     chosen: list[Recipient]  # the rows marked ``sending``
     attempts: dict[int, int]
     messages: list[OutgoingMessage]
-    now: datetime
     results: list[SendResult] = field(default_factory=list)
     bounced: bool = False  # some answer was a hard bounce (suppress after recording)
 
@@ -107,7 +106,6 @@ class GroupCommit:
         self.writer = writer
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
-        self.commits = 0  # transactions so far
 
     async def commit(self, previous: Batch | None, batch: list[Recipient] | None) -> dict[int, int]:
         """Record ``previous`` and mark ``batch`` sending; return ``{delivery id:
@@ -155,7 +153,6 @@ class GroupCommit:
                 if ids
                 else {}
             )
-        self.commits += 1
         for previous, _, _ in requests:
             if previous is not None:
                 writer.after_record(previous, now)

@@ -485,7 +485,7 @@ def _build_batch(
         with writer.engine.begin() as conn:
             key = batch_key(messages)
             deliveries.set_batch_key(conn, ids=[m.delivery_id for m in messages], key=key)
-    return Batch(chosen, attempts, messages, now)
+    return Batch(chosen, attempts, messages)
 
 
 async def _send(engine: Engine, batch: Batch, transport: Transport, run: _Run) -> None:
