@@ -113,6 +113,8 @@ class SendConfig:
     unknown_policy: UnknownPolicy = "resend"
     pause_error_share: float = 0.5  # pause the edition when this share of …
     pause_window: int = 200  # … the last this many answers are failures
+    # How long a sender holds the rows it claimed without renewing (at least 10 s).
+    lease_seconds: int = 120
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,11 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         raise ConfigError(
             f"[send] key 'pause_error_share' in {source}: a share between 0 and 1, "
             f"got {send.pause_error_share}"
+        )
+    if send.lease_seconds < 10:
+        raise ConfigError(
+            f"[send] key 'lease_seconds' in {source}: at least 10 seconds, "
+            f"got {send.lease_seconds}"
         )
 
     db = _section(data, "database", source)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
@@ -101,6 +102,35 @@ class SendResult:
     detail: str = ""  # the server's or provider's own words
     retry_after: float | None = None  # seconds, for ``deferred``
     transport: str = ""  # which transport answered, when not the configured one (failover)
+    # "hard": the provider says this address must not be mailed again (e.g. Postmark's
+    # 406 "inactive recipient"), whatever the status code in ``detail``; "" otherwise.
+    bounce: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """A message whose outcome is ``unknown`` (the provider may or may not have it),
+    as the ledger hands it to a transport that can ask its provider."""
+
+    delivery_id: int
+    recipient: str  # the bare address it was sent to
+    message_id: str  # our Message-ID, with angle brackets
+    tag: str  # the edition key
+    attempted_at: datetime  # when it was handed over (UTC): search from a little before
+
+
+class Reconciler(Protocol):
+    """Optional, beside :class:`Transport`: a transport whose provider can be asked
+    whether it accepted a message (Postmark's outbound message search, Mailgun's
+    events API). The ledger asks before applying ``[send] unknown_policy``."""
+
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """One result for each item the provider accounts for: ``queued`` with its
+        provider id when it has the message. Items it cannot decide (not found yet,
+        the search failed) are left out and stay unknown. Never raises for a
+        per-message answer; raises ``TransportUnavailable`` when the provider cannot
+        be asked at all."""
+        ...
 
 
 class Transport(Protocol):
