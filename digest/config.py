@@ -289,8 +289,7 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         )
     if send.lease_seconds < 10:
         raise ConfigError(
-            f"[send] key 'lease_seconds' in {source}: at least 10 seconds, "
-            f"got {send.lease_seconds}"
+            f"[send] key 'lease_seconds' in {source}: at least 10 seconds, got {send.lease_seconds}"
         )
 
     db = _section(data, "database", source)
