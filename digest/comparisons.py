@@ -37,12 +37,19 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
-from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.exceptions import best_match
+from jsonschema import Draft202012Validator
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from digest.errors import InvalidComparison
+from digest.feed_problems import (
+    PATTERN_WORDS,
+    Problem,
+    in_document_order,
+    json_path,
+    schema_problems,
+    show,
+)
 from digest.feeds.base import FeedEntry, IsKnown
 from digest.feeds.document import parse_timestamp
 from digest.models import Comparison
@@ -97,17 +104,19 @@ def _validator() -> Draft202012Validator:
 def validate(entry: FeedEntry) -> ValidComparison:
     """Check one entry against the contract and return it cleaned.
 
-    Raises :class:`InvalidComparison` with ``entry.where`` and the JSON path of the
-    offending field (``$`` for the comparison itself), e.g. ``tools[1].pricing``.
+    Raises :class:`InvalidComparison` naming ``entry.where`` and every bad field, each
+    with its JSON path (``$`` for the comparison itself, e.g. ``tools[1].pricing``)
+    and a reason in plain words (:mod:`digest.feed_problems`).
     """
     raw = entry.raw
-    error = best_match(_validator().iter_errors(raw))
-    if error is not None:
-        raise InvalidComparison(entry.where, *_describe(error))
-    published = _timestamp(entry, "published_at")
-    updated = _timestamp(entry, "updated_at") if "updated_at" in raw else published
-    _check_urls(entry)
-    _check_keys(entry)
+    problems = schema_problems(_validator().iter_errors(raw))
+    if isinstance(raw, Mapping):
+        reported = {json_path(path) for path, _ in problems}
+        problems += [p for p in _contract_problems(raw) if json_path(p[0]) not in reported]
+    if problems:
+        raise InvalidComparison(entry.where, in_document_order(problems, raw))
+    published = parse_timestamp(raw["published_at"])
+    updated = parse_timestamp(raw["updated_at"]) if "updated_at" in raw else published
     category = clean_line(raw["category"])[:CATEGORY_MAX]
     return ValidComparison(
         id=raw["id"],
@@ -122,64 +131,49 @@ def validate(entry: FeedEntry) -> ValidComparison:
     )
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
-    path = list(error.absolute_path)
-    reason = error.message
-    shown = repr(error.instance)
-    if len(shown) > 60 and reason.startswith(shown):  # "'xxx…' is too long", etc.
-        reason = f"{shown[:40]}...{shown[-1]}{reason[len(shown) :]}"
-    if error.validator == "required" and isinstance(error.instance, Mapping):
-        missing = [name for name in error.validator_value if name not in error.instance]
-        if missing:
-            path.append(missing[0])
-            reason = "is required"
-    if len(reason) > 200:
-        reason = reason[:197] + "..."
-    return json_path(path), reason
-
-
-def json_path(parts: Iterable[str | int]) -> str:
-    """``["tools", 1, "pricing"]`` → ``tools[1].pricing``; empty → ``$``."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "$"
-
-
-def _timestamp(entry: FeedEntry, name: str) -> datetime:
-    try:
-        return parse_timestamp(entry.raw[name])
-    except ValueError as exc:
-        raise InvalidComparison(entry.where, name, str(exc)) from None
-
-
-def _check_urls(entry: FeedEntry) -> None:
-    raw = entry.raw
-    places = [("url", raw["url"])]
-    places += [(f"tools[{i}].url", t["url"]) for i, t in enumerate(raw["tools"]) if "url" in t]
-    for where, url in places:
-        if not is_clean_url(url):
-            raise InvalidComparison(
-                entry.where, where, f"{url[:80]!r} is not an absolute http(s) URL"
-            )
-
-
-def _check_keys(entry: FeedEntry) -> None:
-    if not _ID.fullmatch(entry.raw["id"]):
-        raise InvalidComparison(entry.where, "id", "must match ^[a-z0-9-]{1,120}$")
+def _contract_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """What JSON Schema leaves out: real timestamps, clean URLs, whole-string slugs,
+    unique tool keys, reviews of known tools. Looks only at values of the right type
+    (the schema reports the others)."""
+    found: list[Problem] = []
+    for name in ("published_at", "updated_at"):
+        if isinstance(raw.get(name), str):
+            try:
+                parse_timestamp(raw[name])
+            except ValueError as exc:
+                found.append(([name], str(exc)))
+    if isinstance(raw.get("id"), str) and not _ID.fullmatch(raw["id"]):
+        found.append((["id"], f"{show(raw['id'])} {PATTERN_WORDS['^[a-z0-9-]{1,120}$']}"))
+    if isinstance(raw.get("url"), str) and not is_clean_url(raw["url"]):
+        found.append((["url"], f"{show(raw['url'])} is not an absolute http(s) URL"))
+    tools = raw.get("tools")
     keys: dict[str, int] = {}
-    for i, tool in enumerate(entry.raw["tools"]):
-        if not _KEY.fullmatch(tool["key"]):
-            raise InvalidComparison(entry.where, f"tools[{i}].key", "must match ^[a-z0-9-]{1,80}$")
-        if tool["key"] in keys:
-            reason = f"duplicate tool key {tool['key']!r} (also tools[{keys[tool['key']]}])"
-            raise InvalidComparison(entry.where, f"tools[{i}].key", reason)
-        keys[tool["key"]] = i
-    for i, review in enumerate(entry.raw.get("reviews", [])):
-        if review["tool"] not in keys:
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        if not isinstance(tool, Mapping):
+            continue
+        if isinstance(tool.get("url"), str) and not is_clean_url(tool["url"]):
+            found.append(
+                (["tools", i, "url"], f"{show(tool['url'])} is not an absolute http(s) URL")
+            )
+        key = tool.get("key")
+        if not isinstance(key, str):
+            continue
+        if not _KEY.fullmatch(key):
+            found.append((["tools", i, "key"], f"{show(key)} {PATTERN_WORDS['^[a-z0-9-]{1,80}$']}"))
+        elif key in keys:
+            found.append(
+                (["tools", i, "key"], f"{show(key)} is used twice (also tools[{keys[key]}])")
+            )
+        else:
+            keys[key] = i
+    reviews = raw.get("reviews")
+    for i, review in enumerate(reviews if isinstance(reviews, list) else []):
+        tool_key = review.get("tool") if isinstance(review, Mapping) else None
+        if isinstance(tool_key, str) and keys and tool_key not in keys:
             known = ", ".join(keys)
-            reason = f"{review['tool'][:80]!r} is not a key of this comparison's tools ({known})"
-            raise InvalidComparison(entry.where, f"reviews[{i}].tool", reason)
+            reason = f"{show(tool_key)} is not the key of one of this comparison's tools ({known})"
+            found.append((["reviews", i, "tool"], reason))
+    return found
 
 
 def _tool(tool: Mapping[str, Any], category: str) -> dict[str, Any]:

@@ -88,26 +88,26 @@ def _set(path: str, value: Any) -> Callable[[Raw], None]:
 @pytest.mark.parametrize(
     ("mutate", "field", "reason"),
     [
-        (_set("tools.1.pricing", "gratis"), "tools[1].pricing", "is not one of"),
-        (_set("title", "-"), "title", "is required"),
-        (_set("tools.0.panel_ship_pct", "-"), "tools[0].panel_ship_pct", "is required"),
-        (_set("tools.0.panel_ship_pct", 101), "tools[0].panel_ship_pct", "maximum"),
-        (_set("tools", [tool("alpha")]), "tools", "too short"),
-        (_set("id", "Not A Slug"), "id", "does not match"),
-        (_set("id", "slug\n"), "id", "must match"),
-        (_set("tools.1.key", "beta\n"), "tools[1].key", "must match"),
-        (_set("title", ""), "title", "should be non-empty"),
-        (_set("title", "x" * 301), "title", "is too long"),
-        (_set("url", "ftp://files.example.com/x"), "url", "does not match"),
+        (_set("tools.1.pricing", "gratis"), "tools[1].pricing", "'gratis' is not one of: free,"),
+        (_set("title", "-"), "title", "is missing"),
+        (_set("tools.0.panel_ship_pct", "-"), "tools[0].panel_ship_pct", "is missing"),
+        (_set("tools.0.panel_ship_pct", 101), "tools[0].panel_ship_pct", "101 is more than 100"),
+        (_set("tools", [tool("alpha")]), "tools", "has 1 item, at least 2 are needed"),
+        (_set("id", "Not A Slug"), "id", "'Not A Slug' is not an id"),
+        (_set("id", "slug\n"), "id", "'slug\\n' is not an id"),
+        (_set("tools.1.key", "beta\n"), "tools[1].key", "is not a tool key"),
+        (_set("title", ""), "title", "is empty"),
+        (_set("title", "x" * 301), "title", "is 301 characters long, more than 300"),
+        (_set("url", "ftp://files.example.com/x"), "url", "not an absolute http(s) URL"),
         (_set("url", "https://exa mple.com/x"), "url", "not an absolute http(s) URL"),
         (_set("tools.0.url", "http://"), "tools[0].url", "not an absolute http(s) URL"),
         (_set("published_at", "2026-11-20T14:00:00"), "published_at", "with an offset"),
         (_set("published_at", "2026-02-30T00:00:00Z"), "published_at", "not a valid date"),
         (_set("updated_at", "yesterday"), "updated_at", "not an RFC 3339"),
-        (_set("tools.1.key", "alpha"), "tools[1].key", "duplicate tool key 'alpha'"),
-        (_set("reviews.0.tool", "gamma"), "reviews[0].tool", "'gamma' is not a key"),
-        (_set("reviews.0.verdict", "maybe"), "reviews[0].verdict", "is not one of"),
-        (_set("reviews.0.quote", 42), "reviews[0].quote", "is not of type 'string'"),
+        (_set("tools.1.key", "alpha"), "tools[1].key", "'alpha' is used twice (also tools[0])"),
+        (_set("reviews.0.tool", "gamma"), "reviews[0].tool", "'gamma' is not the key of one"),
+        (_set("reviews.0.verdict", "maybe"), "reviews[0].verdict", "is not one of: ship, skip"),
+        (_set("reviews.0.quote", 42), "reviews[0].quote", "42 is not a string"),
     ],
 )
 def test_a_bad_comparison_names_its_id_and_the_field(
@@ -117,14 +117,17 @@ def test_a_bad_comparison_names_its_id_and_the_field(
     mutate(raw)
     error = refused(raw)
     assert (error.where, error.field) == (entry(raw).where, field)
-    assert reason in error.reason
-    assert error.where in str(error) and field in str(error)
+    assert len(error.problems) == 1 and reason in error.reason
+    assert str(error) == f"comparison {error.where}: {field}: {error.reason}"
 
 
 def test_a_comparison_without_usable_id_is_named_by_position() -> None:
     error = refused(["not", "an", "object"])
-    assert (error.where, error.field) == ("#1 in test.json", "$")
-    assert refused(comparison(id=7)).where == "#1 in test.json"
+    assert (error.where, error.field) == ("item 1 of test.json", "$")
+    assert error.reason == "a list of 3 items is not an object"
+    assert refused(comparison(id=7)).where == "item 1 of test.json"
+    paged = FeedEntry(raw=comparison(), source="https://feed.example/v1", position=2, page=4)
+    assert paged.where == "'alpha-vs-beta' (item 3 of page 4)"
 
 
 def test_non_finite_numbers_refuse_only_that_comparison() -> None:
@@ -135,7 +138,9 @@ def test_non_finite_numbers_refuse_only_that_comparison() -> None:
     good, nan, huge = parse_document(doc % ", ".join(items), source="t").entries
     assert validate(good).id == "good"
     for bad in (nan, huge):
-        with pytest.raises(InvalidComparison, match=r"tools\[0\]\.panel_ship_pct: \S+ is not of"):
+        with pytest.raises(
+            InvalidComparison, match=r"tools\[0\]\.panel_ship_pct: \S+ is not a number"
+        ):
             validate(bad)
 
 
@@ -195,8 +200,8 @@ def test_good_comparisons_are_stored_and_bad_ones_reported(engine: Engine) -> No
     report = _ingest(engine, [comparison("one"), bad, comparison("two"), "junk"])
     assert report.new == ["one", "two"] and report.updated == [] and report.unchanged == 0
     assert [(e.where, e.field) for e in report.invalid] == [
-        ("'broken'", "tools[1].pricing"),
-        ("#4 in test.json", "$"),
+        ("'broken' (item 2 of test.json)", "tools[1].pricing"),
+        ("item 4 of test.json", "$"),
     ]
     stored = _stored(engine)
     assert set(stored) == {"one", "two"}
@@ -254,3 +259,41 @@ def test_known_checker(engine: Engine) -> None:
         assert known("alpha-vs-beta", "2026-11-20T00:00:00Z")
         assert not known("alpha-vs-beta", "2026-11-21T00:00:01Z")
         assert not known("alpha-vs-beta", "not a date")
+
+
+def test_every_bad_field_is_reported_in_plain_words() -> None:
+    raw = comparison("Bad Id", url="https://verdicts.example.com/x", published_at="yesterday")
+    raw["tools"][0].update(pricing="cheap", panel_ship_pct=140)
+    raw["tools"][1]["community_pct"] = "lots"
+    error = refused(raw)
+    assert error.where == "'Bad Id' (item 1 of test.json)"
+    assert error.problems == [
+        ("id", "'Bad Id' is not an id: use 1 to 120 lower-case letters, digits and '-'"),
+        (
+            "published_at",
+            "'yesterday' is not an RFC 3339 date-time with an offset (e.g. 2026-11-20T14:00:00Z)",
+        ),
+        ("tools[0].pricing", "'cheap' is not one of: free, paid, freemium, open-source"),
+        ("tools[0].panel_ship_pct", "140 is more than 100"),
+        ("tools[1].community_pct", "'lots' is not a number or null"),
+    ]
+    message = str(error)
+    assert message.startswith("comparison 'Bad Id' (item 1 of test.json): id: 'Bad Id' is")
+    assert "tools[0].panel_ship_pct: 140 is more than 100; tools[1].community_pct:" in message
+    for dump in ("{", "ValidationError", "['free'", "Failed validating"):
+        assert dump not in message
+
+
+def test_long_and_hostile_values_are_shown_short_and_printable() -> None:
+    raw = comparison(title="\x1b[31m" + "x" * 5000, question=["a", "list"])
+    error = refused(raw)
+    assert error.problems == [
+        ("title", f"'\\x1b[31m{'x' * 32}...' is 5005 characters long, more than 300"),
+        ("question", "a list of 2 items is not a string"),
+    ]
+    assert "\x1b" not in str(error)
+    raw["tools"] = [tool(f"t{i}", pricing=None) for i in range(60)]
+    error = refused(raw)
+    assert len(error.problems) == 51 and error.problems[1][0] == "tools[0].pricing"
+    assert error.problems[1][1] == "null is not one of: free, paid, freemium, open-source"
+    assert error.problems[-1] == ("...", "13 more problems not listed")  # + reviews[0].tool

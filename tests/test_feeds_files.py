@@ -148,7 +148,8 @@ def test_feeds_are_built_from_the_config(tmp_path: Path) -> None:
     assert isinstance(feed, FilesFeed) and feed.key == f"file:{tmp_path.resolve() / 'feeds'}"
     http = {"url": "https://feed.example/v1", "max_pages": 3, "timeout": 2}
     feed = build_feed(table("http", **http), {})
-    assert isinstance(feed, HttpFeed) and (feed.max_pages, feed.timeout) == (3, 2.0)
+    assert isinstance(feed, HttpFeed) and (feed.max_pages, feed.limits.timeout) == (3, 2.0)
+    assert (feed.deadline_seconds, feed.limits.max_bytes) == (60.0, 20_000_000)
     assert set(FEEDS) == {"http", "files"}
 
 
@@ -170,6 +171,10 @@ def table(kind: str, **options: Any) -> AdapterConfig:
         (table("http", url="https://f.example", timeout=float("inf")), "'timeout' must be"),
         (table("http", url="https://f.example", backoff_seconds=-1), "'backoff_seconds'"),
         (table("http", url="https://f.example", user_agent="a\r\nX: y"), "'user_agent'"),
+        (table("http", url="https://f.example", deadline_seconds=0), "'deadline_seconds' must"),
+        (table("http", url="https://f.example", max_bytes=0), "'max_bytes' must be"),
+        (table("files", path="x", max_bytes=1.5), "'max_bytes' must be"),
+        (table("http", url="https://u:hunter2@f.example", max_pages=0), "'max_pages' must"),
     ],
 )
 def test_bad_feed_tables_name_the_key(cfg: AdapterConfig, message: str) -> None:

@@ -7,9 +7,12 @@ caller hands in what the adapter needs (the remembered :class:`FeedCursor`, an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from digest.errors import FeedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,17 +20,22 @@ class FeedEntry:
     """One comparison object exactly as found in a feed document (not yet validated)."""
 
     raw: Mapping[str, Any] | Any  # a dict for well-formed items; anything for bad ones
-    source: str  # the URL or file path of the document it came from
+    source: str  # the URL (without secrets) or file path of the document it came from
     position: int  # 0-based index in that document's ``comparisons`` array
+    page: int = 0  # 1-based page of a paged (http) feed; 0 when ``source`` names the file
 
     @property
     def where(self) -> str:
-        """How to name this entry in a message: its ``id`` when it has a usable one."""
+        """How to name this entry in a message: its ``id`` when it has a usable one, and
+        its place, e.g. ``'a-vs-b' (item 3 of page 1)`` or ``item 2 of /feeds/x.json``."""
+        place = f"item {self.position + 1} of " + (
+            f"page {self.page}" if self.page else self.source
+        )
         ident = self.raw.get("id") if isinstance(self.raw, Mapping) else None
         if isinstance(ident, str) and ident:
             printable = "".join(c if c.isprintable() else "?" for c in ident[:120])
-            return f"'{printable}'"
-        return f"#{self.position + 1} in {self.source}"
+            return f"'{printable}' ({place})"
+        return place
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,9 @@ class FetchResult:
     not_modified: bool = False  # the server said 304: nothing was (re-)parsed
     pages: int = 0  # documents read
     problems: list[str] = field(default_factory=list)  # documents skipped, with why
+    # Set when the fetch failed after some pages: ``entries`` holds what they gave and
+    # ``cursor`` is the one handed in (so the next poll reads everything again).
+    error: FeedError | None = None
 
 
 class IsKnown(Protocol):
@@ -62,7 +73,16 @@ class Feed(Protocol):
     def key(self) -> str: ...
 
     def fetch(
-        self, cursor: FeedCursor, is_known: IsKnown, progress: Progress | None = None
+        self,
+        cursor: FeedCursor,
+        is_known: IsKnown,
+        progress: Progress | None = None,
+        *,
+        stop: threading.Event | None = None,
     ) -> FetchResult:
-        """Read the feed. Raises ``FeedUnavailable`` / ``FeedDocumentError`` on failure."""
+        """Read the feed; end early (soon, keeping what was read) once ``stop`` is set.
+
+        Raises ``FeedUnavailable`` / ``FeedDocumentError`` when nothing could be read;
+        a failure after some pages is returned in :attr:`FetchResult.error`.
+        """
         ...

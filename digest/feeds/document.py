@@ -113,8 +113,9 @@ def _parse_float(text: str) -> float | NonFiniteNumber:
     return number if math.isfinite(number) else NonFiniteNumber(text)
 
 
-def parse_document(data: bytes | str, *, source: str) -> FeedDocument:
-    """Parse a whole v1 document read from ``source`` (a URL or a file path).
+def parse_document(data: bytes | str, *, source: str, page: int = 0) -> FeedDocument:
+    """Parse a whole v1 document read from ``source`` (a URL or a file path); ``page``
+    is its 1-based place in a paged feed (0: ``source`` names it).
 
     Returns its entries (unvalidated, in document order) and ``next_url``. Raises
     :class:`FeedDocumentError` naming ``source`` and the problem when the text is not
@@ -131,7 +132,7 @@ def parse_document(data: bytes | str, *, source: str) -> FeedDocument:
     if doc["version"] != FEED_VERSION:
         raise _refuse(source, f"'version' is {_short(doc['version'])}, this digest reads \"1\"")
     return FeedDocument(
-        entries=_entries(doc, source),
+        entries=_entries(doc, source, page),
         next_url=_next_url(doc, source),
         generated_at=_generated_at(doc, source),
     )
@@ -147,12 +148,14 @@ def _generated_at(doc: dict[str, Any], source: str) -> datetime:
         raise _refuse(source, f"'generated_at': {exc}") from None
 
 
-def _entries(doc: dict[str, Any], source: str) -> list[FeedEntry]:
+def _entries(doc: dict[str, Any], source: str, page: int) -> list[FeedEntry]:
     items = doc.get("comparisons")
     if not isinstance(items, list):
         found = "missing" if items is None else f"a JSON {_json_type(items)}"
         raise _refuse(source, f"'comparisons' must be an array, it is {found}")
-    return [FeedEntry(raw=item, source=source, position=i) for i, item in enumerate(items)]
+    return [
+        FeedEntry(raw=item, source=source, position=i, page=page) for i, item in enumerate(items)
+    ]
 
 
 def _next_url(doc: dict[str, Any], source: str) -> str | None:

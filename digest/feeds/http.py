@@ -1,4 +1,4 @@
-"""The ``http`` feed: poll the comparisons site over HTTP(S) with httpx.
+"""The ``http`` feed: poll the comparisons site over HTTP(S).
 
 What it does, per the feed contract (``/work/shared/feed/README.md``):
 
@@ -6,73 +6,47 @@ What it does, per the feed contract (``/work/shared/feed/README.md``):
   from the cursor, RFC 9110 §13.1); ``304`` → nothing is parsed;
 - follows ``next_url`` (absolute http(s) only, no loops, at most ``max_pages``) and
   stops after the first page holding a comparison that is stored and unchanged;
-- ``429``/``503`` with ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3)
-  waits that long, capped by ``max_retry_after`` (a longer wait fails the fetch);
-  other ``5xx``, timeouts and connection errors retry with exponential backoff and
-  full jitter; at most ``max_attempts`` attempts per page; other ``4xx`` fail at once.
+- each GET is bounded in time and size and retried a bounded number of times
+  (:mod:`digest.feeds.http_get`);
+- the whole fetch, every page, retry, wait and byte included, ends by
+  ``deadline_seconds`` (``asyncio.timeout``), or within a fraction of a second of
+  the caller's ``stop`` event being set;
+- a failure after the first page keeps what the pages before it gave: they are
+  returned with :attr:`FetchResult.error` set (and the cursor the caller handed in,
+  so the next poll asks for everything again). A failure on the first page raises.
 
-Waits go through the module-level :func:`sleep`, which tests may replace.
+URLs in messages and in :attr:`key` have user-info and secret-looking query values
+replaced (:func:`~digest.feeds.limits.redact_url`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-import random
-import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from digest import __version__
-from digest.errors import FeedUnavailable
+from digest.errors import FeedError, FeedUnavailable
 from digest.feeds.base import FeedCursor, FeedEntry, FetchResult, IsKnown, Progress
 from digest.feeds.document import parse_document
+from digest.feeds.http_get import (
+    Getter,
+    Limits,
+    Page,
+    is_absolute_http_url,
+    open_client,
+    out_of_time,
+    retry_after_seconds,
+)
+from digest.feeds.limits import Budget, redact_url
 
 DEFAULT_USER_AGENT = f"verdicts-digest/{__version__}"
-_RETRY_AFTER_STATUSES = (429, 503)
+STOP_POLL_SECONDS = 0.2  # how often a running fetch looks at the caller's stop event
+T = TypeVar("T")
 
-
-def sleep(seconds: float) -> None:
-    """Wait between attempts (module-level so tests can replace it)."""
-    time.sleep(seconds)
-
-
-def retry_after_seconds(value: str, now: datetime) -> float | None:
-    """Seconds to wait for a ``Retry-After`` value, or None when it is unusable.
-
-    Accepts delta-seconds (``"120"``) and an HTTP-date; a date in the past means 0.
-    """
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": RFC 5322 for "UTC, zone unknown"
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def is_absolute_http_url(url: str) -> bool:
-    """True for an absolute ``http://`` or ``https://`` URL with a host."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return False
-    return parsed.scheme in ("http", "https") and bool(parsed.host)
-
-
-class _Retry(Exception):
-    """One attempt failed in a way worth retrying after ``wait`` seconds."""
-
-    def __init__(self, detail: str, wait: float) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.wait = wait
+__all__ = ["DEFAULT_USER_AGENT", "HttpFeed", "is_absolute_http_url", "retry_after_seconds"]
 
 
 class HttpFeed:
@@ -87,136 +61,166 @@ class HttpFeed:
         max_retry_after: float = 120.0,
         max_pages: int = 100,
         user_agent: str = DEFAULT_USER_AGENT,
+        deadline_seconds: float = 60.0,
+        max_bytes: int = 20_000_000,
     ) -> None:
         if not isinstance(url, str) or not is_absolute_http_url(url):
-            raise ValueError(f"'url' must be an absolute http:// or https:// URL, got {url!r}")
+            shown = redact_url(url) if isinstance(url, str) else url
+            raise ValueError(f"'url' must be an absolute http:// or https:// URL, got {shown!r}")
         self.url = url
-        self.timeout = _number("timeout", timeout, minimum=0.0, inclusive=False)
-        self.max_attempts = _count("max_attempts", max_attempts)
-        self.backoff_seconds = _number("backoff_seconds", backoff_seconds)
-        self.max_retry_after = _number("max_retry_after", max_retry_after)
+        self.limits = Limits(
+            timeout=_number("timeout", timeout, minimum=0.0, inclusive=False),
+            max_attempts=_count("max_attempts", max_attempts),
+            backoff_seconds=_number("backoff_seconds", backoff_seconds),
+            max_retry_after=_number("max_retry_after", max_retry_after),
+            max_bytes=_count("max_bytes", max_bytes),
+        )
         self.max_pages = _count("max_pages", max_pages)
+        self.deadline_seconds = _number("deadline_seconds", deadline_seconds, minimum=1.0)
         if not (isinstance(user_agent, str) and user_agent.strip() and user_agent.isprintable()):
             raise ValueError(f"'user_agent' must be a non-empty line of text, got {user_agent!r}")
         self.user_agent = user_agent
 
     @property
     def key(self) -> str:
-        return self.url
+        """The ``feed_state`` key: the URL without secrets (it is shown in status and alerts)."""
+        return redact_url(self.url)
 
     def fetch(
-        self, cursor: FeedCursor, is_known: IsKnown, progress: Progress | None = None
+        self,
+        cursor: FeedCursor,
+        is_known: IsKnown,
+        progress: Progress | None = None,
+        *,
+        stop: threading.Event | None = None,
     ) -> FetchResult:
         """Read new and updated comparisons, newest page first.
 
-        Returns ``not_modified=True`` and no entries on ``304``. Raises
-        :class:`FeedUnavailable` when a page cannot be had after bounded retries and
-        :class:`FeedDocumentError` (naming the URL) when a page is not a v1 document.
+        Returns ``not_modified=True`` and no entries on ``304``. When a page after the
+        first fails, returns the pages before it with ``error`` set. Raises
+        :class:`FeedUnavailable` when the first page cannot be had (bounded retries,
+        the deadline, ``stop``) and :class:`FeedDocumentError` (naming the URL) when it
+        is not a v1 document.
         """
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-        with httpx.Client(timeout=self.timeout, headers=headers, follow_redirects=True) as client:
-            first = self._get(client, self.url, _conditional_headers(cursor))
-            if first.status_code == 304:
-                return FetchResult(entries=[], cursor=_validators(first, cursor), not_modified=True)
-            result = FetchResult(entries=[], cursor=_validators(first, FeedCursor()))
-            self._read_pages(client, first, result, is_known, progress)
-        return result
+        budget = Budget(self.deadline_seconds, stop)
+        return _run_coroutine(lambda: _Fetch(self, budget).run(cursor, is_known, progress))
 
-    def _read_pages(
-        self,
-        client: httpx.Client,
-        response: httpx.Response,
-        result: FetchResult,
-        is_known: IsKnown,
-        progress: Progress | None,
-    ) -> None:
-        url, seen = self.url, {self.url}
-        while True:
-            document = parse_document(response.content, source=url)
-            result.pages += 1
-            result.entries.extend(document.entries)
-            if progress is not None:
-                progress(len(result.entries))
-            if document.next_url is None or _reached_known(document.entries, is_known):
-                return
-            problem = self._cannot_follow(document.next_url, url, seen, result.pages)
-            if problem:
-                result.problems.append(problem)
-                return
-            url = document.next_url
-            seen.add(url)
-            response = self._get(client, url, {})
 
-    def _cannot_follow(self, next_url: str, url: str, seen: set[str], pages: int) -> str:
+class _Fetch:
+    """One fetch: the pages read so far, and the URL being read now."""
+
+    def __init__(self, feed: HttpFeed, budget: Budget) -> None:
+        self.feed = feed
+        self.budget = budget
+        self.url = feed.url
+        self.result = FetchResult(entries=[], cursor=FeedCursor())
+
+    async def run(
+        self, cursor: FeedCursor, is_known: IsKnown, progress: Progress | None
+    ) -> FetchResult:
+        try:
+            await self._bounded(self._read(cursor, is_known, progress))
+        except FeedError as exc:
+            if self.result.pages == 0:
+                raise
+            self.result.error = exc
+            self.result.cursor = cursor  # incomplete: do not remember page one's validators
+        return self.result
+
+    async def _bounded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` until it ends, the deadline passes or ``stop`` is set."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self._watch_stop(task))
+        try:
+            async with asyncio.timeout(self.budget.seconds):
+                await task
+        except TimeoutError:
+            raise out_of_time(self.url, self.budget, self._after()) from None
+        except asyncio.CancelledError:
+            if not self.budget.stopped:
+                raise
+            raise FeedUnavailable(
+                f"feed {redact_url(self.url)}: stopped by a signal{self._after()} before the "
+                "fetch finished"
+            ) from None
+        finally:
+            watcher.cancel()
+
+    async def _watch_stop(self, task: asyncio.Future[None]) -> None:
+        while not self.budget.stopped:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+        task.cancel()
+
+    def _after(self) -> str:
+        pages = self.result.pages
+        return f" after {pages} page{'s' * (pages != 1)}" if pages else ""
+
+    async def _read(self, cursor: FeedCursor, is_known: IsKnown, progress: Progress | None) -> None:
+        feed, result = self.feed, self.result
+        async with open_client(feed.user_agent) as client:
+            getter = Getter(client, feed.limits, self.budget)
+            page = await getter.get(self.url, _conditional_headers(cursor))
+            if page.status == 304:
+                result.not_modified = True
+                result.cursor = _validators(page, cursor)
+                return
+            result.cursor = _validators(page, FeedCursor())
+            seen = {self.url}
+            while True:
+                document = parse_document(
+                    page.body, source=redact_url(self.url), page=result.pages + 1
+                )
+                result.pages += 1
+                result.entries.extend(document.entries)
+                if progress is not None:
+                    progress(len(result.entries))
+                if document.next_url is None or _reached_known(document.entries, is_known):
+                    return
+                problem = self._cannot_follow(document.next_url, seen)
+                if problem:
+                    result.problems.append(problem)
+                    return
+                self.url = document.next_url
+                seen.add(self.url)
+                page = await getter.get(self.url, {})
+
+    def _cannot_follow(self, next_url: str, seen: set[str]) -> str:
         """Why paging must stop before ``next_url`` ("" when it may be followed)."""
+        url, pages, shown = redact_url(self.url), self.result.pages, redact_url(next_url)[:200]
         if not is_absolute_http_url(next_url):
-            return f"{url}: next_url {next_url[:200]!r} is not an absolute http(s) URL; stopped"
+            return f"{url}: next_url {shown!r} is not an absolute http(s) URL; stopped"
         if next_url in seen:
-            return f"{url}: next_url {next_url[:200]!r} was already read (a loop); stopped"
-        if pages >= self.max_pages:
+            return f"{url}: next_url {shown!r} was already read (a loop); stopped"
+        if pages >= self.feed.max_pages:
             return (
                 f"{url}: stopped after {pages} pages ([feed] max_pages); older pages were not "
                 "read: raise max_pages to read them"
             )
         return ""
 
-    def _get(self, client: httpx.Client, url: str, headers: Mapping[str, str]) -> httpx.Response:
-        """GET ``url`` with bounded retries; returns a 2xx (or, for page one, 304) answer."""
-        last = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return self._attempt(client, url, headers, attempt)
-            except _Retry as retry:
-                last = retry.detail
-                if attempt < self.max_attempts:
-                    sleep(retry.wait)
-        raise FeedUnavailable(
-            f"feed {url}: gave up after {self.max_attempts} attempts, the last one {last}; "
-            "the stored comparisons are kept: check that the feed server is up, then fetch "
-            "again (or raise [feed] max_attempts / timeout)"
-        )
 
-    def _attempt(
-        self, client: httpx.Client, url: str, headers: Mapping[str, str], attempt: int
-    ) -> httpx.Response:
+def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to the end from synchronous code, even inside a running loop
+    (then on a helper thread with its own loop, as a blocking call would)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
         try:
-            response = client.get(url, headers=dict(headers))
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out after {self.timeout:g} s", self._backoff(attempt)) from exc
-        except httpx.TransportError as exc:
-            detail = f"failed to connect ({exc.__class__.__name__}: {exc})"
-            raise _Retry(detail, self._backoff(attempt)) from exc
-        except httpx.HTTPError as exc:  # too many redirects, undecodable body, …
-            raise FeedUnavailable(f"feed {url}: {exc.__class__.__name__}: {exc}") from exc
-        status = response.status_code
-        # Only the first page is asked conditionally, so only it may answer 304.
-        if 200 <= status < 300 or (status == 304 and headers):
-            return response
-        detail = f"got HTTP {status} {response.reason_phrase}".rstrip()
-        if status in _RETRY_AFTER_STATUSES:
-            raise _Retry(detail, self._server_wait(url, response, attempt))
-        if status >= 500:
-            raise _Retry(detail, self._backoff(attempt))
-        raise FeedUnavailable(
-            f"feed {url}: {detail}; not retried: check [feed] url and the server's access rules"
-        )
+            outcome.append(asyncio.run(factory()))
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
 
-    def _server_wait(self, url: str, response: httpx.Response, attempt: int) -> float:
-        header = response.headers.get("retry-after")
-        wait = retry_after_seconds(header, datetime.now(UTC)) if header else None
-        if wait is None:
-            return self._backoff(attempt)
-        if wait > self.max_retry_after:
-            raise FeedUnavailable(
-                f"feed {url}: HTTP {response.status_code} asks to retry after {wait:.0f} s, more "
-                f"than [feed] max_retry_after ({self.max_retry_after:g} s); fetch again later"
-            )
-        return wait
-
-    def _backoff(self, attempt: int) -> float:
-        # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-        # Backoff and Jitter"): spreads retries of many clients over the window.
-        return random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))  # noqa: S311
+    helper = threading.Thread(target=target, name="digest-feed", daemon=True)
+    helper.start()
+    helper.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def _conditional_headers(cursor: FeedCursor) -> dict[str, str]:
@@ -228,10 +232,10 @@ def _conditional_headers(cursor: FeedCursor) -> dict[str, str]:
     return headers
 
 
-def _validators(response: httpx.Response, fallback: FeedCursor) -> FeedCursor:
+def _validators(page: Page, fallback: FeedCursor) -> FeedCursor:
     return FeedCursor(
-        etag=response.headers.get("etag", fallback.etag),
-        last_modified=response.headers.get("last-modified", fallback.last_modified),
+        etag=page.etag or fallback.etag,
+        last_modified=page.last_modified or fallback.last_modified,
     )
 
 

@@ -1,0 +1,247 @@
+"""One GET of the http feed, bounded in time and size, with bounded retries.
+
+The only module that uses httpx for the feed (DESIGN.md: "httpx behind one client
+factory that applies deadlines, size caps …"):
+
+- :func:`open_client` asks for ``gzip, deflate`` only and never follows redirects
+  itself: httpx would read a redirect's whole body into memory. :class:`Getter`
+  follows at most :data:`MAX_REDIRECTS`, to absolute http(s) URLs only.
+- Bodies are streamed into a :class:`~digest.feeds.limits.CappedBody`: past
+  ``[feed] max_bytes`` of decoded bytes the page is refused and nothing more is read.
+- Each request's timeouts are ``min([feed] timeout, time left)``; the whole fetch
+  also runs under ``asyncio.timeout`` (see :mod:`digest.feeds.http`), so a server
+  that trickles a byte at a time (which restarts every read timeout) is cut at the
+  deadline.
+- ``429``/``503`` with ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110
+  §10.2.3) waits that long, capped by ``max_retry_after``; other ``5xx``, timeouts
+  and connection errors retry with exponential backoff and full jitter; other
+  ``4xx`` fail at once. A wait that would end past the deadline fails at once.
+
+Waits go through the module-level :func:`sleep`, which tests may replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from digest.errors import FeedUnavailable
+from digest.feeds.limits import BodyTooLarge, Budget, CappedBody, UnsupportedEncoding, redact_url
+
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+_RETRY_AFTER_STATUSES = (429, 503)
+
+
+async def sleep(seconds: float) -> None:
+    """Wait between attempts (module-level so tests can replace it)."""
+    await asyncio.sleep(seconds)
+
+
+def retry_after_seconds(value: str, now: datetime) -> float | None:
+    """Seconds to wait for a ``Retry-After`` value, or None when it is unusable.
+
+    Accepts delta-seconds (``"120"``) and an HTTP-date; a date in the past means 0.
+    """
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322 for "UTC, zone unknown"
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_absolute_http_url(url: str) -> bool:
+    """True for an absolute ``http://`` or ``https://`` URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
+def open_client(user_agent: str) -> httpx.AsyncClient:
+    """The feed's HTTP client: JSON, gzip/deflate only, redirects left to :class:`Getter`."""
+    headers = {"User-Agent": user_agent, "Accept": "application/json"}
+    headers["Accept-Encoding"] = "gzip, deflate"  # what CappedBody can decode
+    return httpx.AsyncClient(headers=headers, follow_redirects=False)
+
+
+def out_of_time(url: str, budget: Budget, detail: str = "") -> FeedUnavailable:
+    """The error for a fetch past ``[feed] deadline_seconds`` (``url`` as given)."""
+    return FeedUnavailable(
+        f"feed {redact_url(url)}: gave up{detail}: the whole fetch may take at most "
+        f"[feed] deadline_seconds = {budget.seconds:g} s; the comparisons stored before are "
+        "kept: check that the feed server answers promptly, or raise deadline_seconds"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The ``[feed]`` keys one GET obeys."""
+
+    timeout: float
+    max_attempts: int
+    backoff_seconds: float
+    max_retry_after: float
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A 2xx (or, for a conditional GET, 304) answer with its decoded body."""
+
+    status: int
+    etag: str
+    last_modified: str
+    body: bytes
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying after ``wait`` seconds."""
+
+    def __init__(self, detail: str, wait: float) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.wait = wait
+
+
+class Getter:
+    """GETs pages with ``client`` within ``limits`` and the fetch's ``budget``."""
+
+    def __init__(self, client: httpx.AsyncClient, limits: Limits, budget: Budget) -> None:
+        self.client = client
+        self.limits = limits
+        self.budget = budget
+
+    async def get(self, url: str, headers: Mapping[str, str]) -> Page:
+        """GET ``url`` with bounded retries. Raises :class:`FeedUnavailable`."""
+        last, attempts = "", self.limits.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._attempt(url, headers, attempt)
+            except _Retry as retry:
+                last, wait = retry.detail, retry.wait
+            if attempt == attempts:
+                break
+            if wait >= self.budget.remaining():
+                raise out_of_time(url, self.budget, f" ({last}; no time left to retry)")
+            await sleep(wait)
+        raise FeedUnavailable(
+            f"feed {redact_url(url)}: gave up after {attempts} attempts, the last one {last}; "
+            "the stored comparisons are kept: check that the feed server is up, then fetch "
+            "again (or raise [feed] max_attempts / timeout)"
+        )
+
+    async def _attempt(self, url: str, headers: Mapping[str, str], attempt: int) -> Page:
+        seconds = max(0.001, min(self.limits.timeout, self.budget.remaining()))
+        try:
+            return await self._follow(url, headers, httpx.Timeout(seconds), attempt)
+        except httpx.TimeoutException as exc:
+            raise _Retry(f"timed out after {seconds:g} s", self._backoff(attempt)) from exc
+        except httpx.TransportError as exc:
+            detail = f"failed to connect ({exc.__class__.__name__}: {exc})"
+            raise _Retry(detail, self._backoff(attempt)) from exc
+        except httpx.HTTPError as exc:  # anything else httpx refuses
+            detail = f"{exc.__class__.__name__}: {exc}"
+            raise FeedUnavailable(f"feed {redact_url(url)}: {detail}") from exc
+
+    async def _follow(
+        self, url: str, headers: Mapping[str, str], timeout: httpx.Timeout, attempt: int
+    ) -> Page:
+        for _ in range(MAX_REDIRECTS + 1):
+            request = self.client.build_request("GET", url, headers=dict(headers), timeout=timeout)
+            response = await self.client.send(request, stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.status_code not in _REDIRECTS or not location:
+                    return await self._answer(url, response, bool(headers), attempt)
+                target = str(response.url.join(location))
+            finally:
+                await response.aclose()
+            if not is_absolute_http_url(target):
+                raise FeedUnavailable(
+                    f"feed {redact_url(url)}: redirected to {redact_url(target)[:200]!r}, "
+                    "which is not an absolute http(s) URL"
+                )
+            url = target
+        raise FeedUnavailable(
+            f"feed {redact_url(url)}: more than {MAX_REDIRECTS} redirects; check [feed] url"
+        )
+
+    async def _answer(
+        self, url: str, response: httpx.Response, conditional: bool, attempt: int
+    ) -> Page:
+        status = response.status_code
+        # Only the first page is asked conditionally, so only it may answer 304.
+        if 200 <= status < 300 or (status == 304 and conditional):
+            body = b"" if status == 304 else await self._body(url, response)
+            etag = response.headers.get("etag", "")
+            return Page(status, etag, response.headers.get("last-modified", ""), body)
+        detail = f"got HTTP {status} {response.reason_phrase}".rstrip()
+        if status in _RETRY_AFTER_STATUSES:
+            raise _Retry(detail, self._server_wait(url, response, attempt))
+        if status >= 500:
+            raise _Retry(detail, self._backoff(attempt))
+        raise FeedUnavailable(
+            f"feed {redact_url(url)}: {detail}; not retried: check [feed] url and the server's "
+            "access rules"
+        )
+
+    async def _body(self, url: str, response: httpx.Response) -> bytes:
+        shown, cap = redact_url(url), self.limits.max_bytes
+        encoding = response.headers.get("content-encoding", "")
+        try:
+            body = CappedBody(encoding, cap)
+        except UnsupportedEncoding:
+            raise FeedUnavailable(
+                f"feed page {shown} came with Content-Encoding {encoding[:40]!r}, which was "
+                "not asked for and cannot be read (gzip and deflate can)"
+            ) from None
+        too_large = FeedUnavailable(
+            f"feed page {shown} is larger than [feed] max_bytes = {cap:,} bytes"
+            f"{' once decompressed' if body.coding else ''}; it was not read: raise "
+            "max_bytes if the feed really is this large"
+        )
+        length = response.headers.get("content-length", "")
+        if not body.coding and length.isdigit() and int(length) > cap:
+            raise too_large
+        try:
+            async for chunk in response.aiter_raw():
+                body.add(chunk)
+        except BodyTooLarge:
+            raise too_large from None
+        except zlib.error as exc:
+            raise FeedUnavailable(
+                f"feed page {shown}: corrupt {body.coding} body ({exc})"
+            ) from None
+        return body.bytes()
+
+    def _server_wait(self, url: str, response: httpx.Response, attempt: int) -> float:
+        header = response.headers.get("retry-after")
+        wait = retry_after_seconds(header, datetime.now(UTC)) if header else None
+        if wait is None:
+            return self._backoff(attempt)
+        if wait > self.limits.max_retry_after:
+            raise FeedUnavailable(
+                f"feed {redact_url(url)}: HTTP {response.status_code} asks to retry after "
+                f"{wait:.0f} s, more than [feed] max_retry_after "
+                f"({self.limits.max_retry_after:g} s); fetch again later"
+            )
+        return wait
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+        # Backoff and Jitter"): spreads retries of many clients over the window.
+        return random.uniform(0, self.limits.backoff_seconds * 2 ** (attempt - 1))  # noqa: S311
