@@ -11,6 +11,11 @@ Generic parts, for any provider's fake (SendGrid and Mailgun fakes may reuse the
 
 Provider fakes: :func:`postmark_app` and :func:`resend_app`, each shaped like the
 provider's documented answers (see the transport modules' docstrings).
+
+A maybe-delivered answer: ``rec.accept_then(500)`` makes the fake accept and store a
+batch (``rec.accepted``, ``rec.stored``) and then answer 500 anyway, as a provider
+whose front end fails after the back end took the messages. The fake Postmark serves
+its "Outbound message search" (``GET /messages/outbound``) over ``rec.stored``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class Recorded:
     body: bytes
     status: int = 0
     answered_at: float = 0.0
+    query: dict[str, str] = field(default_factory=dict)  # the query string (last of repeats)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -84,7 +90,24 @@ class Recorder:
         self.delay = 0.0  # seconds each answer waits (to provoke timeouts)
         self.hold: dict[int, float] = {}  # request number -> its own answer delay
         self.duplicates = 0  # requests answered from an idempotency key, sending nothing
+        self.stored: list[dict[str, Any]] = []  # what the provider keeps of each accepted message
+        self.fail_after_accept = 0  # status answered after accepting a batch (0: none)
+        self.fail_after_accept_times: int | None = None  # how many batches (None: all)
         self._lock = threading.Lock()
+
+    def accept_then(self, status: int, *, times: int | None = None) -> None:
+        """Accept (and store) the next ``times`` batches (all, by default), then answer
+        ``status`` for each instead of the provider's success answer."""
+        self.fail_after_accept, self.fail_after_accept_times = status, times
+
+    def failure_after_accept(self) -> int:
+        """The status to answer for a batch just accepted, or 0 for the usual answer."""
+        with self._lock:
+            if not self.fail_after_accept or self.fail_after_accept_times == 0:
+                return 0
+            if self.fail_after_accept_times is not None:
+                self.fail_after_accept_times -= 1
+            return self.fail_after_accept
 
     def script(
         self, n: int, status: int, headers: dict[str, str] | None = None, body: Any = None
@@ -102,6 +125,7 @@ class Recorder:
                 request.url.path,
                 {k.lower(): v for k, v in request.headers.items()},
                 body,
+                query=dict(request.query_params),
             )
             self.requests.append(entry)
         return entry
@@ -178,7 +202,37 @@ def postmark_app(rec: Recorder) -> FastAPI:
         if len(messages) > 500:
             body = {"ErrorCode": 410, "Message": "Too many batch messages."}
             return rec.answer(entry, JSONResponse(body, 422))
-        return rec.answer(entry, JSONResponse([_postmark_one(rec, m) for m in messages]))
+        answers = [_postmark_one(rec, m) for m in messages]
+        failure = rec.failure_after_accept()
+        if failure:
+            body = {"ErrorCode": 100, "Message": "Internal Server Error"}
+            return rec.answer(entry, JSONResponse(body, failure))
+        return rec.answer(entry, JSONResponse(answers))
+
+    @app.get("/messages/outbound")
+    async def search(request: Request) -> Response:
+        """Postmark's "Outbound message search" (Messages API) over ``rec.stored``."""
+        entry = await rec.record(request)
+        if entry.headers.get("x-postmark-server-token") != rec.token:
+            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
+            return rec.answer(entry, JSONResponse(body, 401))
+        scripted = rec.scripted_answer(entry)
+        if scripted is not None:
+            return scripted
+        query = dict(request.query_params)
+        try:
+            count, offset = int(query.pop("count")), int(query.pop("offset"))
+        except (KeyError, ValueError):
+            body = {"ErrorCode": 300, "Message": "'count' and 'offset' are required."}
+            return rec.answer(entry, JSONResponse(body, 422))
+        if not 0 < count <= 500 or offset < 0 or count + offset > 10_000:
+            body = {"ErrorCode": 300, "Message": "Count + Offset cannot exceed 10,000 messages."}
+            return rec.answer(entry, JSONResponse(body, 422))
+        if entry.number in rec.hold:
+            await asyncio.sleep(rec.hold[entry.number])
+        found = [m for m in reversed(rec.stored) if _postmark_matches(m, query)]
+        body = {"TotalCount": len(found), "Messages": found[offset : offset + count]}
+        return rec.answer(entry, JSONResponse(body))
 
     return app
 
@@ -191,14 +245,49 @@ def _postmark_one(rec: Recorder, message: dict[str, Any]) -> dict[str, Any]:
             "Message": "You tried to send to recipient(s) that have been marked as inactive. "
             f"Found inactive addresses: {address}. {rec.reject[address]}",
         }
-    rec.accepted[address] += 1
+    message_id = str(uuid.uuid4())
+    with rec._lock:
+        rec.accepted[address] += 1
+        rec.stored.append(
+            {
+                "Tag": message.get("Tag", ""),
+                "MessageID": message_id,
+                "MessageStream": message.get("MessageStream", "outbound"),
+                "To": [{"Email": address, "Name": parseaddr(message["To"])[0] or None}],
+                "Cc": [],
+                "Bcc": [],
+                "Recipients": [address],
+                "ReceivedAt": "2026-11-23T04:00:00.0000000-05:00",
+                "From": message["From"],
+                "Subject": message["Subject"],
+                "Attachments": [],
+                "Status": "Sent",
+                "TrackOpens": False,
+                "TrackLinks": "None",
+                "Metadata": message.get("Metadata", {}),
+                "Sandboxed": False,
+            }
+        )
     return {
         "ErrorCode": 0,
         "Message": "OK",
-        "MessageID": str(uuid.uuid4()),
+        "MessageID": message_id,
         "SubmittedAt": "2026-11-23T09:00:00.0000000Z",
         "To": message["To"],
     }
+
+
+def _postmark_matches(message: dict[str, Any], query: dict[str, str]) -> bool:
+    """Postmark's filters: recipient, tag, messagestream (default: the transactional
+    stream "outbound"), metadata_<key> (one at a time); dates are not checked here."""
+    if query.get("messagestream", "outbound") != message["MessageStream"]:
+        return False
+    if "recipient" in query and query["recipient"].lower() not in message["Recipients"]:
+        return False
+    if "tag" in query and query["tag"] != message["Tag"]:
+        return False
+    metadata = [(k[len("metadata_") :], v) for k, v in query.items() if k.startswith("metadata_")]
+    return all(message["Metadata"].get(key) == value for key, value in metadata)
 
 
 # -- Resend ----------------------------------------------------------------------------

@@ -7,6 +7,12 @@ empty body, or ``400 {"errors": [{"message", "field", "help"}]}``; Mailgun ``200
 {"id", "message": "Queued. Thank you."}``, ``400 {"message"}``, ``401 Forbidden``,
 ``404`` for an unknown domain. Both refuse a whole request, never one recipient.
 
+``rec.accept_then(500)`` makes the Mailgun fake accept a request (``rec.accepted``),
+record one ``accepted`` event per recipient in ``rec.stored`` (with the
+``user-variables`` Mailgun substitutes from ``recipient-variables``) and answer 500.
+It serves the Events API (``GET /v3/<domain>/events``: ``begin``, ``end``,
+``limit`` ≤ 300, ``event``, ``recipient``; ``paging.next`` URLs) over those events.
+
 :func:`sendgrid_render` and :func:`mailgun_render` perform the provider's
 substitution for one recipient, so tests can compare what a reader would get with
 ``RenderedDigest.html_with`` / ``text_with``.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -131,12 +138,94 @@ def mailgun_app(rec: Recorder, *, domain: str = MAILGUN_DOMAIN) -> FastAPI:
         refusal = _mailgun_refusal(rec, form)
         if refusal:
             return rec.answer(entry, JSONResponse({"message": refusal}, 400))
+        message_id = f"<{uuid.uuid4().hex}@{domain}>"
         for to in form["to"]:
             rec.accepted[_address(to)] += 1
-        answer = {"id": f"<{uuid.uuid4().hex}@{domain}>", "message": "Queued. Thank you."}
+            rec.stored.append(_accepted_event(form, _address(to), message_id))
+        failure = rec.failure_after_accept()
+        if failure:
+            return rec.answer(entry, JSONResponse({"message": "Internal Server Error"}, failure))
+        answer = {"id": message_id, "message": "Queued. Thank you."}
         return rec.answer(entry, JSONResponse(answer))
 
+    pages: dict[str, tuple[dict[str, str], int]] = {}  # page token -> (filters, offset)
+
+    @app.get("/v3/{name}/events")
+    async def events(name: str, request: Request) -> Response:
+        return await _events_page(rec, request, name, dict(request.query_params), 0)
+
+    @app.get("/v3/{name}/events/{token}")
+    async def events_page(name: str, token: str, request: Request) -> Response:
+        filters, offset = pages.get(token, ({}, 10**9))
+        return await _events_page(rec, request, name, filters, offset)
+
+    async def _events_page(
+        rec: Recorder, request: Request, name: str, filters: dict[str, str], offset: int
+    ) -> Response:
+        entry = await rec.record(request)
+        expected = base64.b64encode(f"api:{rec.token}".encode()).decode()
+        if entry.headers.get("authorization") != f"Basic {expected}":
+            return rec.answer(entry, PlainTextResponse("Forbidden", 401))
+        if name != domain:
+            return rec.answer(entry, JSONResponse({"message": f"Domain not found: {name}"}, 404))
+        scripted = rec.scripted_answer(entry)
+        if scripted is not None:
+            return scripted
+        limit = int(filters.get("limit", "100"))
+        if limit > 300:
+            return rec.answer(entry, JSONResponse({"message": "limit must be <= 300"}, 400))
+        found = [e for e in rec.stored if _event_matches(e, filters)]
+        items = found[offset : offset + limit]
+        token = uuid.uuid4().hex
+        pages[token] = (filters, offset + limit)
+        base = str(request.base_url).rstrip("/")
+        paging = {
+            "next": f"{base}/v3/{name}/events/{token}",
+            "previous": f"{base}/v3/{name}/events/{uuid.uuid4().hex}",
+        }
+        return rec.answer(entry, JSONResponse({"items": items, "paging": paging}))
+
     return app
+
+
+def _accepted_event(form: dict[str, list[str]], address: str, message_id: str) -> dict[str, Any]:
+    """The ``accepted`` event Mailgun logs for one recipient (Events API "Event
+    Structure"): ``v:`` variables with ``%recipient.KEY%`` substituted."""
+    per_recipient = json.loads(form.get("recipient-variables", ["{}"])[0]).get(address, {})
+
+    def apply(value: str) -> str:
+        return _RECIPIENT_VAR.sub(lambda m: str(per_recipient.get(m.group(1), "")), value)
+
+    variables = {k[2:]: apply(v[0]) for k, v in form.items() if k.startswith("v:")}
+    return {
+        "event": "accepted",
+        "id": uuid.uuid4().hex[:22],
+        "timestamp": time.time(),
+        "log-level": "info",
+        "method": "HTTP",
+        "recipient": address,
+        "recipient-domain": address.rpartition("@")[2],
+        "tags": form.get("o:tag", []),
+        "user-variables": variables,
+        "flags": {"is-test-mode": False},
+        "message": {
+            "headers": {
+                "message-id": message_id.strip("<>"),
+                "from": form["from"][0],
+                "to": address,
+                "subject": form["subject"][0],
+            }
+        },
+    }
+
+
+def _event_matches(event: dict[str, Any], filters: dict[str, str]) -> bool:
+    if "event" in filters and filters["event"] != event["event"]:
+        return False
+    if "recipient" in filters and filters["recipient"].lower() != event["recipient"]:
+        return False
+    begin, end = float(filters.get("begin", "0")), float(filters.get("end", "inf"))
+    return min(begin, end) <= event["timestamp"] <= max(begin, end)
 
 
 def mailgun_form(entry: Recorded) -> dict[str, list[str]]:

@@ -231,7 +231,7 @@ def test_an_edition_of_2500_through_the_pipeline(
     monkeypatch.setitem(TRANSPORTS, "mailgun", MailgunTransport)
     readers = [f"reader{i}@example.org" for i in range(2500)]
     rec.script(1, 429, {"Retry-After": "1"}, {"message": "Too many requests"})
-    rec.script(2, 500, body={"message": "Internal Server Error"})
+    rec.script(2, 503, body={"message": "Service Unavailable"})
     rec.script(3, 400, body={"message": "'from' parameter is not a valid address"})
     table = {
         "kind": "mailgun",

@@ -124,3 +124,31 @@ async def test_throughput_is_reported(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(os.listdir(tmp_path / "2026-W48")) == 5001
     with capsys.disabled():
         print(f"\noutbox: {len(batch) / elapsed:.0f} msgs/s for 5,000 messages")
+
+
+def notice(n: int, to: str = "ops@example.org") -> OutgoingMessage:
+    """Mail outside the ledger (delivery id 0), as operator notices are."""
+    data = f"Subject: notice {n}\r\nMessage-ID: <n{n}@x>\r\n\r\nnotice {n}\r\n".encode()
+    return OutgoingMessage(0, "digest@verdicts.example.com", to, f"<n{n}@x>", data, "operators")
+
+
+async def test_a_later_notice_never_overwrites_an_earlier_one(tmp_path: Path) -> None:
+    t = OutboxTransport(path=tmp_path, html_preview=False)
+    await t.open()
+    sent = [notice(1), notice(2)]
+    results = [*(await t.send_batch(sent[:1])), *(await t.send_batch(sent[1:]))]
+    results += await OutboxTransport(path=tmp_path, html_preview=False).send_batch([notice(3)])
+    files = sorted((tmp_path / "operators").iterdir())
+    assert [p.read_bytes() for p in files] == [notice(i).data for i in (1, 2, 3)]  # in order
+    assert [r.provider_id for r in results] == [p.name for p in files]
+    assert all(p.name.endswith("-ops@example.org.eml") for p in files)
+
+
+def test_a_taken_notice_name_gets_a_suffix_and_the_file_is_kept(tmp_path: Path) -> None:
+    folder = str(tmp_path)
+    (tmp_path / "t-ops.eml").write_bytes(b"first")
+    assert OutboxTransport._write_new(folder, "t-ops.eml", b"second") == "t-ops-2.eml"
+    assert OutboxTransport._write_new(folder, "t-ops.eml", b"third") == "t-ops-3.eml"
+    assert (tmp_path / "t-ops.eml").read_bytes() == b"first"
+    assert (tmp_path / "t-ops-2.eml").read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t-ops-2.eml", "t-ops-3.eml", "t-ops.eml"]

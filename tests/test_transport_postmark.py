@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -121,7 +122,7 @@ def test_partly_refused_batch_gives_per_message_results(fake: tuple[Recorder, st
 def test_retry_after_holds_every_request_back(fake: tuple[Recorder, str]) -> None:
     rec, url = fake
     rec.script(2, 429, {"Retry-After": "1"}, {"ErrorCode": 429, "Message": "Rate limit exceeded"})
-    rec.script(3, 500, body={"ErrorCode": 100, "Message": "Maintenance"})
+    rec.script(3, 503, body={"ErrorCode": 100, "Message": "Maintenance"})  # not accepted
     results = asyncio.run(send(transport(url), [digest_message(i) for i in range(1, 4)]))
     assert [r.outcome for r in results] == [Outcome.queued] * 3
     throttled, failed, ok = rec.posts("/email/batch")
@@ -147,12 +148,12 @@ def test_timeout_after_sending_is_unknown_and_not_resent(fake: tuple[Recorder, s
     assert len(rec.posts("/email/batch")) == 1
 
 
-def test_server_errors_end_deferred_after_bounded_attempts(fake: tuple[Recorder, str]) -> None:
+def test_unavailable_ends_deferred_after_bounded_attempts(fake: tuple[Recorder, str]) -> None:
     rec, url = fake
     for n in (2, 3, 4):
-        rec.script(n, 500)
+        rec.script(n, 503)
     results = asyncio.run(send(transport(url, max_attempts=3), [digest_message(1)]))
-    assert results[0].outcome is Outcome.deferred and "HTTP 500" in results[0].detail
+    assert results[0].outcome is Outcome.deferred and "HTTP 503" in results[0].detail
     assert len(rec.posts("/email/batch")) == 3
 
 
@@ -197,7 +198,7 @@ def test_an_edition_of_2500_through_the_pipeline(
     for address in refused:
         rec.reject[address] = "Inactive recipients are ones that have bounced."
     rec.script(3, 429, {"Retry-After": "1"}, {"ErrorCode": 429, "Message": "Rate limit exceeded"})
-    rec.script(6, 500, body={"ErrorCode": 100, "Message": "Maintenance"})
+    rec.script(6, 503, body={"ErrorCode": 100, "Message": "Maintenance"})
     table = {
         "kind": "postmark",
         "base_url": url,
@@ -214,7 +215,11 @@ def test_an_edition_of_2500_through_the_pipeline(
     assert {a for a, (state, _) in rows.items() if state == "sent"} == accepted
     for address in refused:
         state, detail = rows[address]
-        assert state == "failed" and "Postmark 406" in detail and address in detail
+        assert state == "bounced" and "Postmark 406" in detail and address in detail
+    # Postmark's 406 "inactive recipient": the reader is suppressed, never mailed again.
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        statuses = dict(db.execute("SELECT email, status FROM subscriber").fetchall())
+    assert {a for a, s in statuses.items() if s != "active"} == refused
     throttled = next(r for r in rec.requests if r.status == 429)
     expiry = throttled.answered_at + 1.0
     late = [r for r in rec.requests if throttled.answered_at < r.at < expiry]

@@ -258,7 +258,7 @@ def test_an_edition_of_2500_through_the_pipeline(
     monkeypatch.setitem(TRANSPORTS, "sendgrid", SendGridTransport)
     readers = [f"reader{i}@example.org" for i in range(2500)]
     rec.script(1, 429, {"Retry-After": "1"}, {"errors": [{"message": "too many requests"}]})
-    rec.script(2, 500, body={"errors": [{"message": "internal server error"}]})
+    rec.script(2, 503, body={"errors": [{"message": "service unavailable"}]})
     rec.script(3, 400, body={"errors": [{"message": "Invalid batch id", "field": "batch_id"}]})
     table = {"kind": "sendgrid", "base_url": url, "backoff_seconds": 0.01, "concurrency": 2}
     report, rows = send_edition(

@@ -300,7 +300,7 @@ async def test_disconnect_after_data_is_unknown_then_reconnects(
 
 
 async def test_timeouts_before_and_after_data(plain_server: int) -> None:
-    t = transport(plain_server, connections=1, timeout=0.5)
+    t = transport(plain_server, connections=1, timeout=0.5, data_timeout=0.5)
     [before] = await t.send_batch([message(1, "slow@example.org")])
     assert before.outcome is Outcome.deferred
     [after] = await t.send_batch([message(2, "hang@example.org")])

@@ -8,6 +8,13 @@ the messages it *definitely* did not take (deferred) go to the secondary at
 once. Messages whose fate is unknown are never handed to the secondary, so
 failover cannot double a delivery. Each result names the transport that
 answered, and the ledger records it per row.
+
+:meth:`FailoverTransport.reconcile` asks both transports that can be asked (the
+primary first, then the secondary about what the primary did not account for): an
+unknown message went out through exactly one of them, and a provider only reports
+messages it has, so asking the other one cannot confirm a wrong message. A transport
+that cannot be asked (``TransportUnavailable``) is skipped; if none could be asked,
+the last refusal is raised.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
+from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult, Transport
 
 log = logging.getLogger(__name__)
+
+Reconcile = Callable[[Sequence[InDoubt]], Awaitable[list[SendResult]]]  # Reconciler.reconcile
 
 
 class FailoverTransport:
@@ -66,6 +75,31 @@ class FailoverTransport:
         self._cool_down(f"primary deferred a whole batch: {deferred[-1].detail}")
         again = {r.delivery_id: r for r in await self._secondary(messages)}
         return [again.get(r.delivery_id, r) for r in results]
+
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """What either transport accounts for (see the module docstring), in the items'
+        order, each result naming its transport."""
+        found: dict[int, SendResult] = {}
+        refusal: TransportUnavailable | None = None
+        asked = False
+        for transport in (self.primary, self.secondary):
+            ask: Reconcile | None = getattr(transport, "reconcile", None)
+            left = [i for i in items if i.delivery_id not in found]
+            if ask is None or not left:
+                continue
+            try:
+                answers = await ask(left)
+            except TransportUnavailable as exc:
+                log.warning(
+                    "failover: cannot ask %s about unknown messages: %s", transport.kind, exc
+                )
+                refusal = exc
+                continue
+            asked = True
+            found.update((r.delivery_id, self._named(r, transport)) for r in answers)
+        if refusal is not None and not asked:
+            raise refusal
+        return [found[i.delivery_id] for i in items if i.delivery_id in found]
 
     async def _secondary(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         results: list[SendResult] = []

@@ -37,29 +37,55 @@ provider's maximum; becomes ``max_batch``), ``concurrency`` (requests in flight)
 The credential is keyword ``api_key``, filled from ``secret_env`` only; missing, it
 is a ``ValueError`` naming the environment variable.
 
-How answers become outcomes (the provider's own words always go in ``detail``):
+How answers become outcomes (the provider's own words always go in ``detail``). The
+question for each is whether the provider may already have the messages: if it may,
+sending again could give every reader of the request a second copy, so a provider
+without an idempotency key gets ``unknown`` at once (the ledger then asks the provider,
+see :mod:`digest.transports.reconcile`, or applies ``[send] unknown_policy``), and an
+``idempotent`` one (Resend: the same ``Idempotency-Key`` is dropped as a duplicate)
+retries with the same key, ending ``unknown`` when attempts run out.
 
-=====================================================  =================================
-2xx / other 4xx                                         ``parse_response`` decides, per
-                                                        message (``queued`` + provider id,
-                                                        ``rejected`` with code and message)
-401, 403                                                raises ``TransportUnavailable``
-429 or 503 with ``Retry-After`` (seconds or HTTP date)  sets the "not before" instant: no
-                                                        request leaves before it. Waited
-                                                        out in the call if ≤
-                                                        ``max_retry_after`` and attempts
-                                                        remain, else ``deferred`` with
-                                                        ``retry_after``
-408, 500, 502, 503; 429 without ``Retry-After`` (the    backoff and retry; then
-gate is set for one backoff); connect error or connect  ``deferred``
-timeout (nothing was sent)
-read/write timeout, connection lost, 504 (the request   ``idempotent`` providers: retry
-may have been accepted)                                 with the same key; otherwise (or
-                                                        when attempts run out)
-                                                        ``unknown`` at once: never resent
-                                                        blindly
-2xx body the provider hook cannot read                  ``unknown``
-=====================================================  =================================
+==========================  ==============================  ===========================
+answer                      may the provider have it?       outcome
+==========================  ==============================  ===========================
+2xx / other 4xx             answered: ``parse_response``    per message: ``queued`` +
+                            decides                         id, ``rejected``, ``failed``
+401, 403                    no (credentials refused)        raises ``TransportUnavailable``
+429 (with or without        no: throttled before work       "not before" gate (a backoff
+``Retry-After``)            (RFC 6585 4; Postmark, Resend,  when no hint), waited out in
+                            Mailgun document 429 as rate    the call if ≤ ``max_retry_after``
+                            limiting, SendGrid with         and attempts remain, else
+                            ``X-RateLimit-Reset``)          ``deferred`` + ``retry_after``
+503 (with or without        no: unavailable, not processed  as 429 with ``Retry-After``;
+``Retry-After``)            (RFC 9110 15.6.4: "currently    without it backoff and retry,
+                            unable to handle the request";  then ``deferred``
+                            Postmark: maintenance/outage)
+408                         no: the server gave up waiting  backoff and retry, then
+                            for our request (RFC 9110       ``deferred``
+                            15.5.9)
+500, 502, 504 and every     maybe: the request arrived;     ``unknown`` for every message
+other 5xx but 501, 505      an error in or behind the       of the request, never resent
+(e.g. a CDN's 520-524)      front end may come after the    (idempotent: retried with the
+                            messages were stored. Postmark  same key). Postmark's 500 came
+                            documents 500 as "Internal      after the batch was accepted:
+                            Server Error" with no promise   20 of 20 readers got two copies
+                            that nothing was stored         when it was retried whole
+501, 505                    no (method / version unknown)   ``parse_response`` (``failed``)
+connect error, connect or   no: nothing left this machine   backoff and retry, then
+pool timeout, write error   whole (a body cut short is      ``deferred``
+or write timeout            never processed)
+read timeout, connection    maybe: the whole request was    ``unknown`` (idempotent:
+lost or closed before the   sent                            retried with the same key)
+answer
+2xx body the provider hook  maybe                           ``unknown``
+cannot read
+==========================  ==============================  ===========================
+
+Reconciliation (:meth:`HttpBatchTransport.query`): a provider that can be asked
+whether it took a message runs its searches through ``query``, which uses the same
+client, credentials, pacing, "not before" gate and concurrency as sends, caps the
+response body and raises ``TransportUnavailable`` on 401/403 and
+:class:`QueryFailed` on anything else that did not answer.
 
 A ``send_batch`` over ``max_batch`` is split into requests of ``max_batch``.
 """
@@ -95,10 +121,18 @@ from digest.transports.base import (
 from digest.transports.pacing import TokenBucket
 
 MAX_BACKOFF = 30.0  # seconds: the longest backoff between attempts in one call
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Nothing reached the provider whole: a request cut short is never processed.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+)
 _MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503})
-_AMBIGUOUS_STATUS = frozenset({504})  # a gateway gave up; the backend may have it
+_RETRY_STATUS = frozenset({408, 429, 503})  # refused before any work: safe to send again
+_NOT_PROCESSED_5XX = frozenset({501, 505})  # method / HTTP version not supported
+_MAYBE = "the provider may have accepted it, so it is not sent again"
 _CONTROL = dict.fromkeys([*range(32), *range(127, 160)])  # C0, DEL, C1 → removed
 _DETAIL_MAX = 1000
 
@@ -418,9 +452,9 @@ class HttpBatchTransport:
             try:
                 response = await self._request(request, len(messages))
             except _NOT_SENT as exc:
-                last = f"{self.kind}: {describe(exc)}"
+                last = f"{self.kind}: {describe(exc)} (nothing was sent)"
             except _MAYBE_SENT as exc:
-                last = f"{self.kind}: {describe(exc)} (the request may have been accepted)"
+                last = f"{self.kind}: {describe(exc)} after the request was sent: {_MAYBE}"
                 maybe_sent = True
                 if not self.idempotent:
                     return _all(messages, Outcome.unknown, last)
@@ -432,21 +466,24 @@ class HttpBatchTransport:
                 status = response.status
                 if status in (401, 403):
                     raise TransportUnavailable(self._auth_refused(response))
-                if status not in _RETRY_STATUS and status not in _AMBIGUOUS_STATUS:
-                    return self._parse(messages, response)
-                last = f"{self.kind} HTTP {status}: {response.compact()}"
-                wait = retry_after(response.headers.get("retry-after"))
-                if wait is None and status == 429:  # throttled without a hint: back off
-                    wait = self._backoff(attempt)
-                if wait is not None and status in (429, 503):
-                    self.not_before = max(self.not_before, time.monotonic() + wait)
-                    if wait > self.max_retry_after or final:
-                        return _all(messages, Outcome.deferred, last, retry_after=wait)
-                    continue  # the gate in _request waits it out
-                if status in _AMBIGUOUS_STATUS:
+                if maybe_accepted(status):
+                    last = f"{self.kind} HTTP {status}: {_MAYBE}: {response.compact()}"
                     maybe_sent = True
                     if not self.idempotent:
                         return _all(messages, Outcome.unknown, last)
+                elif status not in _RETRY_STATUS:
+                    return self._parse(messages, response)
+                else:
+                    last = f"{self.kind} HTTP {status}: {response.compact()}"
+                    wait = retry_after(response.headers.get("retry-after"))
+                    if wait is None and status == 429:  # throttled without a hint: back off
+                        wait = self._backoff(attempt)
+                    if wait is not None and status in (429, 503):
+                        self.not_before = max(self.not_before, time.monotonic() + wait)
+                        if wait > self.max_retry_after or final:
+                            outcome = Outcome.unknown if maybe_sent else Outcome.deferred
+                            return _all(messages, outcome, last, retry_after=wait)
+                        continue  # the gate in _request waits it out
             if not final:
                 await asyncio.sleep(self._backoff(attempt))
         return _all(messages, Outcome.unknown if maybe_sent else Outcome.deferred, last)
@@ -454,13 +491,7 @@ class HttpBatchTransport:
     async def _request(self, request: ApiRequest, count: int) -> ApiResponse:
         client = self._ensure_client()
         async with self._in_flight:
-            while (delay := self.not_before - time.monotonic()) > 0:  # Retry-After gate
-                await asyncio.sleep(delay)
-            await self.requests.acquire()
-            for _ in range(count):
-                await self.messages.acquire()
-            while (delay := self.not_before - time.monotonic()) > 0:  # set while pacing
-                await asyncio.sleep(delay)
+            await self._wait_turn(count)
             self.sent_requests += 1
             headers = dict(request.headers)
             content = None
@@ -478,6 +509,48 @@ class HttpBatchTransport:
                 headers=headers,
             )
         return _response(answer)
+
+    async def _wait_turn(self, count: int) -> None:
+        """The "not before" gate and the token buckets, shared by sends and queries."""
+        while (delay := self.not_before - time.monotonic()) > 0:  # Retry-After gate
+            await asyncio.sleep(delay)
+        await self.requests.acquire()
+        for _ in range(count):
+            await self.messages.acquire()
+        while (delay := self.not_before - time.monotonic()) > 0:  # set while pacing
+            await asyncio.sleep(delay)
+
+    async def query(
+        self, url: str, params: Mapping[str, str] | None = None, *, max_bytes: int = 2_000_000
+    ) -> ApiResponse:
+        """One GET for a reconciliation search: ``url`` relative to ``base_url`` (or an
+        absolute URL the caller has checked), paced and gated like a send, on the same
+        client and credentials. A ``Retry-After`` on 429/503 sets the shared gate.
+
+        Returns the answer (any status but 401/403). Raises ``TransportUnavailable``
+        for 401/403, :class:`QueryFailed` when there is no answer (network, timeout)
+        or its body is over ``max_bytes`` (decompressed)."""
+        client = self._ensure_client()
+        try:
+            async with self._in_flight:
+                await self._wait_turn(0)
+                self.sent_requests += 1
+                async with client.stream("GET", url, params=params) as answer:
+                    body = bytearray()
+                    async for chunk in answer.aiter_bytes():
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise QueryFailed(f"{self.kind}: answer over {max_bytes} bytes")
+        except httpx.HTTPError as exc:
+            raise QueryFailed(f"{self.kind}: {describe(exc)}") from exc
+        headers = {name.lower(): value for name, value in answer.headers.items()}
+        response = ApiResponse(answer.status_code, headers, body.decode("utf-8", "replace"))
+        if response.status in (401, 403):
+            raise TransportUnavailable(self._auth_refused(response))
+        wait = retry_after(headers.get("retry-after"))
+        if wait is not None and response.status in (429, 503):
+            self.not_before = max(self.not_before, time.monotonic() + wait)
+        return response
 
     def _parse(
         self, messages: Sequence[OutgoingMessage], response: ApiResponse
@@ -579,6 +652,17 @@ def check_number(key: str, value: object, *, allow_zero: bool = False) -> float:
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
     return float(value)
+
+
+class QueryFailed(Exception):
+    """A reconciliation query got no usable answer (stays inside the transports: the
+    item it was for stays undecided)."""
+
+
+def maybe_accepted(status: int) -> bool:
+    """True for an HTTP status after which the provider may have the request's
+    messages: 5xx but 501, 503, 505 (see the module docstring's table)."""
+    return status >= 500 and status != 503 and status not in _NOT_PROCESSED_5XX
 
 
 def _all(

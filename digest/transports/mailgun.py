@@ -36,7 +36,21 @@ Answers, per request: ``200 {"id", "message"}`` → every message ``queued`` wit
 ``provider_id`` = the id without ``<>``; ``404`` (unknown domain: wrong ``domain`` or
 ``region``) and a ``200`` "Mailgun Magnificent API" page (a wrong URL) raise
 ``TransportUnavailable``; other ``4xx`` → ``failed`` with Mailgun's ``message``. The
-rest (401/403, 429/503 and ``Retry-After``, 5xx, timeouts) is the base's.
+rest (401/403, 429/503 and ``Retry-After``, 5xx, timeouts) is the base's: a 500,
+502 or 504 (Mailgun: "something is wrong on Mailgun's end") or a lost answer makes
+every reader of the request ``unknown``, never resent blindly. Mailgun answers no
+suppressed address at send time (it accepts the request and later reports a
+``failed`` event, "previously bounced"), so hard bounces come through webhooks.
+
+:meth:`MailgunTransport.reconcile` asks the Events API (``GET /v3/<domain>/events``:
+``begin``/``end`` in epoch seconds, ``limit`` ≤ 300, filters ``event`` and
+``recipient``; pages through ``paging.next`` until an empty page) for the
+``accepted`` event of each message in doubt, from 15 minutes before the attempt to
+an hour after it. The documented filters include no custom variable, so the event
+must carry our ``user-variables.digest_delivery_id`` (and ``digest_message_id``,
+when present) to count: then ``queued`` with the Mailgun message id. Only
+``paging.next`` URLs on our ``base_url`` are followed (the credentials go nowhere
+else). Bounds: :mod:`digest.transports.reconcile`.
 """
 
 from __future__ import annotations
@@ -44,12 +58,27 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import Outcome, OutgoingMessage, SendResult, SharedContent
-from digest.transports.http_base import ApiRequest, ApiResponse, HttpBatchTransport, to_header
+from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult, SharedContent
+from digest.transports.http_base import (
+    ApiRequest,
+    ApiResponse,
+    HttpBatchTransport,
+    QueryFailed,
+    check_number,
+    compact,
+    to_header,
+)
+from digest.transports.reconcile import (
+    DEFAULT_DEADLINE,
+    MAX_ANSWER_BYTES,
+    MAX_PAGES,
+    reconcile_each,
+)
 from digest.transports.substitution import TaggedCache, TaggedDigest, send_grouped, tag_digest
 
 MAX_RECIPIENTS = 1000  # "The maximum number of recipients allowed for batch is 1,000"
@@ -61,6 +90,9 @@ LIST_UNSUBSCRIBE_VAR = "list_unsubscribe"  # "<url>": the List-Unsubscribe heade
 # Recipient variables used outside the content: they must not occur in it either.
 EXTRA_VARS = (LIST_UNSUBSCRIBE_VAR, MESSAGE_ID_VAR, DELIVERY_ID_VAR)
 _PREFIX = "%recipient."
+EVENTS_LIMIT = 300  # "The number of entries to return (300 max)"
+_SEARCH_BEFORE = timedelta(minutes=15)  # clocks differ; the event is near the attempt
+_SEARCH_AFTER = timedelta(hours=1)
 
 
 def mailgun_tag(name: str, for_html: bool, salt: str) -> str:
@@ -83,9 +115,18 @@ class MailgunTransport(HttpBatchTransport):
     default_base_url: ClassVar[str] = REGIONS["us"]
     provider_max_batch: ClassVar[int] = MAX_RECIPIENTS
 
-    def __init__(self, *, domain: str | None = None, region: str = "us", **common: Any) -> None:
+    def __init__(
+        self,
+        *,
+        domain: str | None = None,
+        region: str = "us",
+        reconcile_seconds: float = DEFAULT_DEADLINE,
+        **common: Any,
+    ) -> None:
         """``domain``: the Mailgun sending domain (required); ``region``: "us" or "eu"
-        (picks the base URL unless ``base_url`` is given). ``ValueError`` names the key."""
+        (picks the base URL unless ``base_url`` is given); ``reconcile_seconds``: the
+        most one :meth:`reconcile` call may take. ``ValueError`` names the key."""
+        self.reconcile_seconds = check_number("reconcile_seconds", reconcile_seconds)
         if not isinstance(domain, str) or not domain.strip():
             raise ValueError("key 'domain': required for kind 'mailgun' (your sending domain)")
         if any(c in domain for c in "/\\ %?#") or domain != domain.strip():
@@ -158,6 +199,51 @@ class MailgunTransport(HttpBatchTransport):
         detail = f"mailgun HTTP {response.status}: {response.compact()}"
         return [SendResult(m.delivery_id, Outcome.failed, detail=detail) for m in messages]
 
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """``queued`` + Mailgun's id for each item with an ``accepted`` event carrying its
+        delivery id; the others are left out (see the module docstring). Raises
+        ``TransportUnavailable`` when Mailgun refuses the key."""
+        return await reconcile_each(
+            items,
+            self._search,
+            deadline=self.reconcile_seconds,
+            concurrency=self.concurrency,
+            kind=self.kind,
+        )
+
+    async def _search(self, item: InDoubt) -> SendResult | None:
+        url: str | None = f"/v3/{quote(self.domain, safe='')}/events"
+        params: dict[str, str] | None = {
+            "event": "accepted",
+            "recipient": item.recipient,
+            "begin": str(int((item.attempted_at - _SEARCH_BEFORE).timestamp())),
+            "end": str(int((item.attempted_at + _SEARCH_AFTER).timestamp())),
+            "limit": str(EVENTS_LIMIT),
+        }
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return None
+            response = await self.query(url, params, max_bytes=MAX_ANSWER_BYTES)
+            body = response.json()
+            if response.status != 200 or not isinstance(body, dict):
+                raise QueryFailed(f"mailgun events HTTP {response.status}: {response.compact()}")
+            events = body.get("items")
+            if not isinstance(events, list):
+                raise QueryFailed(f"mailgun events: no items list: {response.compact()}")
+            for event in events:
+                if _is_ours(event, item):
+                    return _found(item, event)
+            url, params = (self._next_page(body) if events else None), None
+        return None
+
+    def _next_page(self, body: Mapping[str, Any]) -> str | None:
+        """``paging.next`` when it is on our base URL (our key goes nowhere else)."""
+        paging = body.get("paging")
+        url = paging.get("next") if isinstance(paging, dict) else None
+        if isinstance(url, str) and url.startswith(self.base_url.rstrip("/") + "/"):
+            return url
+        return None
+
     def tagged(self, shared: SharedContent) -> TaggedDigest:
         """The segment's content with ``%recipient.…%`` tags, built once per key."""
         return self._tagged.get(shared, lambda d: tag_digest(d, mailgun_tag, extra=EXTRA_VARS))
@@ -194,3 +280,28 @@ class MailgunTransport(HttpBatchTransport):
         if message.tag:
             form["o:tag"] = message.tag
         return form
+
+
+def _is_ours(event: Any, item: InDoubt) -> bool:
+    if not isinstance(event, dict) or event.get("event") != "accepted":
+        return False
+    if str(event.get("recipient", "")).lower() != item.recipient.lower():
+        return False
+    variables = event.get("user-variables")
+    if not isinstance(variables, dict):
+        return False
+    if str(variables.get(DELIVERY_ID_VAR)) != str(item.delivery_id):
+        return False
+    return str(variables.get(MESSAGE_ID_VAR, item.message_id)) == item.message_id
+
+
+def _found(item: InDoubt, event: dict[str, Any]) -> SendResult:
+    message = event.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    provider_id = str(headers.get("message-id", "")) if isinstance(headers, dict) else ""
+    summary = {k: event.get(k) for k in ("id", "event", "timestamp", "recipient")}
+    detail = (
+        f"mailgun events API (event=accepted recipient={item.recipient} "
+        f"{DELIVERY_ID_VAR}={item.delivery_id}) found it: {compact(summary)}"
+    )
+    return SendResult(item.delivery_id, Outcome.queued, provider_id.strip("<>"), detail)

@@ -3,6 +3,11 @@
 Outcomes can be scripted per recipient address (``reject``, ``defer``, ``fail``,
 ``unknown``); everyone else is ``sent``. ``unavailable`` makes :meth:`open` and
 every send raise :class:`~digest.errors.TransportUnavailable`.
+
+It is also a :class:`~digest.transports.base.Reconciler`: :meth:`reconcile` answers
+``queued`` for the addresses in ``reconcile_found`` (as a provider's search that
+finds a message in doubt) and leaves the others out; ``reconciled`` records what
+it was asked about.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 
 
 class MemoryTransport:
@@ -25,6 +30,7 @@ class MemoryTransport:
         defer: Sequence[str] = (),
         fail: Sequence[str] = (),
         unknown: Sequence[str] = (),
+        reconcile_found: Sequence[str] = (),
         concurrency: int = 1,
         max_batch: int = 200,
         delay: float = 0.0,
@@ -43,6 +49,8 @@ class MemoryTransport:
             (Outcome.unknown, unknown),
         ):
             self._script.update(dict.fromkeys((a.lower() for a in addresses), outcome))
+        self._found = {a.lower() for a in reconcile_found}
+        self.reconciled: list[InDoubt] = []  # every item reconcile was asked about
         self._concurrency = concurrency
         self._max_batch = max_batch
         self.delay = float(delay)
@@ -82,6 +90,17 @@ class MemoryTransport:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """``queued`` for the items whose address is in ``reconcile_found``."""
+        if self.unavailable:
+            raise TransportUnavailable("memory transport scripted as unavailable")
+        self.reconciled.extend(items)
+        return [
+            SendResult(i.delivery_id, Outcome.queued, f"mem-found-{i.delivery_id}", "found")
+            for i in items
+            if i.recipient.lower() in self._found
+        ]
 
     def _one(self, message: OutgoingMessage) -> SendResult:
         self.handed.append(message)

@@ -11,8 +11,12 @@ and ``MessageID``; a whole request Postmark refuses is HTTP 422 with one
 
 ======================================  ==========================================
 per message ``ErrorCode`` 0             ``queued``; ``provider_id`` = ``MessageID``
-per message 406 (inactive recipient),   ``rejected`` ("Postmark <code>: <message>")
-300 (invalid request, e.g. the ``To``)
+per message 406 (inactive recipient:    ``rejected`` with ``bounce = "hard"``: Postmark
+hard bounce, spam complaint or          will not mail the address ("You tried to send
+unsubscribe recorded by Postmark)       to recipient(s) that have been marked as
+                                        inactive"), so the reader is suppressed
+per message 300 (invalid request, e.g.  ``rejected`` ("Postmark <code>: <message>")
+the ``To``)
 per message, any other code             ``failed``
 422 with 10, 400, 401, 405, 412, 413    raises ``TransportUnavailable``: the token,
 (token, sender signature, account)      sender signature or account must be fixed
@@ -23,22 +27,44 @@ Postmark documents no numeric API rate limit (a 429 exists), so requests are pac
 at 5/s by default and messages are not limited. Newsletters belong on a broadcast
 stream (``message_stream``, default ``"broadcast"``). Postmark does not document a
 settable ``Message-ID``, so our id travels in ``Metadata`` (``delivery_id``,
-``message_id``), which Postmark returns in its webhooks.
+``message_id``), which Postmark returns in its webhooks and filters its outbound
+message search by.
+
+A batch answered 5xx after it left may have been accepted (see
+:mod:`digest.transports.http_base`): every message of it is ``unknown``, and
+:meth:`PostmarkTransport.reconcile` asks Postmark's "Outbound message search"
+(Messages API, ``GET /messages/outbound``; ``count`` ≤ 500 and ``offset`` required;
+filters ``recipient``, ``tag``, ``messagestream`` — without it Postmark searches the
+default transactional stream — ``fromdate`` in Eastern Time, and
+``metadata_<key>=<value>``, one metadata field per search, per Postmark's custom
+metadata FAQ). One search per message, by ``metadata_delivery_id`` and recipient;
+a message found whose ``Metadata`` agrees (when Postmark shows it) is ``queued``
+with its ``MessageID``. ``fromdate`` is the day before the attempt (UTC), so the
+Eastern Time offset can never hide it. Bounds: :mod:`digest.transports.reconcile`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.http_base import (
     ApiRequest,
     ApiResponse,
     HttpBatchTransport,
+    QueryFailed,
+    check_number,
     check_str,
     compact,
+)
+from digest.transports.reconcile import (
+    DEFAULT_DEADLINE,
+    MAX_ANSWER_BYTES,
+    MAX_PAGES,
+    reconcile_each,
 )
 
 # Whole-request codes that no retry or other reader can fix (developer/api/overview).
@@ -51,6 +77,8 @@ _ACCOUNT_CODES = {
     413: "account may not send",
 }
 _RECIPIENT_CODES = frozenset({300, 406})  # invalid email request, inactive recipient
+_INACTIVE = 406  # hard-bounced, complained or unsubscribed at Postmark: do not mail again
+_SEARCH_PAGE = 50  # a metadata search finds one message, or a few after resends
 
 
 class PostmarkTransport(HttpBatchTransport):
@@ -62,9 +90,17 @@ class PostmarkTransport(HttpBatchTransport):
     default_messages_per_second: ClassVar[float] = 0.0
     idempotent: ClassVar[bool] = False  # Postmark has no idempotency key
 
-    def __init__(self, *, message_stream: str = "broadcast", **common: Any) -> None:
-        """``message_stream``: the Postmark stream id (a broadcast stream for a newsletter)."""
+    def __init__(
+        self,
+        *,
+        message_stream: str = "broadcast",
+        reconcile_seconds: float = DEFAULT_DEADLINE,
+        **common: Any,
+    ) -> None:
+        """``message_stream``: the Postmark stream id (a broadcast stream for a newsletter);
+        ``reconcile_seconds``: the most one :meth:`reconcile` call may take."""
         self.message_stream = check_str("message_stream", message_stream)
+        self.reconcile_seconds = check_number("reconcile_seconds", reconcile_seconds)
         super().__init__(**common)
 
     def auth_headers(self) -> dict[str, str]:
@@ -124,6 +160,68 @@ class PostmarkTransport(HttpBatchTransport):
         detail = f"Postmark HTTP {response.status} {code}: {text} {response.compact()}"
         return [SendResult(m.delivery_id, Outcome.failed, detail=detail) for m in messages]
 
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """``queued`` + ``MessageID`` for each item Postmark's outbound message search
+        finds; the others are left out (see the module docstring). Raises
+        ``TransportUnavailable`` when Postmark refuses the token."""
+        return await reconcile_each(
+            items,
+            self._search,
+            deadline=self.reconcile_seconds,
+            concurrency=self.concurrency,
+            kind=self.kind,
+        )
+
+    async def _search(self, item: InDoubt) -> SendResult | None:
+        params = {
+            "count": str(_SEARCH_PAGE),
+            "recipient": item.recipient,
+            "messagestream": self.message_stream,
+            "metadata_delivery_id": str(item.delivery_id),
+            "fromdate": (item.attempted_at - timedelta(days=1)).date().isoformat(),
+        }
+        if item.tag:
+            params["tag"] = item.tag
+        for page in range(MAX_PAGES):
+            params["offset"] = str(page * _SEARCH_PAGE)
+            response = await self.query("/messages/outbound", params, max_bytes=MAX_ANSWER_BYTES)
+            answer = response.json()
+            if response.status != 200 or not isinstance(answer, dict):
+                raise QueryFailed(f"Postmark search HTTP {response.status}: {response.compact()}")
+            messages = answer.get("Messages")
+            if not isinstance(messages, list):
+                raise QueryFailed(f"Postmark search: no Messages list: {response.compact()}")
+            for found in messages:
+                if _is_ours(found, item):
+                    return _found(item, found, params)
+            total = answer.get("TotalCount")
+            if not messages or not isinstance(total, int) or total <= (page + 1) * _SEARCH_PAGE:
+                return None
+        return None
+
+
+def _is_ours(found: Any, item: InDoubt) -> bool:
+    """The search filters by our metadata; check what Postmark shows of it anyway."""
+    if not isinstance(found, dict) or not found.get("MessageID"):
+        return False
+    metadata = found.get("Metadata")
+    if isinstance(metadata, dict):
+        if metadata.get("delivery_id", str(item.delivery_id)) != str(item.delivery_id):
+            return False
+        if metadata.get("message_id", item.message_id) != item.message_id:
+            return False
+    recipients = found.get("Recipients")
+    if isinstance(recipients, list) and recipients:
+        return item.recipient.lower() in {str(r).lower() for r in recipients}
+    return True
+
+
+def _found(item: InDoubt, found: dict[str, Any], params: Mapping[str, str]) -> SendResult:
+    query = f"metadata_delivery_id={params['metadata_delivery_id']} recipient={item.recipient}"
+    summary = {k: found.get(k) for k in ("MessageID", "Status", "ReceivedAt", "MessageStream")}
+    detail = f"Postmark outbound message search ({query}) found it: {compact(summary)}"
+    return SendResult(item.delivery_id, Outcome.queued, str(found["MessageID"]), detail)
+
 
 def _result(message: OutgoingMessage, item: Any) -> SendResult:
     code = item.get("ErrorCode", 0)  # absent on delayed accepts
@@ -132,4 +230,5 @@ def _result(message: OutgoingMessage, item: Any) -> SendResult:
         return SendResult(message.delivery_id, Outcome.queued, str(item["MessageID"]), raw)
     outcome = Outcome.rejected if code in _RECIPIENT_CODES else Outcome.failed
     detail = f"Postmark {code}: {item.get('Message', '')} {raw}"
-    return SendResult(message.delivery_id, outcome, detail=detail)
+    bounce = "hard" if code == _INACTIVE else ""
+    return SendResult(message.delivery_id, outcome, detail=detail, bounce=bounce)

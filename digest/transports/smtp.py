@@ -15,10 +15,23 @@ RCPT or DATA answered 5xx                   ``rejected`` (also: an address that 
                                             inject commands, never written)
 connect / disconnect / timeout before the   ``deferred``: definitely not delivered
 message body was sent
-disconnect / timeout after the body was     ``unknown``: the server may have queued it
-sent
+disconnect after the body was sent, or no   ``unknown``: the server may have queued it
+final reply within ``data_timeout``         ("maybe delivered" in ``detail``)
 DATA answered 250                           ``sent``; ``provider_id`` = the queue id
+DATA answered 5.7.x (policy, DMARC, spam)   ``rejected``, the server's words in
+                                            ``detail``; never a hard bounce (``bounce``
+                                            stays ""): the message, not the address,
+                                            was refused
 =========================================  ==========================================
+
+Timeouts: ``timeout`` (default 30 s) for connecting and each command;
+``data_timeout`` (default 600 s, RFC 5321 4.5.3.2.6) for the reply to the end of
+the message body, which a server may give only after scanning and queueing it.
+
+After a lost connection the slot reconnects for the batch's next message: one
+message per transaction, so a message after the lost one was never written on the
+lost connection; it is sent on a new one, or ``deferred`` if that fails. Only the
+message whose body went out on the lost connection is ``unknown``.
 
 After a refusal the session is still healthy: it is RSET (RFC 5321 4.1.1.5) and
 kept; if RSET fails, or on 421 (RFC 5321 3.8: the server is closing), or on any
@@ -90,6 +103,7 @@ class SmtpTransport:
         connections: int = 4,
         rate_per_second: float = 0,
         timeout: float = 30,
+        data_timeout: float = 600,
         local_hostname: str | None = None,
         validate_certs: bool = True,
         max_messages_per_connection: int = 1000,
@@ -112,6 +126,7 @@ class SmtpTransport:
         _check_int("batch_size", batch_size, 1, 100)
         _check_number("rate_per_second", rate_per_second, allow_zero=True)
         _check_number("timeout", timeout, allow_zero=False)
+        _check_number("data_timeout", data_timeout, allow_zero=False)
         _check_int("max_messages_per_connection", max_messages_per_connection, 1, 10**9)
         if local_hostname is not None:
             _check_str("local_hostname", local_hostname)
@@ -128,6 +143,7 @@ class SmtpTransport:
         self.host, self.port, self.security = host, port, security
         self.username, self._password = username, password
         self.timeout = float(timeout)
+        self.data_timeout = float(data_timeout)
         self.local_hostname = local_hostname
         self.validate_certs = validate_certs
         self.max_messages_per_connection = max_messages_per_connection
@@ -214,9 +230,14 @@ class SmtpTransport:
         except SmtpConnectionError as exc:
             await self._drop(slot)
             # Once the body went out the server may have the message: never claim either way.
-            outcome = Outcome.unknown if exc.after_body else Outcome.deferred
-            detail = f"{exc.phase}: {_describe(exc)}"
-            return SendResult(message.delivery_id, outcome, detail=detail)
+            if exc.after_body:
+                detail = (
+                    f"{exc.phase}: {_describe(exc)}: the connection ended after the message "
+                    "body was sent and before the final reply: maybe delivered"
+                )
+                return SendResult(message.delivery_id, Outcome.unknown, detail=detail)
+            detail = f"{exc.phase}: {_describe(exc)}: before the message body was sent"
+            return SendResult(message.delivery_id, Outcome.deferred, detail=detail)
         slot.used += 1
         if slot.used >= self.max_messages_per_connection:
             await self._quit(slot)
@@ -254,6 +275,7 @@ class SmtpTransport:
             timeout=self.timeout,
             local_hostname=self._ehlo_name,
             context=context,
+            data_timeout=self.data_timeout,
         )
         try:
             if self.username is not None and self._password is not None:

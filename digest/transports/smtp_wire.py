@@ -17,6 +17,12 @@ server offers PIPELINING), RSET and QUIT. Every read has a timeout. Errors::
 ``SmtpReplyError`` and ``SmtpConnectionError`` carry ``phase`` ("MAIL", "RCPT",
 "DATA" …) and ``after_body``: true once the message body went to the socket, when
 the server may have the message whatever happens next.
+
+Timeouts: ``timeout`` bounds connecting and each command's reply; the reply to the
+end of the message body (the final ``.``) has its own, ``data_timeout``, because a
+server may scan and queue the message before it answers: RFC 5321 4.5.3.2.6 ("DATA
+Termination: 10 minutes") asks a client to wait that long, and giving up sooner
+turns a message the server keeps into a "maybe delivered" one.
 """
 
 from __future__ import annotations
@@ -165,10 +171,12 @@ async def connect(
     timeout: float,
     local_hostname: str,
     context: ssl.SSLContext | None = None,
+    data_timeout: float | None = None,
 ) -> SmtpSession:
     """Open a session: TCP (or TLS for ``security="tls"``), greeting, EHLO, and for
     ``"starttls"`` STARTTLS plus a second EHLO. No silent downgrade: a server that
-    does not offer STARTTLS is an :class:`SmtpConnectionError`.
+    does not offer STARTTLS is an :class:`SmtpConnectionError`. ``data_timeout``:
+    seconds to wait for the reply to the end of a message (default: ``timeout``).
 
     Raises :class:`SmtpConnectionError` (or a subclass), or :class:`SmtpReplyError`
     for a refused greeting, EHLO/HELO or STARTTLS.
@@ -192,7 +200,7 @@ async def connect(
         raise SmtpConnectionError(f"TLS with {where} failed: {exc}") from exc
     except OSError as exc:
         raise SmtpConnectionError(f"cannot connect to {where}: {exc}") from exc
-    session = SmtpSession(reader, writer, timeout=timeout, where=where)
+    session = SmtpSession(reader, writer, timeout=timeout, where=where, data_timeout=data_timeout)
     try:
         await session._handshake(local_hostname, host, context if security == "starttls" else None)
     except BaseException:
@@ -211,9 +219,11 @@ class SmtpSession:
         *,
         timeout: float,
         where: str,
+        data_timeout: float | None = None,
     ) -> None:
         self._reader, self._writer = reader, writer
         self.timeout, self.where = timeout, where
+        self.data_timeout = timeout if data_timeout is None else data_timeout
         self.extensions = Extensions()
         self.greeting = Reply(0, "")
         self._closed = False
@@ -281,8 +291,9 @@ class SmtpSession:
             _expect(await self._command(mail, "MAIL"), 2, "MAIL")
             _expect(await self._command(rcpt, "RCPT"), 2, "RCPT")
             _expect(await self._command(b"DATA\r\n", "DATA"), 354, "DATA")
+        # From the first byte of the body on, the server may end up with the message.
         await self._write(body, "DATA", after_body=True)
-        reply = await self._read_reply("DATA", after_body=True)
+        reply = await self._read_reply("DATA", after_body=True, timeout=self.data_timeout)
         if reply.code // 100 != 2:
             raise SmtpReplyError(reply.code, reply.text, "DATA", after_body=True)
         return reply
@@ -388,14 +399,17 @@ class SmtpSession:
             self.close()
             raise _lost(SmtpConnectionError(f"{self.where}: {exc}"), phase, after_body) from exc
 
-    async def _read_reply(self, phase: str, *, after_body: bool = False) -> Reply:
+    async def _read_reply(
+        self, phase: str, *, after_body: bool = False, timeout: float | None = None
+    ) -> Reply:
         error: SmtpConnectionError
+        wait = self.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(wait):
                 reply = await self._read_lines()
         except TimeoutError as exc:
             self.close()
-            error = SmtpTimeout(f"{self.where} did not answer within {self.timeout:g} s")
+            error = SmtpTimeout(f"{self.where} did not answer within {wait:g} s")
             raise _lost(error, phase, after_body) from exc
         except asyncio.IncompleteReadError as exc:
             self.close()

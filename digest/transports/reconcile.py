@@ -1,0 +1,94 @@
+"""Asking a provider about messages in doubt: the bounded loop Postmark and Mailgun share.
+
+A message is in doubt (``Outcome.unknown``) when the provider may or may not have
+accepted it: an HTTP 5xx or a lost connection after the request was sent (see the
+table in :mod:`digest.transports.http_base`). Before ``[send] unknown_policy`` resends
+or skips it, the ledger hands the rows to the transport's ``reconcile`` (the
+:class:`~digest.transports.base.Reconciler` protocol), which asks the provider one
+search per message, by the ids we sent with it:
+
+==========  =================================================================
+Postmark    ``GET /messages/outbound`` ("Outbound message search", Messages
+            API) with ``metadata_delivery_id``, ``recipient``, ``tag``,
+            ``messagestream``, ``fromdate``; :mod:`digest.transports.postmark`
+Mailgun     ``GET /v3/<domain>/events`` (Events API) with ``event=accepted``,
+            ``recipient``, ``begin``/``end``, matched on the event's
+            ``user-variables.digest_delivery_id``; :mod:`digest.transports.mailgun`
+==========  =================================================================
+
+Bounded, so that a slow or failing provider cannot stall a send run: one total
+deadline (``reconcile_seconds``, default 60) for all the searches of one call, a
+cap on each answer's size and on the pages followed, the send's pacing and
+concurrency (:meth:`~digest.transports.http_base.HttpBatchTransport.query`). What
+the provider confirms comes back ``queued`` with its id; everything else (not found,
+an error answer, no answer, the deadline) is left out and stays ``unknown``: never
+guessed. Only a refusal of our credentials raises ``TransportUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from digest.transports.base import InDoubt, SendResult
+from digest.transports.http_base import QueryFailed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE = 60.0  # seconds for one reconcile call, every search included
+MAX_ANSWER_BYTES = 2_000_000  # one search answer, decompressed
+MAX_PAGES = 5  # pages followed for one message
+
+Search = Callable[[InDoubt], Awaitable[SendResult | None]]
+
+
+async def reconcile_each(
+    items: Sequence[InDoubt], search: Search, *, deadline: float, concurrency: int, kind: str
+) -> list[SendResult]:
+    """Run ``search`` for each item, at most ``concurrency`` at once, all within
+    ``deadline`` seconds; return the results it found, in the items' order.
+
+    ``search`` returns a result, or None when the provider does not account for the
+    message; it raises :class:`QueryFailed` when it could not ask (the item stays
+    undecided) and ``TransportUnavailable`` when the provider refused us (raised
+    from here, the other searches cancelled)."""
+    found: dict[int, SendResult] = {}
+    pending = list(reversed(items))
+    failures: list[str] = []
+
+    async def worker() -> None:
+        while pending:
+            item = pending.pop()
+            try:
+                result = await search(item)
+            except QueryFailed as exc:
+                failures.append(str(exc))
+                continue
+            if result is not None:
+                found[item.delivery_id] = result
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(items))))]
+    try:
+        async with asyncio.timeout(deadline):
+            await asyncio.gather(*workers)
+    except TimeoutError:
+        log.warning(
+            "%s: reconciliation stopped after %g s with %d of %d messages not yet asked about",
+            kind,
+            deadline,
+            len(pending),
+            len(items),
+        )
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    if failures:
+        log.warning(
+            "%s: %d searches failed (those messages stay unknown), e.g. %s",
+            kind,
+            len(failures),
+            failures[0],
+        )
+    return [found[i.delivery_id] for i in items if i.delivery_id in found]
