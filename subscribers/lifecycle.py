@@ -9,9 +9,9 @@ email should go out now (at most one per address per ``resend_after`` window).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, SQLModel
@@ -308,6 +308,42 @@ def soft_bounce_window_start(
     start = now - window
     confirmed = subscriber.confirmed_at
     return max(start, confirmed) if confirmed is not None else start
+
+
+@dataclass(frozen=True, slots=True)
+class SoftBounce:
+    """One temporary delivery failure reported for a reader."""
+
+    at: datetime  # when it happened
+    message: str  # names the message that bounced (retries of one message share it)
+
+
+def count_soft_bounces(bounces: Iterable[SoftBounce]) -> int:
+    """How many of ``bounces`` count toward ``soft_bounce_limit``.
+
+    A provider retries a deferred message for up to three days and may report each
+    failed attempt, and a mailbox that is full today is full for every message
+    today. So, taken in time order, a bounce counts only when neither its message
+    nor its day (UTC) has counted one already: Mailman's bounce score, which adds
+    at most one bounce per day, plus one per message. Three temporary failures of
+    one message count once; three messages bounced on one day count once.
+    """
+    counted = 0
+    days: set[date] = set()
+    messages: set[str] = set()
+    for bounce in sorted(bounces, key=lambda b: _utc(b.at)):
+        day = _utc(bounce.at).date()
+        if day in days or bounce.message in messages:
+            continue
+        days.add(day)
+        messages.add(bounce.message)
+        counted += 1
+    return counted
+
+
+def _utc(when: datetime) -> datetime:
+    """An aware time in UTC; a naive one is taken to be UTC already."""
+    return when.astimezone(UTC) if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def is_paused(subscriber: Subscriber, now: datetime) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine
@@ -265,3 +265,45 @@ def test_concurrent_sign_ups_send_one_confirmation(engine: Engine) -> None:
         time.sleep(0.3)  # B is now blocked on A's lock (or, without one, already done)
     b.join(timeout=30)
     assert answers == {"a": True, "b": False}
+
+
+# -- soft bounces: at most once per message and once per day (Mailman's rule) ----------
+
+
+def _soft(hours: float, message: str) -> lifecycle.SoftBounce:
+    return lifecycle.SoftBounce(NOW + timedelta(hours=hours), message)
+
+
+@pytest.mark.parametrize(
+    ("bounces", "counted"),
+    [
+        ([], 0),
+        # one message retried by the provider for three days: one failure
+        ([_soft(0, "m1"), _soft(24, "m1"), _soft(48, "m1")], 1),
+        # three messages refused on one day: a full mailbox, once
+        ([_soft(0, "m1"), _soft(1, "m2"), _soft(2, "m3")], 1),
+        # three messages on three days: three
+        ([_soft(0, "m1"), _soft(24, "m2"), _soft(48, "m3")], 3),
+        # m1 counts on day 1, its retry on day 2 does not, m2 on day 2 does
+        ([_soft(0, "m1"), _soft(24, "m1"), _soft(25, "m2")], 2),
+        # the order given does not matter: time order decides
+        ([_soft(25, "m2"), _soft(24, "m1"), _soft(0, "m1")], 2),
+    ],
+    ids=["none", "one-message", "one-day", "three-days", "retry-and-other", "unordered"],
+)
+def test_soft_bounces_count_once_per_message_and_once_per_day(
+    bounces: list[lifecycle.SoftBounce], counted: int
+) -> None:
+    assert lifecycle.count_soft_bounces(bounces) == counted
+
+
+def test_a_soft_bounce_day_is_the_utc_day() -> None:
+    berlin_winter = timezone(timedelta(hours=1))
+    late = lifecycle.SoftBounce(datetime(2026, 11, 23, 23, 30, tzinfo=UTC), "m1")
+    # 00:15 in Berlin is 23:15 UTC: the same UTC day as ``late``
+    same_day = lifecycle.SoftBounce(datetime(2026, 11, 24, 0, 15, tzinfo=berlin_winter), "m2")
+    next_day = lifecycle.SoftBounce(datetime(2026, 11, 24, 0, 30, tzinfo=UTC), "m3")
+    naive = lifecycle.SoftBounce(datetime(2026, 11, 24, 12, 0), "m4")  # taken as UTC
+    assert lifecycle.count_soft_bounces([late, same_day]) == 1
+    assert lifecycle.count_soft_bounces([late, next_day]) == 2
+    assert lifecycle.count_soft_bounces([next_day, naive]) == 1

@@ -150,7 +150,9 @@ def test_a_duplicate_inside_one_batch_is_applied_once(ledger: Ledger) -> None:
 
 def test_soft_bounces_suppress_only_at_the_limit(ledger: Ledger) -> None:
     def soft(n: int) -> DeliveryEvent:
-        return event(EventType.bounced_soft, f"soft-{n}", smtp_status="4.2.2", occurred_at=NOW)
+        # Three messages, on three days: each counts.
+        when = NOW - timedelta(days=3 - n)
+        return event(EventType.bounced_soft, f"soft-{n}", smtp_status="4.2.2", occurred_at=when)
 
     ledger.apply(soft(1), soft(2))
     assert ledger.subscriber().status == SubscriberStatus.active
@@ -161,6 +163,64 @@ def test_soft_bounces_suppress_only_at_the_limit(ledger: Ledger) -> None:
     assert ledger.subscriber().status == SubscriberStatus.bounced
     [logged] = [e for e in ledger.rows(ConsentEvent) if e.action == ConsentAction.bounced]
     assert "3 soft bounces within 30 days" in logged.detail
+
+
+def test_temporary_failures_of_one_message_count_once(ledger: Ledger) -> None:
+    # The provider retried one message for three days and reported every failed
+    # attempt: one message, one soft bounce (it suppressed the reader before).
+    retries = [
+        event(
+            EventType.bounced_soft,
+            f"retry-{n}",
+            message_id=ledger.message_id,
+            smtp_status="4.2.2",
+            description="mailbox full",
+            occurred_at=NOW - timedelta(days=2 - n),
+        )
+        for n in range(3)
+    ]
+    summary = ledger.apply(*retries)
+    assert summary.changed == 0 and summary.duplicates == 0
+    assert ledger.subscriber().status == SubscriberStatus.active
+    assert ledger.count(Suppression) == 0
+    assert summary.outcomes[-1] == "soft bounce; 1 of 3 counted within the window"
+
+
+def test_soft_bounces_on_one_day_count_once(ledger: Ledger) -> None:
+    # Three different messages (a welcome mail, two provider ids) refused within one
+    # day: a full mailbox is full for all of them (Mailman: one bounce a day).
+    same_day = [
+        event(EventType.bounced_soft, "a", provider_message_id="pm-x", occurred_at=NOW),
+        event(
+            EventType.bounced_soft,
+            "b",
+            provider_message_id="pm-y",
+            occurred_at=NOW + timedelta(hours=5),
+        ),
+        event(EventType.bounced_soft, "c", occurred_at=NOW + timedelta(hours=10)),
+    ]
+    summary = ledger.apply(*same_day)
+    assert summary.changed == 0
+    assert ledger.subscriber().status == SubscriberStatus.active
+
+
+def test_a_message_bounced_on_two_days_and_another_count_twice(ledger: Ledger) -> None:
+    first = event(EventType.bounced_soft, "d1", message_id=ledger.message_id, occurred_at=NOW)
+    retry = event(
+        EventType.bounced_soft,
+        "d2",
+        message_id=ledger.message_id,
+        occurred_at=NOW + timedelta(days=1),
+    )
+    other = event(
+        EventType.bounced_soft,
+        "o1",
+        provider_message_id="pm-z",
+        occurred_at=NOW + timedelta(days=1),
+    )
+    summary = ledger.apply(first, retry, other, now=NOW + timedelta(days=1, hours=1))
+    assert summary.outcomes[-1] == "soft bounce; 2 of 3 counted within the window"
+    assert ledger.subscriber().status == SubscriberStatus.active
 
 
 def test_soft_bounces_outside_the_window_do_not_count(ledger: Ledger) -> None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 
 from digest.webhooks.base import EventType, WebhookRejected, WebhookRequest
-from digest.webhooks.mailgun import ENV_SIGNING_KEY, MailgunWebhook
+from digest.webhooks.mailgun import DEFAULT_RETRY_WINDOW, ENV_SIGNING_KEY, MailgunWebhook
 from tests.webhook_cases import NOW, STALE_SECONDS, WebhookCases, json_body, make_request
 
 URL = "https://digest.example.com/webhooks/mailgun"
@@ -123,7 +123,9 @@ class TestMailgunWebhook(WebhookCases):
         return envelope(payload, signature_block(at=now, key="key-somebody-else"))
 
     def stale_request(self, payload: Any, *, now: datetime) -> WebhookRequest | None:
-        return envelope(payload, signature_block(at=now - timedelta(seconds=STALE_SECONDS)))
+        # Older than the retry window: a late retry inside it is accepted (below).
+        too_old = now - timedelta(seconds=DEFAULT_RETRY_WINDOW + STALE_SECONDS)
+        return envelope(payload, signature_block(at=too_old))
 
     def sample_hard_bounce(self) -> Any:
         return failed()
@@ -177,11 +179,47 @@ class TestMailgunWebhook(WebhookCases):
 
     # -- Mailgun specifics -------------------------------------------------------------
 
-    def test_replay_key_is_the_token(self) -> None:
+    def test_replay_key_is_the_token_kept_for_the_whole_retry_window(self) -> None:
         block = signature_block(at=NOW, token="a" * 50)
         verified = self.adapter().verify(envelope(failed(), block), now=NOW)
         assert verified.replay_key == "a" * 50
-        assert verified.replay_ttl_seconds == 600
+        # A signature is accepted from 5 minutes ahead to the end of the retry
+        # window behind: its token must stay recorded that long.
+        assert verified.replay_ttl_seconds == DEFAULT_RETRY_WINDOW + 300
+
+    @pytest.mark.parametrize("hours_late", [0.5, 1, 4, 7.5, 8])
+    def test_a_retry_signed_hours_ago_is_accepted_within_the_retry_window(
+        self, hours_late: float
+    ) -> None:
+        # Mailgun retries a POST not answered 200 for about 8 hours (5 min, 10 min,
+        # 15 min, 1 h, 2 h, 4 h apart), and a retry may carry the first signature.
+        block = signature_block(at=NOW - timedelta(hours=hours_late))
+        verified = self.adapter().verify(envelope(failed(), block), now=NOW)
+        assert verified.replay_key == block["token"]
+
+    def test_a_late_retry_must_still_be_signed_right(self) -> None:
+        late = NOW - timedelta(hours=2)
+        self.assert_rejected(envelope(failed(), signature_block(at=late, key="key-other")))
+
+    def test_older_than_the_retry_window_is_rejected(self) -> None:
+        block = signature_block(at=NOW - timedelta(seconds=DEFAULT_RETRY_WINDOW + 1))
+        assert self.assert_rejected(envelope(failed(), block)) == 401
+
+    def test_custom_retry_window(self) -> None:
+        adapter = MailgunWebhook(signing_key=SIGNING_KEY, retry_window_seconds=3600)
+        adapter.verify(envelope(failed(), signature_block(at=NOW - timedelta(minutes=59))), now=NOW)
+        with pytest.raises(WebhookRejected):
+            adapter.verify(
+                envelope(failed(), signature_block(at=NOW - timedelta(minutes=61))), now=NOW
+            )
+        assert adapter.verify(
+            envelope(failed(), signature_block(at=NOW)), now=NOW
+        ).replay_ttl_seconds == (3600 + 300)
+
+    @pytest.mark.parametrize("window", [0, 299, 3 * 86400 + 1, True, "8h"])
+    def test_a_bad_retry_window_is_named(self, window: Any) -> None:
+        with pytest.raises(ValueError, match="retry_window_seconds"):
+            MailgunWebhook(signing_key=SIGNING_KEY, retry_window_seconds=window)
 
     def test_parent_signature_is_accepted(self) -> None:
         block = signature_block(at=NOW, key="key-subaccount")
@@ -199,10 +237,15 @@ class TestMailgunWebhook(WebhookCases):
         self.assert_rejected(envelope(failed(), later))
 
     def test_custom_tolerance(self) -> None:
-        adapter = MailgunWebhook(signing_key=SIGNING_KEY, tolerance_seconds=60)
+        adapter = MailgunWebhook(
+            signing_key=SIGNING_KEY, tolerance_seconds=60, retry_window_seconds=60
+        )
         request = envelope(failed(), signature_block(at=NOW - timedelta(seconds=120)))
         with pytest.raises(WebhookRejected):
             adapter.verify(request, now=NOW)
+        ahead = envelope(failed(), signature_block(at=NOW + timedelta(seconds=120)))
+        with pytest.raises(WebhookRejected):
+            MailgunWebhook(signing_key=SIGNING_KEY, tolerance_seconds=60).verify(ahead, now=NOW)
 
     @pytest.mark.parametrize(
         "block",

@@ -239,8 +239,28 @@ class TestPostmarkWebhook(WebhookCases):
         ],
     )
     def test_bounce_type_table(self, bounce_type: str, expected: EventType, policy: bool) -> None:
-        event = self.only_event(bounce(Type=bounce_type, Details="smtp;550 rejected"))
+        # Inactive false: Postmark still mails the address (see the test below).
+        changes = {"Type": bounce_type, "Details": "smtp;550 rejected", "Inactive": False}
+        event = self.only_event(bounce(**changes))
         assert (event.type, event.policy) == (expected, policy)
+
+    @pytest.mark.parametrize("bounce_type", ["SoftBounce", "Transient", "DnsError", "HardBounce"])
+    def test_an_address_postmark_deactivated_is_a_hard_bounce(self, bounce_type: str) -> None:
+        # Postmark refuses every later send to an inactive address (ErrorCode 406,
+        # "inactive recipient"): the reader is as good as bounced.
+        event = self.only_event(bounce(Type=bounce_type, Details="smtp;452 mailbox full"))
+        assert (event.type, event.policy) == (EventType.bounced_hard, False)
+        if bounce_type != "HardBounce":
+            assert "Postmark deactivated the address" in event.description
+
+    def test_manually_deactivated_is_a_hard_bounce(self) -> None:
+        event = self.only_event(bounce(Type="ManuallyDeactivated", Details=""))
+        assert (event.type, event.policy) == (EventType.bounced_hard, False)
+
+    @pytest.mark.parametrize("bounce_type", ["Blocked", "DMARCPolicy", "SpamNotification"])
+    def test_a_policy_block_stays_one_even_when_inactive(self, bounce_type: str) -> None:
+        event = self.only_event(bounce(Type=bounce_type, Details="smtp;550 5.7.1 blocked"))
+        assert (event.type, event.policy) == (EventType.bounced_soft, True)
 
     def test_hard_bounce_with_5_7_status_is_policy_but_still_hard(self) -> None:
         details = "smtp;550 5.7.1 Message rejected due to local policy"

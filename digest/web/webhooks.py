@@ -7,11 +7,15 @@ there, so the app refuses to start — and adds the route. Per request:
 1. not an enabled provider → 404; a body over ``max_body_bytes`` → 413;
 2. ``verify`` (in a worker thread: SNS may fetch a certificate) and ``parse``; a
    :class:`WebhookRejected` → its status (401/403/400) and nothing is written;
-3. one transaction: the replay key (``webhook_replay``; seen before and not expired
-   → 409 ``replayed``, nothing applied), then :func:`digest.webhooks.apply.apply`;
+3. one transaction: the replay key (``webhook_replay``), then
+   :func:`digest.webhooks.apply.apply`. A replay key seen before and not expired
+   means this very request was processed already: 200 with ``"replayed": true``
+   and nothing applied. Not 409: providers retry any answer that is not 2xx, and
+   some disable an endpoint that keeps refusing (docs/WEBHOOKS.md, "Answers");
 4. the database unreachable → 503 (``Retry-After``): the provider retries later,
    and since the replay key was rolled back with the events, the retry is accepted;
-5. 200 with a small JSON summary.
+5. 200 with a small JSON summary (an event already stored counts as a duplicate
+   and is not applied again).
 
 An SNS ``SubscriptionConfirmation`` (``Verified.confirm_url``) is stored as a notice
 (``digest status`` shows it) and logged at WARNING; the URL is fetched only with
@@ -101,7 +105,7 @@ def hooks_of(request: Request) -> Hooks:
 
 
 class _Replayed(Exception):
-    """The replay key was seen before: roll back, answer 409."""
+    """The replay key was seen before: roll back, answer 200 with nothing applied."""
 
 
 @router.post("/webhooks/{provider}", summary="Delivery events from the email provider")
@@ -131,8 +135,12 @@ async def receive(provider: str, request: Request) -> Response:
     try:
         result = await run_in_threadpool(_record, hooks, provider, verified, events, now)
     except _Replayed:
-        log.warning("webhook %s from %s: replayed request refused", provider, incoming.remote_addr)
-        return _answer(409, error="replayed")
+        log.info(
+            "webhook %s from %s: request already processed; answered 200, applied nothing",
+            provider,
+            incoming.remote_addr,
+        )
+        return _answer(200, ok=True, replayed=True, received=len(events), duplicates=len(events))
     except OperationalError as exc:
         log.error(
             "webhook %s: database unavailable (%s); asking to retry", provider, type(exc).__name__

@@ -7,17 +7,20 @@ key and the events together, or neither). Every event is stored in
 is applied once, even by two web workers at the same moment (``INSERT … ON CONFLICT
 DO NOTHING``: the second waits for the first and then inserts nothing).
 
-Matching: our Message-ID (``<{edition key}.s{subscriber id}.digest@{domain}>``,
-see ``MessageTemplate.message_id``) names the delivery; else the provider's message
-id equals ``delivery.provider_id``; else no delivery. The reader is the delivery's,
-else the one with the event's address; an event nobody matches is stored only.
+Matching (:mod:`digest.webhooks.matching`): our Message-ID names the delivery,
+else the provider's message id; the reader is the delivery's, else the one with
+the event's address; an event nobody matches is stored only. What ``digest
+status`` shows from the stored events is :mod:`digest.webhooks.report`.
 
 Effects (``policy=True`` events never touch a reader: a reputation or DNS problem
-on our side is not the reader's fault; ``digest status`` shows them instead):
+on our side is not the reader's fault; ``digest status`` and ``digest check`` show
+them instead, see :mod:`digest.policy_incidents`):
 
 ==============  ==============================================================
 bounced-hard    delivery ``bounced`` (if it was sent); reader bounced, suppressed
-bounced-soft    counted; ``soft_bounce_limit`` within the window → as a hard bounce
+bounced-soft    counted (at most once per message and once per day, see
+                :func:`subscribers.lifecycle.count_soft_bounces`);
+                ``soft_bounce_limit`` within the window → as a hard bounce
 complained      reader complained, suppressed
 unsubscribed    reader unsubscribed (source ``webhook``)
 delivered       noted on the delivery (an ``unknown`` row becomes ``sent``)
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,27 +41,29 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from digest.models import Delivery, DeliveryEventRecord, DeliveryState, Edition
+from digest.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.webhooks.base import DeliveryEvent, EventType
+from digest.webhooks.matching import NO_MATCH, Match, match_event, parse_message_id
+from digest.webhooks.report import NOTICE_PREFIX, PENDING_NOTICE, Attention, attention
 from subscribers import lifecycle
 from subscribers.consent import Context
 from subscribers.models import ConsentSource, Subscriber
 
+__all__ = [
+    "PENDING_NOTICE",
+    "ApplySummary",
+    "Attention",
+    "BouncePolicy",
+    "apply",
+    "attention",
+    "parse_message_id",
+    "store_notice",
+    "update_notice",
+]
+
 E = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
 MAX_KEY = 200  # event ids longer than the column are stored as their SHA-256
-NOTICE_PREFIX = "notice:"  # event ids of operator notices (see store_notice)
-PENDING_NOTICE = "subscription confirmation pending"  # such a notice's outcome, until done
 MAX_DETAIL = 2000  # a delivery's detail keeps the newest notes up to this length
-# MessageTemplate.message_id: <{edition key}.s{subscriber id}.digest@{domain}>
-_OUR_MESSAGE_ID = re.compile(r"<?(?P<key>[^<>@\s]+)\.s(?P<sid>\d{1,18})\.digest@[^<>@\s]+>?")
-
-
-# Event types counted for the operator, and under which name.
-_COUNTED = {
-    EventType.bounced_hard: "hard",
-    EventType.bounced_soft: "soft",
-    EventType.complained: "complaints",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +95,13 @@ class ApplySummary:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Match:
-    delivery: Delivery | None
-    subscriber: Subscriber | None
-
-
 def apply(
     session: Session, events: Sequence[DeliveryEvent], *, now: datetime, policy: BouncePolicy
 ) -> ApplySummary:
     """Store and apply ``events`` in the caller's transaction; see the module docstring."""
     summary = ApplySummary(received=len(events))
     for event in events:
-        match = _match(session, event)
+        match = match_event(session, event)
         row_id = _store(session, event, match, now)
         if row_id is None:
             summary.duplicates += 1
@@ -115,12 +113,6 @@ def apply(
         summary.outcomes.append(outcome)
         session.execute(E.update().where(E.c.id == row_id).values(outcome=outcome))
     return summary
-
-
-def parse_message_id(message_id: str) -> tuple[str, int] | None:
-    """``(edition key, subscriber id)`` from one of our Message-IDs, else None."""
-    found = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
-    return (found["key"], int(found["sid"])) if found else None
 
 
 def store_notice(
@@ -142,7 +134,7 @@ def store_notice(
         description=description,
         raw=raw,
     )
-    return _store(session, event, _Match(None, None), now, outcome=description) is not None
+    return _store(session, event, NO_MATCH, now, outcome=description) is not None
 
 
 def update_notice(session: Session, *, provider: str, key: str, outcome: str) -> None:
@@ -151,50 +143,8 @@ def update_notice(session: Session, *, provider: str, key: str, outcome: str) ->
     session.execute(stmt.values(outcome=outcome))
 
 
-def _match(session: Session, event: DeliveryEvent) -> _Match:
-    """The event's delivery and reader. The reader's row is locked (PostgreSQL; SQLite
-    transactions are serialized already) so that two workers applying events for
-    one reader at once take turns: the soft-bounce count then sees both."""
-    delivery: Delivery | None = None
-    ours = parse_message_id(event.message_id) if event.message_id else None
-    if ours is not None:
-        stmt = (
-            select(Delivery)
-            .join(Edition, Edition.id == Delivery.edition_id)  # type: ignore[arg-type]
-            .where(Edition.key == ours[0], Delivery.subscriber_id == ours[1])  # type: ignore[arg-type]
-        )
-        delivery = session.execute(stmt).scalar_one_or_none()
-    if delivery is None and event.provider_message_id:
-        # Batch providers (SendGrid, Mailgun) give one id to a whole request of up to
-        # 1,000 readers: the id alone names the request, the address names the reader.
-        by_provider = select(Delivery).where(Delivery.provider_id == event.provider_message_id)  # type: ignore[arg-type]
-        address = event.recipient.strip().lower()
-        if address:
-            by_provider = by_provider.join(
-                Subscriber,
-                Subscriber.id == Delivery.subscriber_id,  # type: ignore[arg-type]
-            ).where(Subscriber.email == address)  # type: ignore[arg-type]
-        candidates = session.execute(by_provider.limit(2)).scalars().all()
-        delivery = candidates[0] if len(candidates) == 1 else None
-    if delivery is not None:
-        return _Match(delivery, _reader(session, delivery.subscriber_id))
-    address = event.recipient.strip().lower()
-    if ours is not None:  # our message without a ledger row: the welcome email
-        subscriber = _reader(session, ours[1])
-        if subscriber is not None and address in ("", subscriber.email):
-            return _Match(None, subscriber)
-    if address:
-        by_address = select(Subscriber).where(Subscriber.email == address)  # type: ignore[arg-type]
-        return _Match(None, session.execute(by_address.with_for_update()).scalar_one_or_none())
-    return _Match(None, None)
-
-
-def _reader(session: Session, subscriber_id: int) -> Subscriber | None:
-    return session.get(Subscriber, subscriber_id, with_for_update=True)
-
-
 def _store(
-    session: Session, event: DeliveryEvent, match: _Match, now: datetime, *, outcome: str = ""
+    session: Session, event: DeliveryEvent, match: Match, now: datetime, *, outcome: str = ""
 ) -> int | None:
     """Insert the event row; None when ``(provider, event_id)`` is already stored."""
     recipient = event.recipient.strip().lower()
@@ -242,7 +192,7 @@ def _jsonable(raw: Any) -> Any:
 
 
 def _effect(
-    session: Session, event: DeliveryEvent, match: _Match, now: datetime, policy: BouncePolicy
+    session: Session, event: DeliveryEvent, match: Match, now: datetime, policy: BouncePolicy
 ) -> tuple[str, bool]:
     """Apply one new event; return (what it did, whether a reader changed)."""
     delivery, subscriber = match.delivery, match.subscriber
@@ -285,21 +235,29 @@ def _soft_bounce(
     session: Session, subscriber: Subscriber, note: str, now: datetime, policy: BouncePolicy
 ) -> tuple[str, bool]:
     """Count this address's soft bounces in the window (this one included, already
-    stored); at the limit the reader is suppressed as bounced."""
+    stored), at most one per message and one per day
+    (:func:`subscribers.lifecycle.count_soft_bounces`); at the limit the reader is
+    suppressed as bounced."""
     since = lifecycle.soft_bounce_window_start(
         subscriber, now=now, window=policy.soft_bounce_window
     )
     when = func.coalesce(E.c.occurred_at, E.c.received_at)
-    stmt = select(func.count()).where(
-        E.c.recipient == subscriber.email,
-        E.c.type == EventType.bounced_soft.value,
-        E.c.policy.is_(False),
-        when >= since,
+    stmt = (
+        select(when, E.c.delivery_id, E.c.message_id, E.c.provider_message_id, E.c.id)
+        .where(
+            E.c.recipient == subscriber.email,
+            E.c.type == EventType.bounced_soft.value,
+            E.c.policy.is_(False),
+            when >= since,
+        )
+        .order_by(when, E.c.id)
     )
-    count = int(session.execute(stmt).scalar() or 0)
+    count = lifecycle.count_soft_bounces(
+        lifecycle.SoftBounce(at, _message_key(*row)) for at, *row in session.execute(stmt)
+    )
     limit = policy.soft_bounce_limit
     if count < limit:
-        return f"soft bounce {count} of {limit} within the window", False
+        return f"soft bounce; {count} of {limit} counted within the window", False
     days = policy.soft_bounce_window.days
     detail = f"{count} soft bounces within {days} days (last: {note})"
     assert subscriber.id is not None
@@ -307,6 +265,16 @@ def _soft_bounce(
         session, subscriber_id=subscriber.id, hard=False, detail=detail, now=now
     )
     return (f"reader suppressed ({detail})" if changed else "reader already not mailed"), changed
+
+
+def _message_key(delivery_id: int | None, message_id: str, provider_id: str, row_id: int) -> str:
+    """What names the message a soft bounce is about: its delivery, else our
+    Message-ID, else the provider's id, else only the event itself."""
+    if delivery_id is not None:
+        return f"delivery:{delivery_id}"
+    if message_id:
+        return f"message:{message_id}"
+    return f"provider:{provider_id}" if provider_id else f"event:{row_id}"
 
 
 def _note_delivery(delivery: Delivery, event: DeliveryEvent, note: str, now: datetime) -> None:
@@ -336,43 +304,3 @@ def _describe(event: DeliveryEvent) -> str:
         parts.append("policy")
     text = " ".join(event.description.split())[:300]
     return f"{' '.join(parts)}: {text}" if text else " ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Attention:
-    """What ``digest status`` shows the operator about provider events."""
-
-    # (edition key, or "" for events that matched no delivery) → counts of
-    # "hard", "soft", "complaints", "policy"; newest editions first
-    per_edition: list[tuple[str, dict[str, int]]]
-    policy_blocks: int
-    notices: list[tuple[str, str]]  # (provider, what to do): pending SNS confirmations
-
-
-def attention(session: Session, *, editions: int = 8) -> Attention:
-    """Bounces, complaints and policy blocks per edition (the ``editions`` newest
-    with any), and notices still waiting for the operator."""
-    key = func.coalesce(Edition.key, "")
-    stmt = (
-        select(key, E.c.type, E.c.policy, func.count())
-        .select_from(E)
-        .outerjoin(Delivery, Delivery.id == E.c.delivery_id)
-        .outerjoin(Edition, Edition.id == Delivery.edition_id)  # type: ignore[arg-type]
-        .where(
-            E.c.type.in_([t.value for t in _COUNTED]) | E.c.policy.is_(True),
-        )
-        .group_by(key, E.c.type, E.c.policy)
-    )
-    tallies: dict[str, dict[str, int]] = {}
-    for edition_key, kind, policy, n in session.execute(stmt):
-        tally = tallies.setdefault(
-            str(edition_key), dict.fromkeys([*_COUNTED.values(), "policy"], 0)
-        )
-        tally["policy" if policy else _COUNTED[EventType(kind)]] += int(n)
-    per_edition = sorted(tallies.items(), key=lambda kv: kv[0], reverse=True)[:editions]
-    policy_blocks = sum(t["policy"] for t in tallies.values())
-    pending = select(E.c.provider, E.c.outcome).where(
-        E.c.event_id.startswith(NOTICE_PREFIX), E.c.outcome.startswith(PENDING_NOTICE)
-    )
-    notices = [(str(p), str(o)) for p, o in session.execute(pending.order_by(E.c.id))]
-    return Attention(per_edition, policy_blocks, notices)

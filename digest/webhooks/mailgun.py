@@ -7,10 +7,17 @@ Mailgun adds ``parent-signature``, the same HMAC under the primary account's key
 either one matching is enough, so one key works for both set-ups. See
 https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/securing-webhooks
 
-Mailgun recommends refusing stale timestamps and re-used tokens: we refuse a
-timestamp more than ``tolerance_seconds`` (default 300) from ``now`` and return the
-token as the replay key, kept twice the tolerance (the acceptable window is
-``ts ± tolerance``). Payloads:
+Mailgun recommends refusing stale timestamps and re-used tokens; it also retries a
+POST we did not answer 200 (anything but 406) for about 8 hours, at growing
+intervals (5 min, 10 min, 15 min, 1 h, 2 h, 4 h), and a retry may carry the
+signature of the first attempt:
+https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-retries.
+So a timestamp up to ``tolerance_seconds`` (default 300) ahead of ``now`` or
+behind it is accepted as usual, and one up to ``retry_window_seconds`` (default
+8 h 30 min) behind it is accepted as a late retry: the signature is checked all
+the same, the token (the replay key) is kept for the whole window, and the event
+id decides the rest — a new one is applied, a known one is answered 200 and
+ignored (``digest.webhooks.apply``). Anything older is refused (401). Payloads:
 https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payloads
 
 Mapping: delivered → delivered; failed → bounced-hard (severity "permanent") or
@@ -27,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -44,6 +52,11 @@ from digest.webhooks.fields import epoch_time as _timestamp
 from digest.webhooks.fields import text as _text
 
 ENV_SIGNING_KEY = "DIGEST_WEBHOOK_MAILGUN_SIGNING_KEY"
+# Mailgun retries for about 8 hours; half an hour more for its queue and our clock.
+DEFAULT_RETRY_WINDOW = 8 * 3600 + 1800
+MAX_RETRY_WINDOW = 3 * 86400
+
+log = logging.getLogger(__name__)
 
 EVENTS: Mapping[str, EventType] = {
     "delivered": EventType.delivered,
@@ -79,20 +92,33 @@ class MailgunWebhook:
     name: ClassVar[str] = "mailgun"
     secret_env: ClassVar[Mapping[str, str]] = {"signing_key": ENV_SIGNING_KEY}
 
-    def __init__(self, *, signing_key: str = "", tolerance_seconds: int = 300) -> None:
+    def __init__(
+        self,
+        *,
+        signing_key: str = "",
+        tolerance_seconds: int = 300,
+        retry_window_seconds: int = DEFAULT_RETRY_WINDOW,
+    ) -> None:
         """Raises ``ValueError`` naming ``DIGEST_WEBHOOK_MAILGUN_SIGNING_KEY`` when the
-        key is missing, or naming ``tolerance_seconds``."""
+        key is missing, or naming ``tolerance_seconds`` / ``retry_window_seconds``."""
         if not signing_key.strip():
             raise ValueError(f"the Mailgun webhook needs {ENV_SIGNING_KEY} (webhook signing key)")
-        if not isinstance(tolerance_seconds, int) or not 1 <= tolerance_seconds <= 86400:
+        if not _seconds(tolerance_seconds, 1, 86400):
             raise ValueError(f"key 'tolerance_seconds': 1…86400, got {tolerance_seconds!r}")
+        if not _seconds(retry_window_seconds, tolerance_seconds, MAX_RETRY_WINDOW):
+            raise ValueError(
+                f"key 'retry_window_seconds': {tolerance_seconds}…{MAX_RETRY_WINDOW} "
+                f"(at least tolerance_seconds), got {retry_window_seconds!r}"
+            )
         self._key = signing_key.strip().encode()
         self.tolerance_seconds = tolerance_seconds
+        self.retry_window_seconds = retry_window_seconds
 
     def verify(self, request: WebhookRequest, *, now: datetime) -> Verified:
-        """Check the HMAC in the body's ``signature`` block, then its timestamp.
-        Raises WebhookRejected: 400 for a body that is not a JSON object, 401 for a
-        missing, wrong or stale signature."""
+        """Check the HMAC in the body's ``signature`` block, then its timestamp (see
+        the module docstring for the retry window). Raises WebhookRejected: 400 for a
+        body that is not a JSON object, 401 for a missing or wrong signature, or a
+        timestamp outside the window."""
         block = _load(request.body).get("signature")
         if not isinstance(block, dict):
             raise WebhookRejected("mailgun: no signature block", status=401)
@@ -112,9 +138,14 @@ class MailgunWebhook:
         if not timestamp.isdigit():
             raise WebhookRejected("mailgun: bad timestamp", status=401)
         age = now.timestamp() - int(timestamp)
-        if abs(age) > self.tolerance_seconds:
+        if age < -self.tolerance_seconds or age > self.retry_window_seconds:
             raise WebhookRejected(f"mailgun: timestamp {age:.0f}s off", status=401)
-        return Verified(replay_key=token, replay_ttl_seconds=2 * self.tolerance_seconds)
+        if age > self.tolerance_seconds:
+            log.info("mailgun: a retry signed %.0fs ago, within the retry window", age)
+        # The token must stay recorded as long as its signature is accepted: from the
+        # furthest accepted future timestamp to the end of the retry window.
+        ttl = self.retry_window_seconds + self.tolerance_seconds
+        return Verified(replay_key=token, replay_ttl_seconds=ttl)
 
     def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         """The one event in ``event-data``. Raises WebhookRejected(400) when it is
@@ -164,6 +195,10 @@ def _classify(raw: Mapping[str, Any]) -> EventType:
     if reason in SUPPRESS_REASONS:
         return SUPPRESS_REASONS[reason]
     return SEVERITIES.get(_text(raw.get("severity")), EventType.bounced_soft)
+
+
+def _seconds(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _load(body: bytes) -> dict[str, Any]:

@@ -15,6 +15,11 @@ https://postmarkapp.com/developer/webhooks/spam-complaint-webhook,
 https://postmarkapp.com/developer/webhooks/delivery-webhook,
 https://postmarkapp.com/developer/webhooks/subscription-change-webhook;
 bounce ``Type`` values: https://postmarkapp.com/developer/api/bounce-api#bounce-types.
+A bounce with ``Inactive: true`` means Postmark deactivated the address and will
+answer every later send to it with ErrorCode 406 ("inactive recipient"): it is
+applied as a hard bounce (unless it is a policy block), as is ``ManuallyDeactivated``.
+A ``SubscriptionChange`` with ``SuppressSending`` is Postmark's own word that it
+stopped mailing the address (its ``SuppressionReason`` says why).
 ``MessageID`` is Postmark's own id (a UUID), not our Message-ID header; ours comes
 back in ``Metadata["message_id"]``, where the Postmark transport puts it.
 """
@@ -58,6 +63,8 @@ BOUNCE_TYPES: Mapping[str, tuple[EventType, bool]] = {
     "SpamNotification": (EventType.bounced_soft, True),
     "SpamComplaint": (EventType.complained, False),
     "Unsubscribe": (EventType.unsubscribed, False),
+    # "The email was manually deactivated": Postmark refuses to mail it (406).
+    "ManuallyDeactivated": (EventType.bounced_hard, False),
 }
 
 # SubscriptionChange with SuppressSending=true → why the address was suppressed.
@@ -140,11 +147,18 @@ class PostmarkWebhook:
         record = str(raw.get("RecordType") or "Bounce")
         details = _text(raw.get("Details"))
         smtp_status = _enhanced_status(details)
+        description = details or _text(raw.get("Description"))
         kind, policy = self._classify(record, raw)
         if kind in (EventType.bounced_hard, EventType.bounced_soft):
             policy = policy or _is_policy_status(smtp_status)
         else:
             policy = False
+        if kind is EventType.bounced_soft and not policy and raw.get("Inactive") is True:
+            # Postmark deactivated the address: every later send to it is refused
+            # with ErrorCode 406 "inactive recipient", which suppresses the reader at
+            # send time (digest.refusals); say so now. A policy block stays one.
+            kind = EventType.bounced_hard
+            description = f"{description} (Postmark deactivated the address)".strip()
         when = next((raw[k] for k in _TIME_FIELDS if isinstance(raw.get(k), str)), "")
         recipient = _text(raw.get("Email") or raw.get("Recipient")).strip().lower()
         message_id = _text(raw.get("MessageID"))
@@ -159,7 +173,7 @@ class PostmarkWebhook:
             provider_message_id=message_id,
             occurred_at=_timestamp(when),
             smtp_status=smtp_status,
-            description=details or _text(raw.get("Description")),
+            description=description,
             policy=policy,
             raw=raw,
         )
