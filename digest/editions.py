@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -235,6 +235,41 @@ def approve(session: Session, *, key: str, by: str, now: datetime) -> Edition:
     return edition
 
 
+APPROVAL_EXPIRED = "not approved by its deadline: not sent"
+
+
+def expire_unapproved(session: Session, *, now: datetime) -> list[str]:
+    """Cancel every draft whose approval deadline passed before ``now`` (status note
+    :data:`APPROVAL_EXPIRED`). Returns the keys *this call* cancelled, oldest first.
+
+    Each cancellation is one conditional ``UPDATE`` (still composed, unapproved and
+    late), so when the scheduler's dispatch, a cron ``digest run`` and ``digest
+    check`` race on the same draft, exactly one of them cancels it, and only that
+    one tells the operators. A composed edition has no delivery rows yet (planning
+    makes it ``sending``), so there is nothing to skip."""
+    table = Edition.__table__  # type: ignore[attr-defined]
+    late = (
+        table.c.needs_approval.is_(True),
+        table.c.approved_at.is_(None),
+        table.c.approval_deadline < now,
+        table.c.status == EditionStatus.composed.value,
+    )
+    conn = session.connection()
+    keys = conn.execute(select(table.c.key).where(*late).order_by(table.c.key)).scalars().all()
+    cancelled: list[str] = []
+    for key in keys:
+        result = conn.execute(
+            update(table)
+            .where(table.c.key == key, *late)
+            .values(status=EditionStatus.cancelled.value, status_note=APPROVAL_EXPIRED)
+        )
+        if result.rowcount:
+            cancelled.append(str(key))
+    return cancelled
+
+
 def awaiting_approval(edition: Edition) -> bool:
-    """True while ``edition`` may not be sent because nobody has approved it yet."""
-    return edition.needs_approval and edition.approved_at is None
+    """True while ``edition`` may not be sent because nobody has approved it yet (a
+    cancelled draft, e.g. one past its approval deadline, awaits nothing)."""
+    unapproved = edition.needs_approval and edition.approved_at is None
+    return unapproved and edition.status != EditionStatus.cancelled

@@ -8,30 +8,41 @@ Incidents (each needs a human; :func:`incidents`):
   and the week's edition has not gone out (none composed though at least
   ``[edition] min_comparisons`` were waiting, or composed and never sent): the dead
   man's switch;
-- ``paused:<week>``: an edition is paused (by the operator or by itself).
+- ``paused:<week>``: an edition is paused (by the operator or by itself);
+- ``jobstore:<run>``: ``digest schedule`` found a job it could not restore in its
+  job store, removed it and registered it again (:mod:`digest.scheduler`); shown
+  for :data:`REPAIR_SHOWN` after the repair, so a ``digest check`` from cron sees
+  it even after the scheduler has emailed the operators;
+- ``policy:<week>``: mail refused for policy reasons (5.7.x) at send time or by a
+  provider's webhook in the last 7 days (:mod:`digest.policy_incidents`).
 
-An edition awaiting approval is not missed until its approval deadline (the
-scheduler then cancels it and tells the operators); a cancelled one is a human's
-decision. :func:`report` adds what ``digest status`` shows: the next scheduled
-fires, the last run of each job, each feed's health, the current edition's ledger.
+An edition awaiting approval is not missed until its approval deadline (then
+:func:`digest.jobs.expire_drafts` cancels it and tells the operators); a cancelled
+one is a human's decision. A week due before the instance first ran
+(:func:`running_since`) is never missed. :func:`report` adds what ``digest status``
+shows: the next scheduled fires, the last run of each job, each feed's health, the
+current edition's ledger.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 from sqlmodel import Session
 
-from digest import deliveries, editions, scheduler, weekly
+from digest import deliveries, editions, policy_incidents, scheduler, weekly
 from digest.alerts import Incident
 from digest.db import session_scope
-from digest.models import Edition, EditionStatus, FeedState, RunRecord
+from digest.models import Comparison, Edition, EditionStatus, FeedState, RunRecord
 from digest.runtime import Runtime
 
+C = Comparison.__table__  # type: ignore[attr-defined]
 F = FeedState.__table__  # type: ignore[attr-defined]
 R = RunRecord.__table__  # type: ignore[attr-defined]
+REPAIR_SHOWN = timedelta(hours=24)
 
 
 def incidents(rt: Runtime, *, now: datetime) -> list[Incident]:
@@ -65,7 +76,29 @@ def incidents(rt: Runtime, *, now: datetime) -> list[Incident]:
                         f"edition {e.key} is paused ({why}); 'digest resume {e.key}' continues it",
                     )
                 )
+        found.extend(_repairs(conn, now, cfg.site.tz))
+        found.extend(policy_incidents.incidents(conn, now=now))
     return found
+
+
+def _repairs(conn: Connection, now: datetime, tz: ZoneInfo) -> list[Incident]:
+    """Job store repairs by ``digest schedule`` in the last :data:`REPAIR_SHOWN`.
+
+    Nothing is left to fix (the job was registered again), but an operator should
+    know, and read the scheduler's log: one incident per repair, emailed once."""
+    stmt = select(R.c.id, R.c.started_at, R.c.detail).where(
+        R.c.job == "scheduler",
+        R.c.outcome == scheduler.REPAIRED,
+        R.c.started_at > now - REPAIR_SHOWN,
+    )
+    return [
+        Incident(
+            f"jobstore:{run_id}",
+            f"digest schedule repaired its job store at {started.astimezone(tz):%Y-%m-%d %H:%M %Z}:"
+            f" {detail}; nothing else to do, see its log",
+        )
+        for run_id, started, detail in conn.execute(stmt)
+    ]
 
 
 def _missed(rt: Runtime, session: Session, now: datetime) -> Incident | None:
@@ -80,6 +113,9 @@ def _missed(rt: Runtime, session: Session, now: datetime) -> Incident | None:
     edition = editions.get(session, key=key)
     late = f"by {due:%a %Y-%m-%d %H:%M %Z} plus {cfg.schedule.grace_hours:g} h grace"
     if edition is None:
+        since = running_since(session.connection())
+        if since is None or due < since:
+            return None  # the instance did not run yet when that edition was due
         waiting = editions.eligible(
             session,
             now=due,
@@ -99,6 +135,24 @@ def _missed(rt: Runtime, session: Session, now: datetime) -> Incident | None:
             f"edition {key} was composed but not sent {late}: run 'digest send'",
         )
     return None
+
+
+def running_since(conn: Connection) -> datetime | None:
+    """When this instance is first known to have run: its first stored comparison
+    (``first_seen_at``) or its first recorded job run, whichever came first; None
+    when it has done neither.
+
+    The dead man's switch judges only weeks due after this moment, so a fresh
+    install whose first fetch brings in a feed's history does not report the week
+    before it existed as missed. Both stamps come from this instance's own clock
+    when it stored something (never from the feed), and survive a backup and
+    restore or a move to another database together with the data. Not chosen:
+    Alembic records no migration times; ``instance_secret`` exists only without
+    ``DIGEST_SECRET_KEY``; subscriber rows may be imported with older dates."""
+    first_seen = conn.execute(select(func.min(C.c.first_seen_at))).scalar_one_or_none()
+    first_run = conn.execute(select(func.min(R.c.started_at))).scalar_one_or_none()
+    known = [t for t in (first_seen, first_run) if t is not None]
+    return min(known) if known else None
 
 
 def report(rt: Runtime, *, now: datetime) -> dict[str, Any]:

@@ -19,6 +19,15 @@ APScheduler's defaults are wrong for a weekly send, so every choice is deliberat
   schedulers on one job store would run every job twice).
 - SIGTERM: no new fires; a running send finishes its in-flight messages and gives
   the rest back; then the process exits.
+- **A job it cannot restore never stops it.** A stored job whose pickled state
+  cannot be read back (garbage bytes, a pickle from an incompatible APScheduler, a
+  function reference that no longer imports) is removed and registered again from
+  code, and the repair is recorded as a run of the ``scheduler`` job with outcome
+  ``repaired``, which :mod:`digest.health` reports as an incident (the operators
+  are emailed once). APScheduler 3.11 already drops such a job when it looks for
+  due jobs ("Unable to restore job … -- removing it"), but ``get_job``, which every
+  start calls, raises: :class:`_RepairingJobStore` handles it there. Any failure
+  to start gives the scheduler lease back at once.
 
 The job store pickles a reference to :func:`fire` and two strings, never a
 runtime: :func:`fire` finds the runtime this process opened.
@@ -40,14 +49,15 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, select, text
 
-from digest import jobs, leases
+from digest import alerts, health, jobs, leases
 from digest.config import Config
 from digest.errors import LeaseHeld
 from digest.runtime import Runtime
@@ -58,6 +68,7 @@ JOBS_TABLE = "apscheduler_jobs"
 LEASE = "scheduler"
 LEASE_TTL = timedelta(minutes=2)
 JOB_IDS = ("weekly", "poll", "dispatch")
+REPAIRED = "repaired"  # outcome of the run record of a start that repaired the job store
 
 _RUNTIMES: dict[str, Runtime] = {}  # what fire() runs with, by config path
 _STOPPING = threading.Event()
@@ -113,14 +124,28 @@ class Service:
         self._quit = threading.Event()
 
     def start(self) -> None:
-        """Take the scheduler lease (raises LeaseHeld), register the jobs, start."""
+        """Take the scheduler lease (raises LeaseHeld), register the jobs, start.
+
+        Any failure after the lease is taken stops what was started and releases
+        the lease before the error propagates, so a standby can take over at once."""
         rt = self.rt
         leases.acquire(rt.engine, name=LEASE, owner=self.owner, ttl=LEASE_TTL, now=rt.now())
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        for job_id, when in self.next_fires().items():
+            log.info("job %s: next fire %s", job_id, when.isoformat())
+
+    def _start(self) -> None:
+        rt = self.rt
         _STOPPING.clear()
         _RUNTIMES[self.key] = rt
         grace = int(rt.config.schedule.grace_hours * 3600)
+        store = _RepairingJobStore(engine=rt.engine, tablename=JOBS_TABLE)
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE)},
+            jobstores={"default": store},
             executors={"default": ThreadPoolExecutor(max_workers=3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
             timezone=rt.config.schedule.zone(rt.config.site),
@@ -128,22 +153,29 @@ class Service:
         scheduler.add_listener(
             self._log_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
         )
-        scheduler.start(paused=True)
+        scheduler.start(paused=True)  # nothing fires before every stored job is checked
         self.scheduler = scheduler
+        store.check_all()
         for job_id, trigger in triggers(rt.config).items():
-            self._register(job_id, trigger)
+            self._register(job_id, trigger, store.lost_fires.get(job_id))
+        if store.broken:
+            self._report_repair(store.broken)
         scheduler.resume()
         self._renewer = threading.Thread(target=self._renew, name="scheduler-lease", daemon=True)
         self._renewer.start()
-        for job_id, when in self.next_fires().items():
-            log.info("job %s: next fire %s", job_id, when.isoformat())
 
-    def _register(self, job_id: str, trigger: BaseTrigger) -> None:
+    def _register(self, job_id: str, trigger: BaseTrigger, lost: datetime | None) -> None:
+        """Add ``job_id`` from code with ``replace_existing``. The stored next fire is
+        kept when the trigger is unchanged; for a job that could not be restored,
+        its stored next fire ``lost`` is kept when it has passed. Either way a fire
+        that fell due while the scheduler was down still happens (within the grace)."""
         assert self.scheduler is not None
         stored = self.scheduler.get_job(job_id)
         keep: dict[str, Any] = {}
         if stored is not None and str(stored.trigger) == str(trigger):
             keep["next_run_time"] = stored.next_run_time  # a fire due while we were down
+        elif stored is None and lost is not None and lost <= self.rt.now():
+            keep["next_run_time"] = lost
         self.scheduler.add_job(
             fire,
             trigger,
@@ -153,6 +185,19 @@ class Service:
             replace_existing=True,
             **keep,
         )
+
+    def _report_repair(self, broken: dict[str, str]) -> None:
+        """Record the repair (an incident, :mod:`digest.health`); tell the operators."""
+        rt = self.rt
+        ours = [job_id for job_id in JOB_IDS if job_id in broken]
+        why = "; ".join(f"{job_id}: {error}" for job_id, error in sorted(broken.items()))
+        again = f"; registered again from code: {', '.join(ours)}" if ours else ""
+        with jobs.recorded(rt, "scheduler", "schedule") as result:
+            result.outcome = REPAIRED
+            result.detail = f"removed job(s) the job store could not restore ({why}){again}"
+        now = rt.now()
+        for subject in asyncio.run(alerts.sync(rt, health.incidents(rt, now=now), now=now)):
+            log.info("emailed the operators: %s", subject)
 
     def _renew(self) -> None:
         while not self._quit.wait(LEASE_TTL.total_seconds() / 4):
@@ -202,6 +247,55 @@ class Service:
             self.scheduler.shutdown(wait=True)
         leases.release(self.rt.engine, name=LEASE, owner=self.owner)
         _RUNTIMES.pop(self.key, None)
+
+
+class _RepairingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """APScheduler's SQLAlchemy job store, except that looking up a job it cannot
+    restore removes the job and returns None instead of raising.
+
+    ``broken`` maps each removed job's id to why it could not be restored;
+    ``lost_fires`` to its stored next fire (a plain column, readable even when the
+    pickle is not). Uses two APScheduler 3.x internals, ``jobs_t`` and
+    ``_reconstitute_job``, which the ``apscheduler>=3.11.2,<4`` pin keeps stable."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.broken: dict[str, str] = {}
+        self.lost_fires: dict[str, datetime] = {}
+
+    def check_all(self) -> None:
+        """Look up every stored job once, so any that cannot be restored is removed."""
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(select(self.jobs_t.c.id)).scalars())
+        for job_id in ids:
+            self.lookup_job(job_id)
+
+    def lookup_job(self, job_id: str) -> Job | None:
+        table = self.jobs_t
+        with self.engine.begin() as conn:  # a database error here propagates: not a bad job
+            row = conn.execute(
+                select(table.c.job_state, table.c.next_run_time).where(table.c.id == job_id)
+            ).first()
+        if row is None:
+            return None
+        try:
+            job: Job = self._reconstitute_job(row.job_state)
+        # Unpickling runs arbitrary __setstate__/import code and may raise anything
+        # (UnpicklingError, EOFError, LookupError for a function that no longer
+        # imports, ValueError for a newer Job version, …): APScheduler's own loader
+        # catches BaseException for the same reason. The job is unusable either way.
+        except Exception as exc:
+            self._discard(job_id, f"{type(exc).__name__}: {exc}"[:300], row.next_run_time)
+            return None
+        return job
+
+    def _discard(self, job_id: str, why: str, next_run_time: float | None) -> None:
+        log.error("job %s in the job store cannot be restored (%s): removing it", job_id, why)
+        with self.engine.begin() as conn:
+            conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id))
+        self.broken[job_id] = why
+        if next_run_time is not None:
+            self.lost_fires[job_id] = datetime.fromtimestamp(float(next_run_time), UTC)
 
 
 def serve(rt: Runtime, *, stop: threading.Event, on_standby: Callable[[str], None]) -> None:

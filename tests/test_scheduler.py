@@ -7,18 +7,22 @@ at once instead of after its real-time sleep.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from packaging.requirements import Requirement
 from sqlalchemy import text
 
 from digest import scheduler
 from digest.models import EditionStatus
 from tests.scheduling_support import HOUR, Site, at, settle, wait_for
+from tests.support import REPO
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -143,3 +147,15 @@ def test_a_second_scheduler_does_not_start(
             scheduler.Service(site.rt, owner="elsewhere:1:x").start()
     finally:
         first.stop()
+
+
+def test_apscheduler_is_required_at_3_11_2_or_later_and_below_4() -> None:
+    """3.11.x fixed cron fires across daylight-saving changes; 4.x is another API."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (required,) = [
+        Requirement(r) for r in project["dependencies"] if Requirement(r).name == "apscheduler"
+    ]
+    assert not required.specifier.contains("3.11.1")
+    assert required.specifier.contains("3.11.2")
+    assert not required.specifier.contains("4.0.0")
+    assert required.specifier.contains(version("apscheduler"))

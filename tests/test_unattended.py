@@ -195,9 +195,10 @@ def test_a_missed_monday_trips_the_dead_mans_switch_once(
 ) -> None:
     site = Site(tmp_path, sqlite_url, transport=_smtp(sink.port))
     site.readers(2)
-    with time_machine.travel(at(BERLIN, 2026, 11, 23, 14, 0), tick=False) as clock:
+    with time_machine.travel(at(BERLIN, 2026, 11, 20, 15, 0), tick=False) as clock:
         site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
-        jobs.poll(site.rt, trigger="schedule")
+        jobs.poll(site.rt, trigger="schedule")  # running since Friday: Monday is judged
+        clock.move_to(at(BERLIN, 2026, 11, 23, 14, 0))
         assert site.cli("check").exit_code == 0  # 14:00: within the 6-hour grace
         clock.move_to(at(BERLIN, 2026, 11, 23, 15, 30))
         missed = site.cli("check")
@@ -220,9 +221,10 @@ def test_healthz_says_the_same_as_check(tmp_path: Path, sqlite_url: str) -> None
 
     site = Site(tmp_path, sqlite_url)
     site.readers(1)
-    with time_machine.travel(at(BERLIN, 2026, 11, 23, 16, 0), tick=False):
+    with time_machine.travel(at(BERLIN, 2026, 11, 20, 15, 0), tick=False) as clock:
         site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
-        jobs.poll(site.rt, trigger="schedule")
+        jobs.poll(site.rt, trigger="schedule")  # running since Friday: Monday is judged
+        clock.move_to(at(BERLIN, 2026, 11, 23, 16, 0))
         with TestClient(create_app(site.rt)) as client:
             sick = client.get("/healthz")
             asyncio.run(jobs.weekly(site.rt, trigger="cli"))

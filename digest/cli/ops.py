@@ -57,13 +57,18 @@ def schedule() -> None:
 
 def check() -> None:
     """Exit 1 when something needs a human (feed failing, a missed or paused
-    edition); email the operators once per incident. For monitoring and cron."""
-    from digest import alerts, health
+    edition); email the operators once per incident. For monitoring and cron.
+    Also cancels drafts past their approval deadline (telling the operators)."""
+    from digest import alerts, health, jobs
 
     with runtime() as rt:
+        expired = asyncio.run(jobs.expire_drafts(rt))
         now = rt.now()
         found = health.incidents(rt, now=now)
         notices = asyncio.run(alerts.sync(rt, found, now=now))
+    for key in expired:
+        out.print(f"Edition {key} was not approved by its deadline: cancelled, nothing sent.")
+        out.print(f"Emailed the operators: {escape(jobs.expiry_subject(key))}", highlight=False)
     for subject in notices:
         out.print(f"Emailed the operators: {escape(subject)}", highlight=False)
     if not found:
