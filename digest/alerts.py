@@ -22,7 +22,7 @@ from digest.errors import DigestError
 from digest.models import Alert
 from digest.render.transactional import EmailTemplates, build_transactional
 from digest.render.view import site_view
-from digest.runtime import Runtime, sender_address
+from digest.runtime import Runtime
 from digest.transports.base import Outcome, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,13 @@ def _message(
     site = site_view(
         name=cfg.site.name, base_url=cfg.site.base_url, postal_address=cfg.site.postal_address
     )
-    sender = sender_address(cfg)
+    sender = cfg.email.transactional_address  # not list mail: [email] transactional_from
     message_id = f"<{secrets.token_hex(16)}.operators@{sender.rpartition('@')[2]}>"
     data = build_transactional(
         rt.templates,
         OPERATOR,
         {"site": site, "subject": subject, "lines": list(lines), "link": link},
-        from_header=cfg.email.from_,
+        from_header=cfg.email.transactional_header,
         reply_to=cfg.email.reply_to,
         to_address=to,
         message_id=message_id,

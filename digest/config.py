@@ -19,11 +19,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from digest import config_checks
 from digest.errors import ConfigError
 
 ENV_CONFIG = "DIGEST_CONFIG"
@@ -40,6 +42,8 @@ class SiteConfig:
     base_url: str
     postal_address: str
     timezone: str = "UTC"
+    # http:// base_url only with this (local testing): RFC 8058 one-click needs https.
+    allow_insecure_base_url: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -57,6 +61,19 @@ class EmailConfig:
     reply_to: str | None = None
     list_id: str | None = None
     feedback_id: str | None = None  # Gmail Feedback-ID header, same for every reader
+    # Confirmation and welcome mails, operator notices: their own sender (Gmail asks
+    # that subscription and other mail come from different addresses). None: from_.
+    transactional_from: str | None = None
+
+    @property
+    def transactional_header(self) -> str:
+        """The From header of mail that is not the weekly digest."""
+        return self.transactional_from or self.from_
+
+    @property
+    def transactional_address(self) -> str:
+        """:attr:`transactional_header`'s bare address: the envelope sender."""
+        return parseaddr(self.transactional_header)[1]
 
 
 @dataclass(frozen=True)
@@ -272,11 +289,7 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
             f"[site] key 'timezone' in {source}: unknown time zone {site.timezone!r} "
             "(use an IANA name such as 'Europe/Berlin')"
         ) from None
-    if not site.base_url.startswith(("https://", "http://")):
-        raise ConfigError(
-            f"[site] key 'base_url' in {source}: must be an absolute URL starting with "
-            "https:// (or http:// for local testing)"
-        )
+    config_checks.check_site(site, source)
     if not site.postal_address.strip():
         raise ConfigError(f"[site] key 'postal_address' in {source}: must not be empty")
 
@@ -306,7 +319,7 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         source=source,
         site=site,
         database=DatabaseConfig(url=db_url),
-        email=_section(data, "email", source),  # type: ignore[arg-type]
+        email=_email(data, source),
         feed=_adapter(data, "feed", source),
         transport=_adapter(data, "transport", source),
         failover=_failover(data, source)[0],
@@ -322,6 +335,13 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
     )
+
+
+def _email(data: Mapping[str, Any], source: Path) -> EmailConfig:
+    email = _section(data, "email", source)
+    assert isinstance(email, EmailConfig)
+    config_checks.check_email(email, source)
+    return email
 
 
 def _schedule(data: Mapping[str, Any], site: SiteConfig, source: Path) -> ScheduleConfig:

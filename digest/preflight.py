@@ -6,8 +6,9 @@ in it) with the sender's own code (:mod:`digest.desk`) and checks:
 =========  ===============================================================  =======
 check      what                                                             level
 =========  ===============================================================  =======
-size       HTML over Gmail's clipping point (~102 KB), or over [edition]    error
-           max_html_bytes; unsubscribe link / postal address past the clip
+size       HTML part over Gmail's clipping point (~102 KB), or over         error
+           [edition] max_html_bytes; unsubscribe link / postal address past
+           the clip. Counted on the wire: quoted-printable, as sent
 images     every ``<img>`` has an ``alt`` attribute                         error
 links      every link absolute http(s) (or mailto), and answering 2xx/3xx;  error
            a broken link names the comparison it sits in. 401/403/429:     warning
@@ -44,11 +45,11 @@ import httpx
 from digest import desk, pipeline
 from digest.errors import DigestTooLarge
 from digest.render.base import SLOT_NAMES, RenderedDigest, fill
+from digest.render.size import GMAIL_CLIP_BYTES, decoded_size, wire_html, wire_offset
 from digest.render.view import safe_url
 from digest.runtime import Runtime
 from digest.segments import Skip
 
-GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past about 102 KB of HTML
 _REQUIRED_ONCE = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version")
 _SOFT_STATUSES = (401, 403, 429)  # often link-checker refusals, not broken pages
 Level = Literal["error", "warning"]
@@ -71,7 +72,7 @@ class Finding:
 class PreflightReport:
     edition_key: str
     findings: list[Finding] = field(default_factory=list)
-    html_bytes: int = 0
+    html_bytes: int = 0  # the HTML part on the wire (quoted-printable, as sent)
     links_checked: int = 0  # distinct URLs fetched
     link_seconds: float = 0.0
     seconds: float = 0.0
@@ -111,7 +112,8 @@ def run_preflight(
     oversized = bool(report.errors)  # sending would refuse it: no message to build
     typical = _typical_urls(rt)
     html = fill(digest.html, typical, escape_html=True)
-    _check_size(report, html, typical["unsubscribe_url"], rt.config.site.postal_address)
+    wire = wire_html(digest.html, typical)
+    _check_size(report, wire, typical["unsubscribe_url"], rt.config.site.postal_address)
     links = _Links()
     links.feed(html)
     _check_images(report, links.images)
@@ -165,21 +167,23 @@ def _titles_by_url(content: desk.EditionContent) -> dict[str, str]:
     return found
 
 
-def _check_size(report: PreflightReport, html: str, unsubscribe: str, postal: str) -> None:
-    data = html.encode("utf-8")
-    report.html_bytes = len(data)
-    if len(data) <= GMAIL_CLIP_BYTES:
+def _check_size(report: PreflightReport, wire: bytes, unsubscribe: str, postal: str) -> None:
+    """``wire``: the HTML part as sent (quoted-printable). Gmail's clip counts those
+    bytes, not the decoded text (see :mod:`digest.render.size`)."""
+    report.html_bytes = len(wire)
+    if len(wire) <= GMAIL_CLIP_BYTES:
         return
     report.add(
         "error",
         "size",
-        f"the HTML is {len(data):,} bytes; Gmail clips messages over about "
+        f"the HTML part is {len(wire):,} bytes on the wire (quoted-printable, as sent; "
+        f"{decoded_size(wire):,} decoded); Gmail clips messages over about "
         f"{GMAIL_CLIP_BYTES:,} bytes (102 KB): lower [edition] max_comparisons",
     )
     for what, needle in (("unsubscribe link", unsubscribe), ("postal address", postal)):
-        at = data.find(escape(needle, quote=True).encode("utf-8"))
+        at = wire_offset(wire, escape(needle, quote=True))
         if at < 0 or at > GMAIL_CLIP_BYTES:
-            where = "missing" if at < 0 else f"at byte {at:,}"
+            where = "missing" if at < 0 else f"at byte {at:,} on the wire"
             report.add("error", "size", f"the {what} is {where}, past Gmail's clipping point")
 
 

@@ -51,7 +51,7 @@ class DeskSite(Site):
         self.feed.write_bytes((REPO / "examples" / "feed.json").read_bytes())
         write_config(
             self.root,
-            site={"base_url": self.base},
+            site={"base_url": self.base, "allow_insecure_base_url": True},
             feed={"kind": "files", "path": str(self.feed)},
             transport={
                 "kind": "smtp",

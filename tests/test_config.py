@@ -126,3 +126,68 @@ def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         make_engine("nosuchdriver://user:hunter2@db.example/x")
     assert "hunter2" not in str(info.value)
+
+
+# --- issue 12: https base_url, Feedback-ID shape, transactional_from ------------------
+
+
+def test_http_base_url_is_refused_unless_insecure_is_allowed(tmp_path: Path) -> None:
+    path = write_config(tmp_path, site={"base_url": "http://127.0.0.1:8000"})
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    message = str(info.value)
+    assert "[site] key 'base_url'" in message and str(path) in message and "\n" not in message
+    assert "https" in message and "allow_insecure_base_url = true" in message
+    path = write_config(
+        tmp_path, site={"base_url": "http://127.0.0.1:8000", "allow_insecure_base_url": True}
+    )
+    assert config.load(path, environ={}).site.base_url == "http://127.0.0.1:8000"
+    for bad in ("ftp://example.com", "https://", "digest.example.com"):
+        path = write_config(tmp_path, site={"base_url": bad, "allow_insecure_base_url": True})
+        with pytest.raises(ConfigError, match=r"\[site\] key 'base_url'"):
+            config.load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    "value", ["verdicts", "weekly:digest:verdicts", "w48:list:mail:verdicts", "::verdicts"]
+)
+def test_feedback_ids_of_gmails_shape_load(tmp_path: Path, value: str) -> None:
+    path = write_config(tmp_path, email={"from": "W <d@test.example>", "feedback_id": value})
+    assert config.load(path, environ={}).email.feedback_id == value
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("a:b:c:d:verdicts", "at most 4 fields"),
+        ("weekly:digest:", "SenderId"),
+        ("weekly:", "SenderId"),
+        ("", "SenderId"),
+        ("weekly digest:verdicts", "without spaces"),
+        ("weekly:dig\test:verdicts", "control characters"),
+        ("weekly:digést:verdicts", "printable ASCII"),
+    ],
+)
+def test_a_feedback_id_not_of_gmails_shape_is_named(
+    tmp_path: Path, value: str, fragment: str
+) -> None:
+    path = write_config(tmp_path, email={"from": "W <d@test.example>", "feedback_id": value})
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    message = str(info.value)
+    assert f"[email] key 'feedback_id' in {path}" in message and fragment in message
+
+
+def test_transactional_from_defaults_to_from_and_is_checked(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    email = config.load(path, environ={}).email
+    assert email.transactional_from is None
+    assert email.transactional_header == "Test Weekly <digest@test.example>"
+    own = "Test Weekly <hello@test.example>"
+    path = write_config(tmp_path, email={"transactional_from": own})
+    assert config.load(path, environ={}).email.transactional_header == own
+    for bad in ("not an address", "a@x.example, b@x.example"):
+        path = write_config(tmp_path, email={"transactional_from": bad})
+        with pytest.raises(ConfigError) as info:
+            config.load(path, environ={})
+        assert f"[email] key 'transactional_from' in {path}" in str(info.value)

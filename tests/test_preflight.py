@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest import preflight
+from digest import desk, pipeline, preflight
 from digest.cli import app as cli_app
 from digest.preflight import GMAIL_CLIP_BYTES, LinkChecker, PreflightReport, run_preflight
+from digest.render.size import wire_html
+from digest.segments import Skip
 from tests.support import SAMPLE_FEED
 from tests.test_admin import open_runtime
 
@@ -141,18 +143,57 @@ def test_an_oversized_edition_fails_with_its_size(tmp_path: Path) -> None:
     assert "max_html_bytes" in sizes[0].message and report.html_bytes > 5000
 
 
+def wire(html: str) -> bytes:
+    return wire_html((html,), {})
+
+
 def test_past_gmails_clip_the_size_and_a_late_unsubscribe_link_are_errors() -> None:
     report = PreflightReport("2026-W48")
     unsubscribe = "https://digest.example.com/u/xyz"
     html = "<p>" + "x" * (GMAIL_CLIP_BYTES + 10) + f'</p><a href="{unsubscribe}">u</a>1 Street'
-    preflight._check_size(report, html, unsubscribe, "1 Street")
+    preflight._check_size(report, wire(html), unsubscribe, "1 Street")
     messages = [f.message for f in report.errors]
-    assert any(f"{len(html.encode()):,} bytes" in m for m in messages)
+    assert any(f"{len(wire(html)):,} bytes on the wire" in m for m in messages)
     assert any("unsubscribe link is at byte" in m for m in messages)
     assert any("postal address is at byte" in m for m in messages)
     small = PreflightReport("2026-W48")
-    preflight._check_size(small, f'<a href="{unsubscribe}">u</a>1 Street', unsubscribe, "1 Street")
+    tiny = f'<a href="{unsubscribe}">u</a>1 Street'
+    preflight._check_size(small, wire(tiny), unsubscribe, "1 Street")
     assert small.ok
+
+
+def test_the_clip_counts_the_quoted_printable_bytes_not_the_decoded_text() -> None:
+    """The issue's case: 96,685 decoded bytes passed, 113,661 on the wire were clipped.
+    Here ``=`` and non-ASCII text take three bytes each on the wire."""
+    unsubscribe = "https://digest.example.com/u/xyz"
+    body = "<p>" + "é=" * 24_000 + "</p>" + "<p>plain words</p>\n" * 1_000
+    html = f'{body}<a href="{unsubscribe}">unsubscribe</a> 1 Street'
+    assert len(html.encode("utf-8")) < GMAIL_CLIP_BYTES < len(wire(html))
+    report = PreflightReport("2026-W48")
+    preflight._check_size(report, wire(html), unsubscribe, "1 Street")
+    assert report.html_bytes == len(wire(html))
+    (size, link, postal) = [f.message for f in report.errors]
+    assert f"{len(wire(html)):,} bytes on the wire (quoted-printable, as sent" in size
+    at = wire(html).find(b"https://digest.example.com/u/xyz")
+    assert at > GMAIL_CLIP_BYTES and f"unsubscribe link is at byte {at:,} on the wire" in link
+    assert "postal address is at byte" in postal
+
+
+def test_the_reported_size_is_the_html_part_of_the_built_message(tmp_path: Path) -> None:
+    rt = open_runtime(tmp_path)
+    try:
+        report = run_preflight(rt, key=None)
+        content = desk.edition_content(rt, None)
+        built = desk.build(rt, content, desk.viewer_for(rt).recipient, now=rt.now())
+        assert not isinstance(built, Skip)
+        urls = preflight._typical_urls(rt)
+        digest = pipeline.render(rt, content.key, content.comparisons)
+    finally:
+        rt.close()
+    part = wire_html(digest.html, urls)
+    assert report.html_bytes == len(part) > len(digest.html_with(urls).encode("utf-8"))
+    inert = desk.inert_urls(rt, 0)
+    assert wire_html(digest.html, inert) in built.data  # the very bytes the message carries
 
 
 def test_images_without_alt_and_relative_links_are_errors() -> None:

@@ -24,8 +24,10 @@ import pytest
 from digest.errors import DigestTooLarge, RenderError
 from digest.models import Comparison
 from digest.render.base import SLOT_NAMES, RenderedDigest, Slot
-from digest.render.digest import clean_subject, html_size, render_digest
+from digest.render.digest import TYPICAL_SLOT_VALUE, clean_subject, html_size, render_digest
 from digest.render.mjml import compile_mjml
+from digest.render.personalize import MessageTemplate
+from digest.render.size import wire_html
 from digest.render.templates import TemplateSet, default_templates_dir
 from digest.render.view import (
     PRICING_BADGES,
@@ -514,6 +516,41 @@ def test_too_large_raises_with_the_numbers(templates: TemplateSet) -> None:
     assert (info.value.size, info.value.limit) == (size, size - 1)
     assert f"{size:,} bytes" in str(info.value)
     render(templates, comparisons, max_html_bytes=size)  # exactly at the limit is fine
+
+
+def test_the_size_is_the_html_part_as_the_message_carries_it(templates: TemplateSet) -> None:
+    """Counted on the wire (quoted-printable), not as decoded text: the bytes Gmail clips."""
+    digest = render(templates, sample_comparisons())
+    typical = dict.fromkeys(SLOT_NAMES, TYPICAL_SLOT_VALUE)
+    template = MessageTemplate.build(
+        digest,
+        from_header="W <d@verdicts.example.com>",
+        list_id="W <w.verdicts.example.com>",
+        edition_key="2026-W48",
+    )
+    message = template.render(
+        subscriber_id=1,
+        to_email="r@example.org",
+        to_name="R",
+        date=datetime(2026, 11, 23, tzinfo=UTC),
+        **typical,
+    )
+    head = b"Content-Type: text/html; charset=utf-8\r\n"
+    head += b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    part = message[message.index(head) + len(head) :].rsplit(b"\r\n--=_digest_", 1)[0]
+    assert html_size(digest.html) == len(part) == len(wire_html(digest.html, typical))
+    assert len(part) > len(digest.html_with(typical).encode("utf-8"))
+
+
+def test_a_digest_under_the_limit_decoded_but_over_it_on_the_wire_is_too_large(
+    templates: TemplateSet,
+) -> None:
+    comparisons = sample_comparisons()
+    decoded = render(templates, comparisons).html_with(dict.fromkeys(SLOT_NAMES, "x" * 120))
+    limit = len(decoded.encode("utf-8")) + 100  # the decoded text fits
+    with pytest.raises(DigestTooLarge) as info:
+        render(templates, comparisons, max_html_bytes=limit)
+    assert info.value.size > limit and "bytes on the wire (quoted-printable" in str(info.value)
 
 
 def test_long_edition_stays_well_below_gmail_clipping(templates: TemplateSet) -> None:

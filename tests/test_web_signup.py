@@ -204,3 +204,26 @@ def test_a_newly_confirmed_reader_gets_the_latest_sent_edition(site: Site) -> No
 def test_no_sent_edition_means_no_welcome(site: Site) -> None:
     site.confirmed("early@example.com")
     assert site.mails("welcome") == []
+
+
+def test_confirmation_and_welcome_come_from_transactional_from(tmp_path: Path, db_url: str) -> None:
+    own = "Test Weekly Accounts <hello@accounts.test.example>"
+    for site in open_site(tmp_path, db_url, email={"transactional_from": own}):
+        site.fetch()
+        site.edition("2026-W48", ["claude-4-api-tool-streaming-vs-codestral-2"], EditionStatus.sent)
+        site.confirmed("new@example.com")
+        (confirmation,) = site.mails()
+        (welcome,) = site.mails("welcome")
+        for message in (confirmation, welcome):
+            assert message["From"].addresses[0].addr_spec == "hello@accounts.test.example"
+            assert message["Message-ID"].endswith("@accounts.test.example>")
+        assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert site.rt.config.email.from_ == "Test Weekly <digest@test.example>"
+
+
+def test_without_transactional_from_they_come_from_from(site: Site) -> None:
+    site.fetch()
+    site.edition("2026-W48", ["claude-4-api-tool-streaming-vs-codestral-2"], EditionStatus.sent)
+    site.confirmed("new@example.com")
+    for message in (*site.mails(), *site.mails("welcome")):
+        assert message["From"].addresses[0].addr_spec == "digest@test.example"

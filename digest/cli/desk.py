@@ -71,7 +71,8 @@ def print_report(console: Console, report: PreflightReport) -> None:
     )
     console.print(
         f"Pre-flight of {report.edition_key}: {len(report.errors)} error(s), "
-        f"{len(report.warnings)} warning(s); HTML {report.html_bytes:,} bytes; {links}."
+        f"{len(report.warnings)} warning(s); HTML {report.html_bytes:,} bytes on the wire; "
+        f"{links}."
     )
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from digest.errors import DigestTooLarge, RenderError
 from digest.models import Comparison
-from digest.render.base import SLOT_NAMES, Piece, RenderedDigest, Slot, fill
+from digest.render.base import SLOT_NAMES, Piece, RenderedDigest, Slot
 from digest.render.mjml import compile_mjml
+from digest.render.size import wire_html
 from digest.render.templates import TemplateSet
 from digest.render.view import edition_view, shorten, site_view
 
@@ -51,7 +52,8 @@ def render_digest(
 
     Raises :class:`RenderError` (template missing or broken, MJML refused, a slot
     missing from a part, a bad edition key) and :class:`DigestTooLarge` when the
-    HTML with typical slot values exceeds ``max_html_bytes`` (UTF-8 bytes).
+    HTML part with typical slot values exceeds ``max_html_bytes`` bytes on the wire
+    (quoted-printable, as sent: see :mod:`digest.render.size`).
     """
     site = site_view(name=site_name, base_url=base_url, postal_address=postal_address)
     edition = edition_view(site, edition_key, comparisons)
@@ -76,9 +78,9 @@ def render_digest(
 
 
 def html_size(pieces: tuple[Piece, ...]) -> int:
-    """UTF-8 size of the HTML with every slot filled by a typical ~120-char URL."""
-    values = dict.fromkeys(SLOT_NAMES, TYPICAL_SLOT_VALUE)
-    return len(fill(pieces, values, escape_html=True).encode("utf-8"))
+    """Size of the HTML part on the wire (quoted-printable, as each message carries
+    it) with every slot filled by a typical ~120-char URL."""
+    return len(wire_html(pieces, dict.fromkeys(SLOT_NAMES, TYPICAL_SLOT_VALUE)))
 
 
 def split_slots(rendered: str, nonce: str, *, template: str) -> tuple[Piece, ...]:

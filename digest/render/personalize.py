@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import html
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses
@@ -163,6 +164,17 @@ class MessageTemplate:
         """The decoded, personalized HTML (for previews); see ``RenderedDigest.html_with``."""
         values = {"unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url}
         return self.digest.html_with(values)
+
+
+def html_part_bytes(html_pieces: tuple[str | Slot, ...], values: Mapping[str, str]) -> bytes:
+    """The body of the HTML part exactly as :meth:`MessageTemplate.render` puts it on
+    the wire (quoted-printable, CRLF), the slots filled with ``values``. Its length
+    is what Gmail's clipping and ``[edition] max_html_bytes`` measure."""
+    names = {_value_index(name, escape_html=True): name for name in SLOT_NAMES}
+    return b"".join(
+        p if isinstance(p, bytes) else _qp_value(html.escape(values[names[p]], quote=True))
+        for p in _qp_pieces(html_pieces, escape_html=True)
+    )
 
 
 def check_sender(

@@ -9,8 +9,13 @@ ask again once ``[web] confirm_resend_minutes`` has passed.
 - confirmation: transactional (no List-Unsubscribe), To is the bare address,
   nothing the person typed appears in it;
 - welcome: the latest *sent* edition, rendered exactly as the weekly send does
-  (pipeline.render / message_template / personal_urls), so it carries
+  (pipeline.render / personal_urls, the same byte template), so it carries
   List-Unsubscribe and the RFC 8058 one-click header. No sent edition: no welcome.
+
+Both come from ``[email] transactional_from`` (default: ``from``), envelope
+sender and From header alike: Gmail's sender guidelines ask that subscription
+mail (the weekly digest) and other mail use different addresses, so a reader's
+spam verdict on one does not land on the other.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from digest import editions, pipeline
 from digest.db import session_scope
 from digest.errors import DigestError
 from digest.render.digest import clean_subject
+from digest.render.personalize import MessageTemplate
 from digest.render.transactional import CONFIRM, build_transactional
 from digest.render.view import SiteView, site_view
-from digest.runtime import Runtime, sender_address
+from digest.runtime import Runtime, list_id
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.web import catalog
 from subscribers.models import Subscriber
@@ -48,7 +54,7 @@ def confirmation_message(rt: Runtime, *, subscriber_id: int, address: str) -> Ou
     cfg = rt.config
     site = site_view_of(rt)
     token = rt.signer().sign(Purpose.confirm, subscriber_id)
-    sender = sender_address(cfg)
+    header, sender = transactional_sender(rt)
     message_id = f"<{secrets.token_hex(16)}.confirm@{sender.rpartition('@')[2]}>"
     data = build_transactional(
         rt.templates,
@@ -58,7 +64,7 @@ def confirmation_message(rt: Runtime, *, subscriber_id: int, address: str) -> Ou
             "confirm_url": f"{site.base_url}/confirm/{token}",
             "hours": cfg.web.confirm_token_hours,
         },
-        from_header=cfg.email.from_,
+        from_header=header,
         reply_to=cfg.email.reply_to,
         to_address=address,
         message_id=message_id,
@@ -86,7 +92,16 @@ def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | Non
         WELCOME_SUBJECT, {"site": site_view_of(rt), "subject": digest.subject}
     )
     digest = dataclasses.replace(digest, subject=clean_subject(subject))
-    template = pipeline.message_template(rt, edition.key, digest)
+    header, sender = transactional_sender(rt)
+    template = MessageTemplate.build(
+        digest,
+        from_header=header,
+        reply_to=rt.config.email.reply_to,
+        list_id=list_id(rt.config),
+        feedback_id=rt.config.email.feedback_id,
+        edition_key=edition.key,
+        message_id_domain=sender.rpartition("@")[2],
+    )
     data = template.render(
         subscriber_id=subscriber_id,
         to_email=subscriber.email,
@@ -96,12 +111,19 @@ def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | Non
     )
     return OutgoingMessage(
         0,
-        sender_address(rt.config),
+        sender,
         subscriber.email,
         template.message_id(subscriber_id),
         data,
         WELCOME_TAG,
     )
+
+
+def transactional_sender(rt: Runtime) -> tuple[str, str]:
+    """``[email] transactional_from`` (default ``from``): the From header and the
+    bare envelope address. Both were checked when the config was loaded."""
+    email = rt.config.email
+    return email.transactional_header, email.transactional_address
 
 
 def site_view_of(rt: Runtime) -> SiteView:

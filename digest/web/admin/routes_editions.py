@@ -10,6 +10,7 @@ run a send): the scheduler, ``digest worker`` or ``digest send`` picks it up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -58,17 +59,24 @@ class Row:
         return live and editions.awaiting_approval(e)
 
 
-def overview(rt: Runtime) -> tuple[list[Row], Selection, bool]:
+def overview(rt: Runtime) -> tuple[list[Row], Selection, str]:
     """Every edition with its ledger counts; the current edition's selection; and
-    whether the current edition is composed."""
-    key = editions.edition_key(rt.now(), rt.config.site.tz)
+    the key of the edition not composed yet that "next" previews ("" when "next" is
+    this week's composed edition): this week's when it has no edition, next week's
+    once this week's is sent or cancelled (:func:`digest.pipeline.preview_comparisons`)."""
+    now = rt.now()
+    key = editions.edition_key(now, rt.config.site.tz)
     with session_scope(rt.engine) as session:
         found = editions.all_editions(session)
         conn = session.connection()
         rows = [Row(e, deliveries.counts(conn, edition_id=e.id or 0)) for e in found]
         current = next((e for e in found if e.key == key), None)
         selection = explain(rt, session, key=key, edition=current)
-    return rows, selection, current is not None
+    upcoming = key if current is None else ""
+    if current is not None and current.status in (EditionStatus.sent, EditionStatus.cancelled):
+        following = editions.edition_key(now + timedelta(days=7), rt.config.site.tz)
+        upcoming = "" if any(e.key == following for e in found) else following
+    return rows, selection, upcoming
 
 
 async def editions_page(request: Request, who: Authenticated) -> Response:
@@ -79,13 +87,13 @@ async def _render(
     request: Request, who: Operator, *, problem: str = "", status: int = 200
 ) -> Response:
     w = web_of(request)
-    rows, selection, composed = await run_in_threadpool(overview, w.rt)
+    rows, selection, upcoming = await run_in_threadpool(overview, w.rt)
     done = request.query_params.get("done", "")
     context: dict[str, Any] = {
         "rows": rows,
         "states": STATES,
         "selection": selection,
-        "composed": composed,
+        "upcoming": upcoming,
         "notice": f"Edition {request.query_params.get('key', '')} {done}."
         if done in DONE.values()
         else "",
