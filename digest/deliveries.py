@@ -2,37 +2,43 @@
 
 ::
 
-    queued ──mark_sending──► sending ──record──► sent | failed | skipped
-       ▲                        │                   (deferred → queued, later)
-       └── policy "resend" ── unknown ◄── found in sending by a later run,
-                                          or connection lost mid-DATA
+    queued ──claim──► queued, leased ──mark_sending──► sending ──record──►
+        sent | failed | bounced | skipped        (deferred → queued, retried later)
+        unknown ──reconcile: the provider has it──► sent
+                ──[send] unknown_policy──► queued ("resend"; failed after
+                                           max_attempts) | skipped ("skip")
+    sending ──its sender died or lost its lease──► unknown (taken by another sender)
 
 Rules (see DESIGN.md, "Deliveries are a ledger"):
 - rows are planned in bulk SQL, unique per (edition, subscriber);
 - a row is marked ``sending`` and committed *before* the network call, and its
   answer recorded after it, so a crash leaves at most the in-flight rows in doubt;
+- every change after a claim is fenced by the claim (owner and token,
+  :mod:`digest.claims`): a sender that lost its lease changes nothing;
 - suppression is re-checked in the same statement that marks a row ``sending``;
-- ``unknown`` rows are resolved by ``[send] unknown_policy``: ``resend`` (default:
-  nobody is missed; a reader may get a second copy with the same Message-ID) or
-  ``skip`` (nobody gets two; a reader may get none). Never silently.
+- ``unknown`` (maybe delivered) rows are resolved in the same run
+  (:mod:`digest.unknowns`): the provider is asked where it can be, the rest goes
+  to ``[send] unknown_policy``: ``resend`` (default: nobody is missed; a reader may
+  get a second copy with the same Message-ID) or ``skip`` (nobody gets two; a
+  reader may get none). Never silently. An ``unknown`` row is pending.
+
+This module plans the ledger and reads it; :mod:`digest.claims` claims and fences,
+:mod:`digest.answers` records answers, :mod:`digest.unknowns` resolves doubt.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, literal, select, update
+from sqlalchemy import Connection, case, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.models import Delivery, DeliveryState, Edition, EditionStatus
-from digest.transports.base import Outcome, SendResult
 from subscribers.models import Subscriber, SubscriberStatus
 
 D = Delivery.__table__  # type: ignore[attr-defined]
@@ -50,6 +56,7 @@ class Recipient:
     categories: tuple[str, ...] = ()  # the reader's choice; empty = all
     paused_until: datetime | None = None
     batch_key: str = ""  # the idempotency key of the request that last carried it
+    token: int = 0  # the claim that holds the row (``digest.claims``)
 
 
 def plan(
@@ -109,268 +116,6 @@ def due_at_expression(
     return case(whens, value=S.c.time_zone)
 
 
-def recover(
-    conn: Connection,
-    *,
-    edition_id: int,
-    policy: str,
-    now: datetime,
-    exclusive: bool,
-    dead_owners: Sequence[str] = (),
-) -> int:
-    """Resolve rows left in ``sending`` by senders that are gone; return the count.
-
-    ``exclusive``: this process holds the edition's send lease (SQLite), so no live
-    sender can have a row in ``sending``: all of them are in doubt. Otherwise
-    (workers on PostgreSQL) only rows whose lease expired, or whose owner is
-    known dead (``dead_owners``), are.
-    """
-    in_doubt = (D.c.edition_id == edition_id) & D.c.state.in_(
-        [DeliveryState.sending.value, DeliveryState.unknown.value]
-    )
-    if not exclusive:
-        gone = (D.c.lease_until.is_(None)) | (D.c.lease_until < now)
-        if dead_owners:
-            gone = gone | D.c.lease_owner.in_(list(dead_owners))
-        in_doubt = in_doubt & gone
-    note = f"outcome unknown after an interrupted run ({now:%Y-%m-%d %H:%M:%S} UTC): "
-    values: dict[str, object]
-    if policy == "skip":
-        values = {"state": DeliveryState.skipped.value, "detail": note + "skipped by policy"}
-    else:
-        values = {
-            "state": DeliveryState.queued.value,
-            "next_attempt_at": None,
-            "detail": note + "re-queued by policy (same Message-ID)",
-        }
-    result = conn.execute(
-        update(D).where(in_doubt).values(updated_at=now, lease_owner="", lease_until=None, **values)
-    )
-    return int(result.rowcount)
-
-
-def lease_owners(conn: Connection, *, edition_id: int) -> list[str]:
-    """The senders holding leases on this edition's rows."""
-    stmt = (
-        select(D.c.lease_owner)
-        .where(D.c.edition_id == edition_id, D.c.lease_owner != "")
-        .distinct()
-    )
-    return [str(o) for o in conn.execute(stmt).scalars()]
-
-
-def release_claims(
-    conn: Connection, *, edition_id: int, owners: Sequence[str] | None = None, keep: str = ""
-) -> int:
-    """Free queued rows claimed by ``owners`` (all other senders when None)."""
-    stmt = update(D).where(
-        D.c.edition_id == edition_id,
-        D.c.state == DeliveryState.queued.value,
-        D.c.lease_owner != "",
-        D.c.lease_owner != keep,
-    )
-    if owners is not None:
-        if not owners:
-            return 0
-        stmt = stmt.where(D.c.lease_owner.in_(list(owners)))
-    return int(conn.execute(stmt.values(lease_owner="", lease_until=None)).rowcount)
-
-
-def claim(
-    conn: Connection,
-    *,
-    edition_id: int,
-    owner: str,
-    limit: int,
-    now: datetime,
-    lease: timedelta,
-) -> list[Recipient]:
-    """Lease up to ``limit`` due, unleased queued rows to ``owner``, in id order. Due:
-    its retry time (``next_attempt_at``) and its local delivery time (``due_at``)
-    are unset or not after ``now``.
-
-    Rows that carry a ``batch_key`` (sent before under an idempotency key, outcome
-    unknown or deferred) are claimed a whole group at a time, so the group goes out
-    again as one request under the same key; the rest in id order. ``FOR UPDATE
-    SKIP LOCKED`` on PostgreSQL lets any number of workers claim at once without
-    waiting for or overlapping each other; on SQLite (which drops the clause)
-    ``BEGIN IMMEDIATE`` serializes claims.
-    """
-    free = (
-        D.c.edition_id == edition_id,
-        D.c.state == DeliveryState.queued.value,
-        (D.c.next_attempt_at.is_(None)) | (D.c.next_attempt_at <= now),
-        (D.c.due_at.is_(None)) | (D.c.due_at <= now),  # local delivery time
-        (D.c.lease_until.is_(None)) | (D.c.lease_until < now),
-    )
-    taken = {"lease_owner": owner, "lease_until": now + lease}
-    ids = _claim_groups(conn, free=free, taken=taken, limit=limit)
-    if len(ids) < limit:
-        loose = (
-            select(D.c.id)
-            .where(*free, D.c.batch_key == "")
-            .order_by(D.c.id)
-            .limit(limit - len(ids))
-            .with_for_update(skip_locked=True)
-        )
-        take = update(D).where(D.c.id.in_(loose.scalar_subquery())).values(**taken)
-        ids += [int(i) for i in conn.execute(take.returning(D.c.id)).scalars().all()]
-    if not ids:
-        return []
-    # Categories as their JSON text, decoded once per distinct value: a JSON decode
-    # per row was a third of a 1,000-row claim.
-    categories = cast(S.c.categories, Text)
-    stmt = (
-        select(D.c.id, S.c.id, S.c.email, S.c.name, categories, S.c.paused_until, D.c.batch_key)
-        .join(S, S.c.id == D.c.subscriber_id)
-        .where(D.c.id.in_(ids))
-        .order_by(D.c.batch_key, D.c.id)
-    )
-    return [
-        Recipient(d_id, s_id, email, name, _categories(chosen), paused, key)
-        for d_id, s_id, email, name, chosen, paused, key in conn.execute(stmt).all()
-    ]
-
-
-@functools.lru_cache(maxsize=4096)
-def _categories(text: str | None) -> tuple[str, ...]:
-    """A reader's chosen categories from their stored JSON text (None/null: all)."""
-    value = json.loads(text) if text else None
-    return tuple(str(c) for c in value) if isinstance(value, list) else ()
-
-
-def _claim_groups(
-    conn: Connection, *, free: tuple[Any, ...], taken: dict[str, object], limit: int
-) -> list[int]:
-    """Claim whole ``batch_key`` groups, oldest first, up to about ``limit`` rows (at
-    least one group). No SKIP LOCKED here: a worker racing for the same group waits,
-    then finds it leased (the conditions are re-checked after the wait) and takes
-    none of it, so a group is never split between two senders."""
-    sizes = conn.execute(
-        select(D.c.batch_key, func.count())
-        .where(*free, D.c.batch_key > "")  # an index range: only the keyed rows
-        .group_by(D.c.batch_key)
-        .order_by(func.min(D.c.id))
-    ).all()
-    keys: list[str] = []
-    total = 0
-    for key, size in sizes:
-        if keys and total + int(size) > limit:
-            break
-        keys.append(str(key))
-        total += int(size)
-    if not keys:
-        return []
-    stmt = update(D).where(*free, D.c.batch_key.in_(keys)).values(**taken).returning(D.c.id)
-    return [int(i) for i in conn.execute(stmt).scalars().all()]
-
-
-def set_batch_key(conn: Connection, *, ids: Sequence[int], key: str) -> None:
-    """Remember the idempotency key of the request about to carry rows ``ids``.
-    Commit before the network call, like ``mark_sending``."""
-    conn.execute(update(D).where(D.c.id.in_(list(ids))).values(batch_key=key))
-
-
-def renew(conn: Connection, *, owner: str, until: datetime) -> None:
-    """Extend the leases of every row ``owner`` holds (queued or sending)."""
-    conn.execute(update(D).where(D.c.lease_owner == owner).values(lease_until=until))
-
-
-def release(conn: Connection, *, owner: str) -> int:
-    """Give back the queued rows ``owner`` claimed but did not send (SIGTERM, stop)."""
-    result = conn.execute(
-        update(D)
-        .where(D.c.lease_owner == owner, D.c.state == DeliveryState.queued.value)
-        .values(lease_owner="", lease_until=None)
-    )
-    return int(result.rowcount)
-
-
-def mark_sending(
-    conn: Connection, *, ids: Sequence[int], owner: str, now: datetime, lease: timedelta
-) -> dict[int, int]:
-    """Mark ``owner``'s queued rows ``sending``; skip those whose reader is no longer
-    active. A row whose lease another sender took over is left alone.
-
-    Returns ``{delivery id: attempt number}`` for the rows that may be sent now.
-    Commit before the network call.
-    """
-    skip, send = _mark_statements()
-    params = {"ids": list(ids), "owner": owner, "now": now}
-    conn.execute(skip, params)
-    rows = conn.execute(send, {**params, "until": now + lease}).all()
-    return {int(i): int(a) for i, a in rows}
-
-
-# The hot path's statements are built once, with bind parameters: building a Core
-# statement per call (and its cache key) cost more than SQLite ran it — 40 % of an
-# SMTP send at one message a batch was mark_sending, most of it construction.
-_IDS: Any = bindparam("ids", expanding=True)
-
-
-def _when(name: str) -> Any:
-    return bindparam(name, type_=D.c.updated_at.type)
-
-
-@functools.cache
-def _mark_statements() -> tuple[Any, Any]:
-    # Correlated EXISTS on the primary key: a plain IN (inactive ids) scans every
-    # inactive reader on each call (37 ms per statement at 1M readers, see
-    # docs/BENCHMARKS.md); this is a single index lookup per row.
-    inactive = (
-        select(S.c.id)
-        .where(S.c.id == D.c.subscriber_id, S.c.status != SubscriberStatus.active.value)
-        .exists()
-    )
-    mine = (
-        D.c.id.in_(_IDS),
-        D.c.state == DeliveryState.queued.value,
-        D.c.lease_owner == bindparam("owner"),
-    )
-    skip = (
-        update(D)
-        .where(*mine)
-        .where(inactive)
-        .values(
-            state=DeliveryState.skipped.value,
-            detail="reader no longer active at send time (unsubscribed or suppressed)",
-            lease_owner="",
-            lease_until=None,
-            updated_at=_when("now"),
-        )
-    )
-    send = (
-        update(D)
-        .where(*mine)
-        .values(
-            state=DeliveryState.sending.value,
-            attempts=D.c.attempts + 1,
-            lease_until=_when("until"),
-            updated_at=_when("now"),
-        )
-        .returning(D.c.id, D.c.attempts)
-    )
-    return skip, send
-
-
-@functools.cache
-def _record_statements() -> tuple[Any, Any]:
-    """Answers: one for many rows alike (ids), one per row (executemany)."""
-    answer = {
-        "state": bindparam("b_state"),
-        "provider_id": bindparam("b_provider_id"),
-        "detail": bindparam("b_detail"),
-        "next_attempt_at": _when("b_next"),
-        "transport": bindparam("b_transport"),
-        "lease_owner": "",
-        "lease_until": None,
-        "updated_at": _when("now"),
-    }
-    alike = update(D).where(D.c.id.in_(_IDS)).values(**answer)
-    each = update(D).where(D.c.id == bindparam("b_id")).values(**answer)
-    return alike, each
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How answers that are not final are retried.
@@ -397,48 +142,6 @@ class RetryPolicy:
         return max(retry_after or 0.0, jittered)
 
 
-def record(
-    conn: Connection,
-    *,
-    results: Sequence[SendResult],
-    attempts: dict[int, int],
-    transport: str,
-    policy: RetryPolicy,
-    now: datetime,
-    started_at: datetime | None = None,
-) -> dict[str, int]:
-    """Store each answer on its row; return counts by resulting state.
-
-    ``started_at``: when the edition started sending (deferrals give up
-    ``policy.give_up_after`` later).
-    """
-    give_up_at = (started_at or now) + policy.give_up_after
-    # Rows with the same answer (a provider's one request id and text for a whole
-    # batch) take one UPDATE … WHERE id IN (…); the rest one executemany. At 1,000
-    # rows, a statement per row took 32 ms, one IN statement ~5 ms (docs/BENCHMARKS.md).
-    alike: dict[tuple[str, str, str, datetime | None, str], list[int]] = {}
-    for r in results:
-        state, detail, next_at = _next_state(
-            r, attempts.get(r.delivery_id, 1), policy, now, give_up_at
-        )
-        key = (state, r.provider_id[:200], detail[:2000], next_at, r.transport or transport)
-        alike.setdefault(key, []).append(r.delivery_id)
-    alike_stmt, each_stmt = _record_statements()
-    singles: list[dict[str, object]] = []
-    tally: dict[str, int] = {}
-    for (state, provider_id, detail, next_at, via), ids in alike.items():
-        tally[state] = tally.get(state, 0) + len(ids)
-        row: dict[str, object] = {"b_state": state, "b_provider_id": provider_id}
-        row |= {"b_detail": detail, "b_next": next_at, "b_transport": via, "now": now}
-        if len(ids) > 1:
-            conn.execute(alike_stmt, {**row, "ids": ids})
-        else:
-            singles.append({**row, "b_id": ids[0]})
-    if singles:
-        conn.execute(each_stmt, singles)
-    return tally
-
-
 # RFC 3463: 5.1.x is a bad destination address (no such mailbox, bad domain): a
 # hard bounce, whoever reports it.
 _HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
@@ -447,40 +150,6 @@ _HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
 def is_hard_bounce(detail: str) -> bool:
     """True when a refusal carries a 5.1.x status (bad mailbox or domain)."""
     return bool(_HARD_BOUNCE.search(detail))
-
-
-def _next_state(
-    result: SendResult, attempts: int, policy: RetryPolicy, now: datetime, give_up_at: datetime
-) -> tuple[str, str, datetime | None]:
-    outcome = result.outcome
-    if outcome in (Outcome.sent, Outcome.queued):
-        return DeliveryState.sent.value, result.detail, None
-    if outcome is Outcome.rejected and is_hard_bounce(result.detail):
-        return DeliveryState.bounced.value, result.detail, None
-    if outcome in (Outcome.rejected, Outcome.failed):
-        return DeliveryState.failed.value, result.detail, None
-    if outcome is Outcome.unknown and policy.unknown_policy == "skip":
-        return (
-            DeliveryState.skipped.value,
-            f"outcome unknown, skipped by policy: {result.detail}",
-            None,
-        )
-    if outcome is Outcome.deferred and now >= give_up_at:
-        return (
-            DeliveryState.failed.value,
-            f"still deferred after {policy.give_up_after} ({attempts} attempts); last "
-            f"answer: {result.detail}",
-            None,
-        )
-    if outcome is not Outcome.deferred and attempts >= policy.max_attempts:
-        return (
-            DeliveryState.failed.value,
-            f"gave up after {attempts} attempts; last answer: {result.detail}",
-            None,
-        )
-    delay = policy.delay(attempts, result.retry_after)
-    label = "deferred" if outcome is Outcome.deferred else "outcome unknown, re-queued"
-    return DeliveryState.queued.value, f"{label}: {result.detail}", now + timedelta(seconds=delay)
 
 
 def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:
@@ -517,24 +186,6 @@ def pause_edition(conn: Connection, *, edition_id: int, note: str) -> None:
         )
         .values(status=EditionStatus.paused.value, status_note=note)
     )
-
-
-def record_skips(conn: Connection, *, skips: Sequence[tuple[int, str]], now: datetime) -> int:
-    """Mark ``(delivery id, reason)`` rows skipped (they were ``sending``)."""
-    if skips:
-        stmt = (
-            update(D)
-            .where(D.c.id == bindparam("b_id"))
-            .values(
-                state=DeliveryState.skipped.value,
-                detail=bindparam("b_detail"),
-                lease_owner="",
-                lease_until=None,
-                updated_at=now,
-            )
-        )
-        conn.execute(stmt, [{"b_id": i, "b_detail": reason} for i, reason in skips])
-    return len(skips)
 
 
 def next_due(conn: Connection, *, edition_id: int, now: datetime) -> datetime | None:

@@ -23,6 +23,8 @@ exc``); callers above the adapters only ever see this vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from subscribers.errors import SubscriberInputError
 
 
@@ -53,15 +55,18 @@ class FeedDocumentError(FeedError):
 class InvalidComparison(DigestError):
     """One comparison breaks the feed contract.
 
-    ``where`` names the comparison (its ``id`` or its position) and ``field`` the
-    JSON path of the offending field, e.g. ``tools[1].pricing``.
+    ``where`` names the comparison (its ``id`` and its place in the feed);
+    ``problems`` lists every bad field as (JSON path, plain-words reason), e.g.
+    ``("tools[1].pricing", "'cheap' is not one of: free, paid, freemium, open-source")``;
+    ``field`` and ``reason`` are the first of them.
     """
 
-    def __init__(self, where: str, field: str, reason: str) -> None:
+    def __init__(self, where: str, problems: Sequence[tuple[str, str]]) -> None:
         self.where = where
-        self.field = field
-        self.reason = reason
-        super().__init__(f"comparison {where}: field {field}: {reason}")
+        self.problems = list(problems) or [("$", "is not a valid comparison")]
+        self.field, self.reason = self.problems[0]
+        details = "; ".join(f"{field}: {reason}" for field, reason in self.problems)
+        super().__init__(f"comparison {where}: {details}")
 
 
 class RenderError(DigestError):
@@ -69,15 +74,17 @@ class RenderError(DigestError):
 
 
 class DigestTooLarge(RenderError):
-    """The rendered HTML is larger than the configured limit."""
+    """The rendered HTML part is larger than the configured limit, counted on the
+    wire (quoted-printable, as sent: ``digest.render.size``)."""
 
     def __init__(self, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
         super().__init__(
-            f"the digest HTML is {size:,} bytes, {size - limit:,} bytes over the "
-            f"limit of {limit:,} ([edition] max_html_bytes); Gmail clips messages "
-            "above about 102 KB: lower [edition] max_comparisons or shorten the templates"
+            f"the digest HTML is {size:,} bytes on the wire (quoted-printable, as sent), "
+            f"{size - limit:,} bytes over the limit of {limit:,} ([edition] max_html_bytes); "
+            "Gmail clips messages above about 102 KB: lower [edition] max_comparisons or "
+            "shorten the templates"
         )
 
 

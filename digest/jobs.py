@@ -2,6 +2,8 @@
 
 - :func:`weekly`: fetch, compose this week's edition, send it (or, with
   ``[edition] require_approval``, email the operators that a draft awaits them).
+  It first cancels drafts past their approval deadline (:func:`expire_drafts`,
+  which ``digest check`` calls too), so approval expiry needs no scheduler.
   Holds the ``job:weekly`` lease: a second run while one works (a cron run during
   the scheduler's, two cron runs overlapping) says the edition is in progress and
   ends with outcome ``in-progress``, exit code 0, sending nothing.
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 
 from digest import alerts, editions, health, leases, pipeline
 from digest.db import ensure_current, session_scope
@@ -58,8 +60,15 @@ class JobResult:
 
     @property
     def exit_code(self) -> int:
-        """0 done or nothing to do (including "in progress elsewhere"), 1 failed."""
-        return 1 if self.outcome == FAILED else 0
+        """0 done or nothing to do (including "in progress elsewhere"), 1 failed, 3
+        the send was interrupted or left deliveries pending (see SendReport.exit_code;
+        rows held for their local delivery time do not count)."""
+        if self.outcome == FAILED:
+            return 1
+        if self.run is not None and self.run.stopped_in_fetch:
+            return 3  # SIGTERM while fetching: nothing composed or sent; resumable
+        send = self.run.send if self.run is not None else None
+        return send.exit_code if send is not None else 0
 
 
 @contextlib.contextmanager
@@ -96,6 +105,7 @@ async def weekly(
 ) -> JobResult:
     """The weekly job (see the module docstring). Never raises for an outcome."""
     with recorded(rt, "weekly", trigger) as result:
+        result.notices.extend(expiry_subject(k) for k in await expire_drafts(rt))
         owner = leases.new_owner()
         key = editions.edition_key(rt.now(), rt.config.site.tz)
         try:
@@ -135,12 +145,17 @@ async def _judge(rt: Runtime, result: JobResult, report: pipeline.RunReport) -> 
     if report.fetch_error:
         words.insert(0, f"feed failed: {report.fetch_error}")
     send = report.send
-    if edition is None:
+    if report.stopped_in_fetch:
+        result.outcome = INCOMPLETE
+    elif edition is None:
         result.outcome = FAILED if report.fetch_error else NOTHING
     elif editions.awaiting_approval(edition):
         result.outcome = AWAITING
         if compose is not None and compose.created:
             result.notices.append(await draft_notice(rt, edition))
+    elif edition.status == EditionStatus.cancelled:
+        result.outcome = NOTHING
+        words.append(f"edition {edition.key} was cancelled ({edition.status_note})")
     elif send is not None and send.error:
         result.outcome = FAILED
         words.append(send.error)
@@ -203,28 +218,27 @@ async def dispatch(rt: Runtime, *, trigger: str, stop: asyncio.Event | None = No
 
 
 async def expire_drafts(rt: Runtime) -> list[str]:
-    """Cancel drafts whose approval deadline passed; tell the operators. Returns keys."""
-    now = rt.now()
+    """Cancel drafts whose approval deadline passed and tell the operators, once per
+    draft. Returns the keys cancelled by this call.
+
+    The one place approval expiry happens: the scheduler's ``dispatch``, ``digest
+    run`` (:func:`weekly`) and ``digest check`` all call it, so a draft expires in
+    cron mode too. Of several racing callers only the one whose conditional update
+    cancelled the draft emails (:func:`digest.editions.expire_unapproved`)."""
     with session_scope(rt.engine) as session:
-        stmt = select(Edition).where(
-            Edition.needs_approval.is_(True),  # type: ignore[attr-defined]
-            Edition.approved_at.is_(None),  # type: ignore[union-attr]
-            Edition.approval_deadline < now,  # type: ignore[operator,arg-type]
-            Edition.status == EditionStatus.composed.value,  # type: ignore[arg-type]
-        )
-        late = [e.key for e in session.execute(stmt).scalars()]
-    cancelled = []
-    for key in late:
-        note = "not approved by its deadline: not sent"
-        with session_scope(rt.engine) as session:
-            editions.cancel(session, key=key, note=note, now=now)
-        cancelled.append(key)
+        cancelled = editions.expire_unapproved(session, now=rt.now())
+    for key in cancelled:
+        log.warning("edition %s: %s", key, editions.APPROVAL_EXPIRED)
         await alerts.notify(
             rt,
-            f"edition {key} was not approved in time and will not be sent",
+            expiry_subject(key),
             [
                 f"Nobody approved {key} by its deadline, so it was cancelled and nothing was "
                 "sent. Its comparisons are not offered again automatically.",
             ],
         )
     return cancelled
+
+
+def expiry_subject(key: str) -> str:
+    return f"edition {key} was not approved in time and will not be sent"

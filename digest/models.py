@@ -107,9 +107,12 @@ class EditionComparison(SQLModel, table=True):
 class DeliveryState(StrEnum):
     """A delivery row's life: queued → sending → sent | failed | skipped.
 
-    ``unknown``: a row found in ``sending`` by a later run (the process died between
-    the network call and recording its answer, or the connection dropped mid-DATA);
-    resolved by ``[send] unknown_policy``, never silently.
+    ``unknown``: the message may or may not have arrived: the transport said so
+    (connection lost after DATA, an HTTP 5xx or timeout after the request was sent),
+    or a later run found the row in ``sending`` (its sender died or lost its lease).
+    Resolved in the same run: the provider is asked where it can be
+    (``reconcile``), and what it cannot account for goes to ``[send]
+    unknown_policy``. Never silently.
     """
 
     queued = "queued"
@@ -157,6 +160,13 @@ class Delivery(SQLModel, table=True):
         default="", sa_column=Column(String(200), nullable=False, default="", server_default="")
     )
     lease_until: datetime | None = _ts(nullable=True)
+    # The claim that holds the row (with ``lease_owner``): every claim writes a new
+    # token, and every later change by that sender (mark ``sending``, record the
+    # answer, release) requires owner and token unchanged, so a sender stopped past
+    # its lease can never write over a row another sender has claimed since.
+    lease_token: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, default=0, server_default="0")
+    )
     # The provider idempotency key of the request that carried this row, written
     # with ``sending`` before the network call: a retry after an unknown outcome
     # re-sends the same group under the same key, so the provider drops it.

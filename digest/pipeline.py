@@ -22,7 +22,7 @@ from digest import editions, ingest, localtime, sending
 from digest.db import ensure_current, session_scope
 from digest.deliveries import Recipient, RetryPolicy
 from digest.editions import ComposeResult
-from digest.errors import DigestError, FeedError, LeaseHeld
+from digest.errors import DigestError, LeaseHeld
 from digest.ingest import FetchReport
 from digest.leases import new_owner
 from digest.models import Comparison, Edition, EditionStatus
@@ -37,9 +37,28 @@ from subscribers.tokens import Purpose
 
 
 def fetch(rt: Runtime, *, progress: Callable[[int], None] | None = None) -> FetchReport:
-    """Read the feed and store its comparisons. Raises FeedError (stored data kept)."""
+    """Read the feed and store its comparisons. Raises FeedError, after storing what
+    the pages read before the failure gave (nothing stored earlier is lost)."""
     ensure_current(rt.engine)
-    return ingest.fetch_and_store(rt.engine, rt.feed(), now=rt.now(), progress=progress)
+    report = ingest.fetch_and_store(rt.engine, rt.feed(), now=rt.now(), progress=progress)
+    if report.error is not None:
+        raise report.error
+    return report
+
+
+async def read_feed(
+    rt: Runtime,
+    *,
+    progress: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> FetchReport:
+    """:func:`fetch` for asyncio callers (``digest run``, ``digest fetch``): on a thread
+    of its own, so signals are still handled; ``stop`` ends it within seconds, keeping
+    what was read. Never raises FeedError: a failure is in ``report.error``."""
+    ensure_current(rt.engine)
+    return await ingest.fetch_in_thread(
+        rt.engine, rt.feed(), now=rt.now(), progress=progress, stop=stop
+    )
 
 
 def compose(rt: Runtime) -> ComposeResult:
@@ -200,17 +219,22 @@ async def send(
     edition: Edition,
     progress: Callable[[SendReport], None] | None = None,
     stop: asyncio.Event | None = None,
+    others_working: Callable[[], bool] | None = None,
 ) -> SendReport:
     """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld
-    (SQLite: another process is sending it). ``stop`` ends the run gracefully."""
+    (SQLite: another process is sending it). ``stop`` ends the run gracefully.
+    ``others_working``: see :func:`digest.sending.send_edition` (helper processes)."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
     if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
         note = edition.status_note or "by the operator"
-        return SendReport(edition.key, stopped_reason=f"edition {edition.status}: {note}")
+        return SendReport(
+            edition.key, halted=True, stopped_reason=f"edition {edition.status}: {note}"
+        )
     if editions.awaiting_approval(edition):
         return SendReport(
             edition.key,
+            halted=True,
             stopped_reason=f"edition {edition.key} awaits approval: 'digest approve {edition.key}'",
         )
     with session_scope(rt.engine) as session:
@@ -223,7 +247,9 @@ async def send(
         pause_error_share=cfg.pause_error_share,
         pause_window=cfg.pause_window,
         max_retry_wait=cfg.max_retry_wait_seconds,
+        lease_ttl=float(cfg.lease_seconds),
         local_due=localtime.local_due(rt.config.schedule, edition.key),
+        settle_seconds=SETTLE_SECONDS,
     )
     return await sending.send_edition(
         rt.engine,
@@ -235,13 +261,20 @@ async def send(
         owner=new_owner(),
         progress=progress,
         stop=stop,
+        others_working=others_working,
     )
+
+
+# Seconds between an unknown outcome and asking the provider about it (a provider's
+# message search may not show a message accepted a moment ago).
+SETTLE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
 class RunReport:
     fetch: FetchReport | None = None
     fetch_error: str = ""
+    stopped_in_fetch: bool = False  # stop was set during the fetch: nothing composed or sent
     compose: ComposeResult | None = None
     send: SendReport | None = None
 
@@ -258,13 +291,20 @@ async def run(
     send_progress: Callable[[SendReport], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> RunReport:
-    """The weekly job: fetch, compose, send. A failed fetch is reported (exit 1) but
-    does not stop the week's edition: comparisons stored earlier still go out."""
+    """The weekly job: fetch, compose, send. A failed fetch (after bounded retries, or
+    past ``[feed] deadline_seconds``) is reported (exit 1) but does not stop the
+    week's edition: comparisons stored earlier still go out. ``stop`` set during the
+    fetch ends the run there: nothing is composed or sent."""
     report = RunReport()
-    try:
-        report.fetch = fetch(rt, progress=fetch_progress)
-    except FeedError as exc:
-        report.fetch_error = str(exc)
+    report.fetch = await read_feed(rt, progress=fetch_progress, stop=stop)
+    if report.fetch.error is not None:
+        report.fetch_error = str(report.fetch.error)
+        if stop is not None and stop.is_set():
+            report.fetch_error += (
+                "; nothing was composed or sent: run 'digest run' again to finish the week"
+            )
+            report.stopped_in_fetch = True
+            return report
     report.compose = compose(rt)
     edition = report.compose.edition
     if edition is not None and edition.status != EditionStatus.sent:
@@ -285,7 +325,9 @@ async def work(
     Any number of workers may run on PostgreSQL (they share the rows through row
     leases); a worker plans an edition's ledger itself when nobody has yet. Returns
     the number of messages sent. Ends when ``stop`` is set or, with
-    ``exit_when_idle``, when no edition has anything this worker could send.
+    ``exit_when_idle``, when no edition has anything this worker could send; and
+    at once when a run lost its lease (it was stopped longer than ``[send]
+    lease_seconds``): that run's report says so (``interrupted``, exit 3).
     """
     sent = 0
     while not stop.is_set():
@@ -299,6 +341,8 @@ async def work(
             busy = busy or bool(report.sent or report.failed or report.skipped)
             if on_report is not None:
                 on_report(report)
+            if report.lost:
+                return sent
         if not busy and exit_when_idle:
             break
         if not busy:
@@ -319,11 +363,26 @@ def pending_editions(rt: Runtime) -> list[Edition]:
 
 
 def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:
-    """The next edition's key and comparisons, without composing (read-only)."""
+    """The next edition's key and comparisons, without composing (read-only).
+
+    While this week's edition is still to go out (composed, sending, paused): that
+    edition. Once it is sent or cancelled: next week's, made of what the next compose
+    would choose now (eligible comparisons that are in no edition yet: what has
+    arrived since). No edition this week: what composing now would choose. Raises
+    DigestError when that is nothing."""
     now = rt.now()
-    key = editions.edition_key(now, rt.config.site.tz)
+    tz = rt.config.site.tz
+    key = editions.edition_key(now, tz)
+    done = ""
     with session_scope(rt.engine) as session:
         existing = editions.get(session, key=key)
+        if existing is not None and existing.status in (
+            EditionStatus.sent,
+            EditionStatus.cancelled,
+        ):
+            done = f"edition {key} is {existing.status}; "
+            key = editions.edition_key(now + timedelta(days=7), tz)
+            existing = editions.get(session, key=key)
         if existing is not None:
             return key, editions.comparisons_of(session, edition=existing)
         chosen = editions.eligible(
@@ -333,7 +392,7 @@ def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:
             limit=rt.config.edition.max_comparisons,
         )
     if not chosen:
-        raise DigestError(f"nothing to preview: no edition {key} and no new comparisons")
+        raise DigestError(f"nothing to preview: {done}no edition {key} yet and no new comparisons")
     return key, chosen
 
 

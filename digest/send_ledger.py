@@ -11,26 +11,31 @@ is ready at the same moment add its request, then applies them all in one
 transaction and wakes each worker with its own rows. No worker sends before its
 mark is committed, so a crash still leaves at most ``concurrency × max_batch``
 messages in doubt; there are simply fewer commits.
+
+Every write is fenced by the claim that holds the rows (:mod:`digest.claims`).
+:class:`Holdings` tracks which rows this sender holds under which claim token;
+rows a statement no longer finds held are *lost* (another sender took them after
+this one's lease expired): they are not sent, the loss is logged, and the run
+stops (its report says it was interrupted).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine
-from sqlmodel import Session
 
-from digest import deliveries
+from digest import answers, claims, refusals
 from digest.deliveries import Recipient, RetryPolicy
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
-from subscribers import lifecycle
-from subscribers.models import ConsentSource
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 class Tally(Protocol):
@@ -40,6 +45,39 @@ class Tally(Protocol):
     failed: int
     skipped: int
     retried: int
+    unknown: int  # answers recorded ``unknown`` (maybe delivered): resolved later
+    late: int  # answers that came after the row was lost: logged, not stored
+
+
+class Holdings:
+    """The rows this sender holds (delivery id → claim token) and how many it lost."""
+
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner
+        self.rows: dict[int, int] = {}
+        self.lost = 0
+
+    def take(self, rows: Iterable[Recipient]) -> None:
+        self.rows.update((r.delivery_id, r.token) for r in rows)
+
+    def drop(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            self.rows.pop(i, None)
+
+    def lose(self, ids: Iterable[int], when: str) -> None:
+        """Rows another sender took after this one's lease expired: never send them."""
+        gone = list(ids)
+        if not gone:
+            return
+        self.drop(gone)
+        self.lost += len(gone)
+        log.warning(
+            "sender %s lost its lease on %d deliveries (found %s; another sender holds them "
+            "now): not sending them, stopping",
+            self.owner,
+            len(gone),
+            when,
+        )
 
 
 @dataclass(slots=True)
@@ -51,6 +89,11 @@ class Batch:
     messages: list[OutgoingMessage]
     results: list[SendResult] = field(default_factory=list)
     bounced: bool = False  # some answer was a hard bounce (suppress after recording)
+
+    @property
+    def token(self) -> int:
+        """The claim all its rows came from (one claim per batch)."""
+        return self.chosen[0].token if self.chosen else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +108,7 @@ class Writer:
     lease: timedelta
     started_at: Callable[[], datetime | None]
     report: Tally
+    holdings: Holdings
 
     def record(self, batch: Batch) -> None:
         """Record a sent batch's answers on their own, in one transaction."""
@@ -74,21 +118,32 @@ class Writer:
         self.after_record(batch, now)
 
     def store(self, conn: Connection, batch: Batch, now: datetime) -> None:
-        tally = deliveries.record(
+        recorded = answers.record(
             conn,
             results=batch.results,
             attempts=batch.attempts,
+            owner=self.owner,
+            token=batch.token,
             transport=self.transport,
             policy=self.retry,
             now=now,
+            lease=self.lease,
             started_at=self.started_at(),
         )
+        tally = recorded.tally
         report = self.report
         report.sent += tally.get("sent", 0)
         report.failed += tally.get("failed", 0)
         report.skipped += tally.get("skipped", 0)
         report.retried += tally.get("queued", 0)
+        report.unknown += tally.get("unknown", 0)
         batch.bounced = bool(tally.get("bounced"))
+        # ``unknown`` rows stay held (this sender resolves them); the rest are done.
+        unknown = {r.delivery_id for r in batch.results if r.outcome is Outcome.unknown}
+        late = [r.delivery_id for r in recorded.late]
+        report.late += len(late)
+        self.holdings.drop(r.delivery_id for r in batch.chosen if r.delivery_id not in unknown)
+        self.holdings.lose(late, "recording the answers")
 
     def after_record(self, batch: Batch, now: datetime) -> None:
         """Hard bounces among the answers just recorded suppress their readers."""
@@ -141,42 +196,45 @@ class GroupCommit:
     def _apply(self, requests: Sequence[_Request]) -> list[dict[int, int]]:
         writer = self.writer
         now = writer.clock()
-        ids = [r.delivery_id for _, batch, _ in requests if batch for r in batch]
+        rows = [(r.delivery_id, r.token) for _, batch, _ in requests if batch for r in batch]
         with writer.engine.begin() as conn:
             for previous, _, _ in requests:
                 if previous is not None:
                     writer.store(conn, previous, now)
-            attempts = (
-                deliveries.mark_sending(
-                    conn, ids=ids, owner=writer.owner, now=now, lease=writer.lease
+            marked = (
+                claims.mark_sending(
+                    conn, rows=rows, owner=writer.owner, now=now, lease=writer.lease
                 )
-                if ids
-                else {}
+                if rows
+                else claims.Marked({}, {})
             )
         for previous, _, _ in requests:
             if previous is not None:
                 writer.after_record(previous, now)
-        return [
-            {r.delivery_id: attempts[r.delivery_id] for r in batch if r.delivery_id in attempts}
-            if batch
-            else {}
-            for _, batch, _ in requests
-        ]
+        out: list[dict[int, int]] = []
+        for _, batch, _ in requests:
+            attempts: dict[int, int] = {}
+            skipped: list[int] = []
+            lost: list[int] = []
+            for r in batch or ():
+                got = marked.sending.get(r.delivery_id)
+                if got is not None and got[1] == r.token:
+                    attempts[r.delivery_id] = got[0]
+                elif marked.skipped.get(r.delivery_id) == r.token:
+                    skipped.append(r.delivery_id)
+                else:
+                    lost.append(r.delivery_id)
+            writer.report.skipped += len(skipped)
+            writer.holdings.drop(skipped)
+            writer.holdings.lose(lost, "marking them sending")
+            out.append(attempts)
+        return out
 
 
 def suppress_hard_bounces(
     engine: Engine, results: Sequence[SendResult], chosen: Sequence[Recipient], now: datetime
 ) -> None:
-    """A 5.1.x refusal at send time is a hard bounce: suppress the reader at once."""
-    readers = {r.delivery_id: r.subscriber_id for r in chosen}
-    with Session(engine) as session, session.begin():
-        for result in results:
-            if result.outcome is Outcome.rejected and deliveries.is_hard_bounce(result.detail):
-                lifecycle.record_bounce(
-                    session,
-                    subscriber_id=readers[result.delivery_id],
-                    hard=True,
-                    detail=result.detail,
-                    now=now,
-                    source=ConsentSource.smtp,
-                )
+    """Refusals that say the address is dead suppress the reader at once: a 5.1.x
+    status, or ``result.bounce == "hard"`` (Postmark's 406 "inactive recipient"). A
+    5.7.x policy refusal suppresses nobody (see :mod:`digest.refusals`)."""
+    refusals.suppress_refused(engine, results, chosen, now)

@@ -12,148 +12,46 @@ for the next run. The edition is ``sent`` only when no row is pending.
 Local delivery time (``SendOptions.local_due``): when the run plans the ledger it
 also sets each row's due time from its reader's zone (:mod:`digest.localtime`);
 rows not yet due are not claimed, and are waited for like deferred rows.
+
+Every write after a claim is fenced (:mod:`digest.claims`): a run that finds it
+lost rows to another sender (it was stopped past its lease) sends none of them,
+stops, and reports itself interrupted. Rows answered ``unknown``, and rows found in
+``sending`` after their sender died, are resolved before the run ends
+(:mod:`digest.unknowns`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import OperationalError
 
-from digest import deliveries, leases
+from digest import claims, deliveries, leases, unknowns
 from digest.deliveries import Recipient, RetryPolicy
-from digest.errors import TransportError
+from digest.errors import LeaseHeld
 from digest.models import Edition, EditionStatus
-from digest.segments import Skip
-from digest.send_ledger import Batch, GroupCommit, Writer
-from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport, batch_key
+from digest.send_ledger import GroupCommit, Writer
+from digest.send_run import EXIT_INCOMPLETE, MessageFactory, Run, SendOptions, SendReport
+from digest.send_workers import requests, worker
+from digest.transports.base import Transport
 
-MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage | Skip]]
 Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class SendOptions:
-    batch_size: int
-    retry: RetryPolicy
-    max_retry_wait: float
-    lease_ttl: float = 120.0
-    pause_error_share: float = 0.5  # pause the edition when this share of …
-    pause_window: int = 200  # … the last answers (not counting deferrals) failed
-    slow_down_after: int = 20  # consecutive deferred answers that make every worker wait
-    max_slow_down: float = 60.0  # seconds: the longest such wait
-    # Local delivery time: zone name → when its readers' rows are due (None = at once),
-    # applied when the ledger is planned; None = every row due at once.
-    local_due: Callable[[str], datetime | None] | None = None
-
-
-@dataclass(slots=True)
-class SendReport:
-    edition_key: str
-    planned: int = 0
-    recovered: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    retried: int = 0
-    throttled: int = 0  # times the run slowed down for a throttling server
-    pending_at_start: int = 0  # rows still to do when this run began
-    pending: int = 0
-    finished: bool = False
-    stopped_reason: str = ""
-    error: str = ""  # set when the transport failed: the run ends with exit 1
-    started: float = field(default_factory=time.monotonic)
-    elapsed: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
-
-
-class _Run:
-    """State shared by the producer and the workers of one send run.
-
-    Throttling slows the run down rather than failing readers: a ``Retry-After``
-    from the transport, or ``slow_down_after`` deferrals in a row, make every
-    worker wait (doubling up to ``max_slow_down`` while the deferrals go on).
-    """
-
-    def __init__(
-        self,
-        report: SendReport,
-        options: SendOptions,
-        *,
-        owner: str = "",
-        exclusive: bool = True,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        self.report = report
-        self.options = options
-        self.owner = owner
-        self.exclusive = exclusive
-        self.stop_event = stop
-        self.window: collections.deque[bool] = collections.deque(maxlen=options.pause_window)
-        self.pause_note = ""  # set when the error share calls for pausing the edition
-        self.streak = 0
-        self.pause = 0.0
-        self.not_before = 0.0  # time.monotonic() before which no worker sends
-        self._stop = False
-        self.started_at: datetime | None = None
-        self.edition_id = 0  # when the edition began sending
-
-    def observe(self, results: Sequence[SendResult]) -> None:
-        now = time.monotonic()
-        for result in results:
-            if result.outcome is not Outcome.deferred:
-                self.window.append(result.outcome not in (Outcome.sent, Outcome.queued))
-            if result.outcome in (Outcome.sent, Outcome.queued):
-                self.streak, self.pause = 0, 0.0
-            elif result.outcome is Outcome.deferred:
-                self.streak += 1
-                if result.retry_after:
-                    self.not_before = max(self.not_before, now + result.retry_after)
-        errors = sum(self.window)
-        window = self.window.maxlen or 0
-        if (
-            not self.pause_note
-            and len(self.window) == window
-            and errors >= self.options.pause_error_share * window
-        ):
-            last = next((r.detail for r in reversed(results) if r.detail), "")
-            self.pause_note = (
-                f"paused automatically: {errors} of the last {window} messages failed "
-                f"(last answer: {last or 'none'}); fix the cause, then 'digest resume'"
-            )
-            self.report.error = self.pause_note
-            self.stop = True
-        if self.streak >= self.options.slow_down_after:
-            self.pause = min(max(self.pause * 2, 1.0), self.options.max_slow_down)
-            self.not_before = max(self.not_before, now + self.pause)
-            self.streak = 0
-            self.report.throttled += 1
-
-    @property
-    def stop(self) -> bool:
-        return self._stop or (self.stop_event is not None and self.stop_event.is_set())
-
-    @stop.setter
-    def stop(self, value: bool) -> None:
-        self._stop = value
-
-    def throttled_for(self) -> float:
-        """Seconds every worker must still wait (0: none)."""
-        return max(self.not_before - time.monotonic(), 0.0)
-
-    async def wait_if_throttled(self) -> None:
-        delay = self.throttled_for()
-        if delay > 0:
-            await asyncio.sleep(delay)
+log = logging.getLogger(__name__)
+__all__ = [
+    "EXIT_INCOMPLETE",
+    "MessageFactory",
+    "Recipient",
+    "RetryPolicy",
+    "SendOptions",
+    "SendReport",
+    "send_edition",
+]
 
 
 async def send_edition(
@@ -167,6 +65,7 @@ async def send_edition(
     owner: str,
     progress: Callable[[SendReport], None] | None = None,
     stop: asyncio.Event | None = None,
+    others_working: Callable[[], bool] | None = None,
 ) -> SendReport:
     """Send ``edition`` to every planned reader.
 
@@ -174,7 +73,10 @@ async def send_edition(
     second sender gets ``LeaseHeld``. On PostgreSQL any number of senders (``digest
     send``, ``digest worker``) cooperate through row leases. Setting ``stop``
     (SIGTERM) ends claiming, lets in-flight sends finish and gives unsent rows
-    back. Raises ``TransportUnavailable`` if the transport cannot open.
+    back. ``others_working``: while it returns True (helper processes of this
+    ``digest send`` still run), the run waits for rows leased to others instead of
+    ending, and takes over the rows of senders that die. Raises
+    ``TransportUnavailable`` if the transport cannot open.
     """
     assert edition.id is not None
     report = SendReport(edition.key)
@@ -183,13 +85,18 @@ async def send_edition(
     ttl = timedelta(seconds=options.lease_ttl)
     if exclusive:
         leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
-    heartbeat = asyncio.create_task(_renew(engine, name, owner, ttl, clock, exclusive))
-    run = _Run(report, options, owner=owner, exclusive=exclusive, stop=stop)
+    run = Run(report, options, owner=owner, exclusive=exclusive, stop=stop)
     run.edition_id = edition.id
+    run.tag = edition.key
+    run.transport = transport
+    run.build = build_messages
+    run.others_working = others_working
+    heartbeat = asyncio.create_task(_renew(engine, name, run, ttl, clock))
     try:
         run.started_at = _prepare(engine, edition.id, run, clock())
         await transport.open()
         try:
+            await _resolve_unknown(engine, run, clock)
             await _drain(
                 engine,
                 edition.id,
@@ -200,21 +107,23 @@ async def send_edition(
                 run,
                 progress,
             )
+            await _resolve_unknown(engine, run, clock)
         finally:
             await transport.close()
-        _conclude(engine, edition.id, clock(), report)
+        _conclude(engine, edition.id, clock(), run)
     finally:
         heartbeat.cancel()
         with engine.begin() as conn:
-            deliveries.release(conn, owner=owner)
+            claims.release(conn, owner=owner)
+        run.holdings.rows.clear()
         if exclusive:
             leases.release(engine, name=name, owner=owner)
         report.elapsed = time.monotonic() - report.started
     return report
 
 
-def _prepare(engine: Engine, edition_id: int, run: _Run, now: datetime) -> datetime:
-    """Plan the ledger once, resolve rows in doubt; return when sending began."""
+def _prepare(engine: Engine, edition_id: int, run: Run, now: datetime) -> datetime:
+    """Plan the ledger once, take over rows in doubt; return when sending began."""
     report = run.report
     E = deliveries.E
     with engine.begin() as conn:
@@ -234,47 +143,99 @@ def _prepare(engine: Engine, edition_id: int, run: _Run, now: datetime) -> datet
     return planned_at
 
 
-def _conclude(engine: Engine, edition_id: int, now: datetime, report: SendReport) -> None:
+def _conclude(engine: Engine, edition_id: int, now: datetime, run: Run) -> None:
+    report = run.report
     with engine.begin() as conn:
         report.finished = deliveries.finish_if_done(conn, edition_id=edition_id, now=now)
         tally = deliveries.counts(conn, edition_id=edition_id)
+        report.due_later = deliveries.due_later(conn, edition_id=edition_id, now=now)[0]
+        status, _ = deliveries.edition_state(conn, edition_id=edition_id)
     report.pending = sum(tally.get(s, 0) for s in deliveries.PENDING)
+    report.halted = status in (EditionStatus.paused, EditionStatus.cancelled)
+    report.lost = run.holdings.lost
+    if report.lost:
+        report.interrupted = (
+            f"this sender lost its lease on {report.lost} deliveries (it was stopped longer "
+            f"than [send] lease_seconds = {run.options.lease_ttl:g}); another sender took "
+            "them over, and none of them was sent from here after that"
+        )
+    elif run.stop_event is not None and run.stop_event.is_set() and report.outstanding:
+        report.interrupted = "stopped by a signal before the edition was done"
 
 
-def _recover(conn: Connection, edition_id: int, run: _Run, now: datetime) -> int:
+def _recover(conn: Connection, edition_id: int, run: Run, now: datetime) -> int:
     """Take back what dead senders held: their claimed rows are freed, their rows in
-    ``sending`` resolved by policy. An exclusive run (the edition lease) knows every
-    other sender is dead; otherwise only senders known dead on this host, and
-    leases that expired, count."""
+    ``sending`` (and unresolved ``unknown`` rows) are taken in doubt, to be resolved
+    by this run. An exclusive run (the edition lease) knows every other sender is
+    dead; otherwise only senders known dead on this host, and expired leases, count."""
     dead = [
         o
-        for o in deliveries.lease_owners(conn, edition_id=edition_id)
+        for o in claims.lease_owners(conn, edition_id=edition_id)
         if o != run.owner and leases.holder_is_dead(o)
     ]
-    deliveries.release_claims(
+    claims.release_claims(
         conn, edition_id=edition_id, owners=None if run.exclusive else dead, keep=run.owner
     )
-    return deliveries.recover(
+    return claims.take_in_doubt(
         conn,
         edition_id=edition_id,
-        policy=run.options.retry.unknown_policy,
+        owner=run.owner,
         now=now,
+        lease=timedelta(seconds=run.options.lease_ttl),
         exclusive=run.exclusive,
         dead_owners=dead,
     )
 
 
-async def _renew(
-    engine: Engine, name: str, owner: str, ttl: timedelta, clock: Clock, exclusive: bool
-) -> None:
-    """Keep the edition lease (exclusive runs) and this sender's row leases alive."""
+async def _resolve_unknown(engine: Engine, run: Run, clock: Clock) -> None:
+    """Resolve the ``unknown`` rows this run holds: provider search, then policy."""
+    if run.transport is None or run.build is None:
+        return
+    done = await unknowns.resolve(
+        engine,
+        edition_id=run.edition_id,
+        tag=run.tag,
+        owner=run.owner,
+        transport=run.transport,
+        build=run.build,
+        policy=run.options.retry,
+        settle=run.options.settle_seconds,
+        lease=timedelta(seconds=run.options.lease_ttl),
+        clock=clock,
+    )
+    run.holdings.drop(done.ids)
+    report = run.report
+    report.reconciled += done.reconciled
+    report.sent += done.reconciled
+    report.resent += done.resent
+    report.unknown_skipped += done.skipped
+    report.skipped += done.skipped
+    report.unknown_failed += done.failed
+    report.failed += done.failed
+
+
+async def _renew(engine: Engine, name: str, run: Run, ttl: timedelta, clock: Clock) -> None:
+    """Keep the edition lease (exclusive runs) and this sender's row leases alive;
+    notice rows lost to another sender (this process was stopped past its lease)."""
     while True:
         await asyncio.sleep(ttl.total_seconds() / 4)
         now = clock()
-        if exclusive:
-            leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=now)
-        with engine.begin() as conn:
-            deliveries.renew(conn, owner=owner, until=now + ttl)
+        if run.exclusive:
+            try:
+                leases.acquire(engine, name=name, owner=run.owner, ttl=ttl, now=now)
+            except LeaseHeld as exc:
+                log.warning("sender %s lost the edition lease: %s", run.owner, exc)
+                run.holdings.lose(list(run.holdings.rows), "renewing the edition lease")
+                run.holdings.lost = max(run.holdings.lost, 1)
+                return
+        rows = list(run.holdings.rows.items())
+        try:
+            with engine.begin() as conn:
+                kept = claims.renew(conn, owner=run.owner, rows=rows, until=now + ttl)
+        except OperationalError as exc:  # the database is away: try again next beat
+            log.warning("could not renew the leases of sender %s: %s", run.owner, exc)
+            continue
+        run.holdings.lose([i for i, t in rows if (i, t) not in kept], "renewing its leases")
 
 
 async def _drain(
@@ -284,7 +245,7 @@ async def _drain(
     build: MessageFactory,
     options: SendOptions,
     clock: Clock,
-    run: _Run,
+    run: Run,
     progress: Callable[[SendReport], None] | None,
 ) -> None:
     queue: asyncio.Queue[list[Recipient] | None] = asyncio.Queue(maxsize=2 * transport.concurrency)
@@ -297,13 +258,14 @@ async def _drain(
         lease=timedelta(seconds=options.lease_ttl),
         started_at=lambda: run.started_at,
         report=run.report,
+        holdings=run.holdings,
     )
     ledger = GroupCommit(writer)
     serving = asyncio.create_task(ledger.serve())
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(transport.concurrency):
-                group.create_task(_worker(queue, transport, build, ledger, run, progress))
+                group.create_task(worker(queue, transport, build, ledger, run, progress))
             await _produce(engine, edition_id, queue, transport.max_batch, options, clock, run)
             # Only after a normal end: when a worker failed, the group cancels the rest,
             # and waiting to hand them a sentinel through a full queue would hang.
@@ -322,7 +284,7 @@ async def _produce(
     max_batch: int,
     options: SendOptions,
     clock: Clock,
-    run: _Run,
+    run: Run,
 ) -> None:
     deadline = time.monotonic() + options.max_retry_wait
     lease = timedelta(seconds=options.lease_ttl)
@@ -332,7 +294,7 @@ async def _produce(
             if status in (EditionStatus.paused, EditionStatus.cancelled):
                 run.report.stopped_reason = f"edition {status}: {note or 'by the operator'}"
                 return
-            rows = deliveries.claim(
+            rows = claims.claim(
                 conn,
                 edition_id=edition_id,
                 owner=run.owner,
@@ -341,15 +303,25 @@ async def _produce(
                 lease=lease,
             )
         if rows:
-            for chunk in _requests(rows, max_batch):
+            run.holdings.take(rows)
+            for chunk in requests(rows, max_batch):
                 await queue.put(chunk)
             continue
         await queue.join()  # let in-flight answers land: their retries may be due
+        if run.stop:
+            return
         with engine.begin() as conn:
             run.report.recovered += _recover(conn, edition_id, run, clock())
+        await _resolve_unknown(engine, run, clock)  # "resend" queues rows again
+        with engine.begin() as conn:
             due = deliveries.next_due(conn, edition_id=edition_id, now=clock())
-        if due is None or run.stop:
+        if run.stop:
             return
+        if due is None:
+            if run.others_working is None or not run.others_working():
+                return
+            await asyncio.sleep(1.0)  # rows leased to helpers: take over any that die
+            continue
         wait = (due - clock()).total_seconds()
         if wait > 0 and time.monotonic() + wait > deadline:
             run.report.stopped_reason = _waiting_reason(engine, edition_id, due, clock())
@@ -373,133 +345,3 @@ def _waiting_reason(engine: Engine, edition_id: int, due: datetime, now: datetim
         f"some deliveries are deferred until {due:%Y-%m-%d %H:%M:%S} UTC, later than "
         "[send] max_retry_wait_seconds allows: run 'digest send' again then"
     )
-
-
-def _requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]]:
-    """Split claimed rows into batches of at most ``max_batch``; rows that went out
-    together before under an idempotency key (same ``batch_key``) stay together."""
-    loose = [r for r in rows if not r.batch_key]
-    for i in range(0, len(loose), max_batch):
-        yield loose[i : i + max_batch]
-    groups: dict[str, list[Recipient]] = {}
-    for r in rows:
-        if r.batch_key:
-            groups.setdefault(r.batch_key, []).append(r)
-    for group in groups.values():
-        for i in range(0, len(group), max_batch):
-            yield group[i : i + max_batch]
-
-
-async def _worker(
-    queue: asyncio.Queue[list[Recipient] | None],
-    transport: Transport,
-    build: MessageFactory,
-    ledger: GroupCommit,
-    run: _Run,
-    progress: Callable[[SendReport], None] | None,
-) -> None:
-    """Mark, send and record batch after batch. Recording the batch just sent goes
-    with marking the next one, in the group commit (:mod:`digest.send_ledger`)
-    shared by all workers; a worker records alone only when nothing is queued or
-    before a throttle wait, so it never holds an answer while it waits. Nothing is
-    sent before its mark is committed. A batch is ``task_done`` only once recorded:
-    the producer's ``join()`` must not find this worker's rows in ``sending``."""
-    done: Batch | None = None  # sent, not yet recorded
-
-    async def record_done() -> None:
-        nonlocal done
-        if done is not None:
-            finished, done = done, None
-            await ledger.commit(finished, None)
-            queue.task_done()
-
-    try:
-        while True:
-            if done is None:
-                batch = await queue.get()
-            else:
-                try:
-                    batch = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    await record_done()
-                    continue
-            if batch is None or run.stop:
-                queue.task_done()
-                if batch is None:
-                    return
-                continue
-            if run.throttled_for() > 0:
-                await record_done()
-            await run.wait_if_throttled()
-            previous, done = done, None  # handed to the ledger: recorded by this commit
-            try:
-                attempts = await ledger.commit(previous, batch)
-            except BaseException:
-                queue.task_done()  # this batch
-                if previous is not None:
-                    queue.task_done()
-                raise
-            if previous is not None:  # recorded by that commit
-                queue.task_done()
-            current = _build_batch(batch, attempts, build, ledger.writer, run, transport)
-            if current is None:
-                queue.task_done()
-            else:
-                try:
-                    await _send(ledger.writer.engine, current, transport, run)
-                finally:
-                    done = current
-            if progress is not None:
-                progress(run.report)
-    finally:
-        if done is not None:  # cancelled or failed after sending: record what came back
-            ledger.writer.record(done)
-            queue.task_done()
-        if progress is not None:
-            progress(run.report)
-
-
-def _build_batch(
-    batch: list[Recipient],
-    attempts: dict[int, int],
-    build: MessageFactory,
-    writer: Writer,
-    run: _Run,
-    transport: Transport,
-) -> Batch | None:
-    """Build the marked rows' messages; None when none of them is to be sent."""
-    run.report.skipped += len(batch) - len(attempts)
-    chosen = [r for r in batch if r.delivery_id in attempts]
-    if not chosen:
-        return None
-    now = writer.clock()
-    built = build(chosen, now)
-    skips = [(b.delivery_id, b.reason) for b in built if isinstance(b, Skip)]
-    messages = [b for b in built if not isinstance(b, Skip)]
-    if skips:
-        with writer.engine.begin() as conn:
-            run.report.skipped += deliveries.record_skips(conn, skips=skips, now=now)
-    if not messages:
-        return None
-    if getattr(transport, "idempotent", False):  # the provider drops a repeated key
-        with writer.engine.begin() as conn:
-            key = batch_key(messages)
-            deliveries.set_batch_key(conn, ids=[m.delivery_id for m in messages], key=key)
-    return Batch(chosen, attempts, messages)
-
-
-async def _send(engine: Engine, batch: Batch, transport: Transport, run: _Run) -> None:
-    """Hand the batch to the transport; keep its answers on ``batch.results``."""
-    messages = batch.messages
-    try:
-        batch.results = await transport.send_batch(messages)
-    except TransportError as exc:  # the whole batch's fate is unknown
-        unknown = Outcome.unknown
-        batch.results = [SendResult(m.delivery_id, unknown, detail=str(exc)) for m in messages]
-        run.report.error = f"transport failed: {exc}"
-        run.stop = True
-    run.observe(batch.results)
-    if run.pause_note and not run.report.stopped_reason:
-        run.report.stopped_reason = run.pause_note
-        with engine.begin() as conn:
-            deliveries.pause_edition(conn, edition_id=run.edition_id, note=run.pause_note)

@@ -56,7 +56,7 @@ def _options(**retry: object) -> SendOptions:
         unknown_policy=str(retry.get("unknown_policy", "resend")),
         give_up_after=retry.get("give_up_after", timedelta(hours=72)),  # type: ignore[arg-type]
     )
-    return SendOptions(batch_size=7, retry=policy, max_retry_wait=5.0)
+    return SendOptions(batch_size=7, retry=policy, max_retry_wait=5.0, settle_seconds=0)
 
 
 def _send(engine: Engine, edition: Edition, transport: MemoryTransport, **kw: object) -> SendReport:

@@ -174,7 +174,8 @@ def test_sigterm_drains_and_gives_unsent_rows_back(tmp_path: Path, pg_schema_url
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, stdout + stderr
+        assert proc.returncode == 3, stdout + stderr  # interrupted mid-edition, resumable
+        assert "interrupted" in stderr and "pending" in stderr
         stopped_at = sink.handler.count()
         assert stopped_at < readers
         status = _digest(config, pg_schema_url, "status").stdout
@@ -233,3 +234,150 @@ def test_send_workers_need_postgresql(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 2 and "needs PostgreSQL" in result.stderr
+
+
+def _sent_ids(db_url: str) -> set[int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id FROM delivery WHERE state = 'sent'")).scalars()
+            return {int(i) for i in rows}
+    finally:
+        engine.dispose()
+
+
+def _ledger(db_url: str) -> tuple[str, dict[str, int]]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(text("SELECT status FROM edition")).scalar_one()
+            tally = conn.execute(text("SELECT state, count(*) FROM delivery GROUP BY state"))
+            return str(status), {str(s): int(n) for s, n in tally}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_past_its_lease_overwrites_nothing(
+    tmp_path: Path, pg_schema_url: str
+) -> None:
+    """Done-means 1 of issue 12: SIGSTOP one of two workers for longer than its
+    lease, then SIGCONT: it finds its rows taken over, sends none of them, writes
+    over nothing, says so and exits 3; the other worker finishes the edition."""
+    readers, connections, lease = 3_000, 2, 10
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        with config.open("a") as f:
+            f.write(f"\n[send]\nlease_seconds = {lease}\n")
+        args = [sys.executable, "-m", "digest", "--config", str(config), "worker"]
+        stopped, other = (
+            subprocess.Popen(
+                [*args, "--poll", "1"],
+                env=_env(pg_schema_url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        )
+        seen: set[int] = set()  # every row ever seen sent: none may leave that state
+        deadline = time.monotonic() + 120
+        while sink.handler.count() < readers // 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stopped.send_signal(signal.SIGSTOP)
+        resume_at = time.monotonic() + lease + 8
+        while time.monotonic() < resume_at:
+            now_sent = _sent_ids(pg_schema_url)
+            assert seen <= now_sent
+            seen |= now_sent
+            time.sleep(0.5)
+        stopped.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            now_sent = _sent_ids(pg_schema_url)
+            assert seen <= now_sent, f"rows left 'sent': {sorted(seen - now_sent)[:10]}"
+            seen |= now_sent
+            if len(seen) == readers and stopped.poll() is not None:
+                break
+            time.sleep(0.5)
+        out, errors = stopped.communicate(timeout=60)
+        other.send_signal(signal.SIGTERM)
+        other_out, other_err = other.communicate(timeout=60)
+        counts = sink.handler.per_recipient()
+    assert stopped.returncode == 3, out + errors
+    assert "lost its lease" in out + errors
+    assert other.returncode == 0, other_out + other_err
+    assert len(counts) == readers  # nobody missed
+    assert sum(n - 1 for n in counts.values()) <= connections  # its in-flight messages
+    assert _sent_ids(pg_schema_url) >= seen
+    assert _ledger(pg_schema_url) == ("sent", {"sent": readers})
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(c) for c in text]
+    return found
+
+
+@pytest.mark.slow
+def test_send_with_workers_takes_over_from_a_killed_helper(
+    tmp_path: Path, pg_schema_url: str
+) -> None:
+    """Done-means 2 of issue 12: SIGKILL the helper of 'digest send --workers 2' at
+    about 40 %: the helper is reaped and its rows taken over; the run ends with
+    nobody missing, or exits 3 naming how many remain and a second run finishes."""
+    readers, connections = 3_000, 2
+    with SmtpSink() as sink:
+        config = _prepare(tmp_path, pg_schema_url, sink.port, readers)
+        with config.open("a") as f:
+            f.write("\n[send]\nlease_seconds = 10\n")
+        args = [sys.executable, "-m", "digest", "--config", str(config), "send", "--workers", "2"]
+        parent = subprocess.Popen(
+            args, env=_env(pg_schema_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 120
+        while sink.handler.count() < readers * 2 // 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (helper,) = _children(parent.pid)
+        os.kill(helper, signal.SIGKILL)
+        out, errors = parent.communicate(timeout=300)
+        status, tally = _ledger(pg_schema_url)
+        if parent.returncode == 0:
+            assert (status, tally) == ("sent", {"sent": readers}), out + errors
+        else:
+            assert parent.returncode == 3, out + errors
+            assert "still pending" in errors and "digest send" in errors
+            _digest(config, pg_schema_url, "send")
+        counts = sink.handler.per_recipient()
+    assert f"helper process {helper} was killed (SIGKILL)" in out
+    assert len(counts) == readers
+    assert sum(n - 1 for n in counts.values()) <= connections
+    assert _ledger(pg_schema_url) == ("sent", {"sent": readers})
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
+    config = write_config(tmp_path)
+    _digest(config, db_url, "init")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "digest", "--config", str(config), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=_env(db_url),
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

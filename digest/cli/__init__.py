@@ -1,13 +1,14 @@
 """The ``digest`` command (Typer + Rich).
 
 Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
-configuration. Errors are one readable message, never a traceback.
+configuration; 3 interrupted or incomplete, resumable (deliveries still pending:
+run the command again); 130 a second Ctrl-C. Errors are one readable message,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from digest import config as config_mod
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import register as register_desk
 from digest.cli.desk import send_test, write_viewer_preview
+from digest.cli.helpers import Helpers, finish, port_problem
 from digest.cli.ops import print_health
 from digest.cli.ops import register as register_ops
 from digest.cli.output import (
@@ -33,6 +35,7 @@ from digest.cli.output import (
     write_preview,
 )
 from digest.cli.subscribers import subscribers_app
+from digest.sending import EXIT_INCOMPLETE, SendReport
 
 app = typer.Typer(
     name="digest",
@@ -86,12 +89,15 @@ def init() -> None:
 
 @app.command()
 def fetch() -> None:
-    """Read the feed and store new or updated comparisons."""
+    """Read the feed and store new or updated comparisons. A failure after some pages
+    keeps what they gave, then exits 1; SIGTERM stops the fetch (what was read is kept)."""
     from digest import pipeline
 
     with runtime() as rt, spinner(out, "Reading the feed") as tick:
-        report = pipeline.fetch(rt, progress=tick)
+        report = run_until_signalled(lambda stop: pipeline.read_feed(rt, progress=tick, stop=stop))
     print_fetch(out, report)
+    if report.error is not None:
+        fail(1, str(report.error))
 
 
 @app.command()
@@ -145,7 +151,10 @@ def send(
         str | None, typer.Option("--as", help="With --test: this subscriber's copy.")
     ] = None,
 ) -> None:
-    """Send an edition to every active subscriber, resuming where a run stopped."""
+    """Send an edition to every active subscriber, resuming where a run stopped.
+
+    Exit 3 when deliveries it was meant to send are still pending (SIGTERM, a lost
+    lease, retries due later): it says how many; run it again to finish them."""
     from digest import pipeline
 
     if test:
@@ -160,38 +169,24 @@ def send(
             fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
         if workers > 1 and rt.engine.dialect.name != "postgresql":
             fail(2, "--workers needs PostgreSQL: on SQLite one process sends an edition")
-        helpers = _start_helpers(workers - 1)
-        with send_progress(out) as progress:
+        with Helpers(workers - 1) as helpers, send_progress(out) as progress:
             report = run_until_signalled(
-                lambda stop: pipeline.send(rt, edition=found, progress=progress, stop=stop)
+                lambda stop: helpers.send_with(rt, found, progress=progress, stop=stop)
             )
-        for helper in helpers:  # they finish their claimed rows, then exit when idle
-            helper.wait()
         print_send(out, rt, report)
-        if helpers:
+        for note in helpers.notes():
+            out.print(f"  [yellow]{escape(note)}[/]", highlight=False)
+        if helpers.count:
             print_ledger(out, rt, found.key)
-        if report.error:
-            raise typer.Exit(1)
-
-
-def _start_helpers(count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` more senders: ``digest worker --exit-when-idle`` with this config."""
-    command = [sys.executable, "-m", "digest"]
-    if State.config_path is not None:
-        command += ["--config", str(State.config_path)]
-    return [
-        subprocess.Popen(  # noqa: S603  (our own command, no shell)
-            [*command, "worker", "--exit-when-idle"], stdout=subprocess.DEVNULL
-        )
-        for _ in range(count)
-    ]
+        finish(report)
 
 
 @app.command()
 def run() -> None:
     """The weekly job: fetch, compose, send. Safe from cron and beside 'digest schedule':
     a run while another works on the edition says so and exits 0. Exit codes: 0 done,
-    nothing to do, in progress elsewhere or awaiting approval; 1 failed; 2 bad config."""
+    nothing to do, in progress elsewhere or awaiting approval; 1 failed; 2 bad config;
+    3 interrupted or deliveries left pending: run 'digest send' to finish."""
     from digest import jobs
 
     with runtime() as rt:
@@ -212,6 +207,8 @@ def run() -> None:
             out.print(escape(result.detail), highlight=False)
         for subject in result.notices:
             out.print(f"Emailed the operators: {escape(subject)}", highlight=False)
+        if report is not None and report.send is not None and result.exit_code == EXIT_INCOMPLETE:
+            finish(report.send)  # says how many are pending and how to resume; exit 3
         if result.exit_code:
             raise typer.Exit(result.exit_code)
 
@@ -245,8 +242,7 @@ def resume(key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48."
                 lambda stop: pipeline.send(rt, edition=edition, progress=progress, stop=stop)
             )
         print_send(out, rt, report)
-        if report.error:
-            raise typer.Exit(1)
+        finish(report)
 
 
 @app.command()
@@ -277,21 +273,45 @@ def worker(
     Workers share an edition's deliveries through row leases (FOR UPDATE SKIP
     LOCKED); a worker that finds a composed edition plans its ledger itself. On
     SQLite one sender works an edition at a time. SIGTERM drains in-flight sends
-    and gives unsent rows back.
+    and gives unsent rows back (exit 3 when it stopped mid-edition, 0 when idle). A worker stopped
+    longer than [send] lease_seconds (SIGSTOP, a paused VM) finds its rows taken
+    over, sends none of them, and exits 3.
     """
     from digest import pipeline
+
+    lost: list[str] = []
+    last: dict[str, SendReport] = {}  # each edition's latest report from this worker
+
+    def report(r: SendReport) -> None:
+        print_send(out, rt, r)
+        last[r.edition_key] = r
+        if r.lost:
+            lost.append(r.interrupted)
 
     with runtime() as rt:
         sent = run_until_signalled(
             lambda stop: pipeline.work(
-                rt,
-                stop=stop,
-                exit_when_idle=exit_when_idle,
-                poll_seconds=poll,
-                on_report=lambda r: print_send(out, rt, r),
+                rt, stop=stop, exit_when_idle=exit_when_idle, poll_seconds=poll, on_report=report
             )
         )
         out.print(f"Worker done: {sent} messages sent.")
+        if lost:
+            err.print(
+                "[bold yellow]interrupted:[/] this worker lost its lease; other senders have its "
+                "rows. Start it again (or run 'digest send') to go on.",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_INCOMPLETE)
+        stopped = [r for r in last.values() if r.interrupted and r.outstanding]
+        if stopped:  # SIGTERM mid-edition: its rows went back, but the edition is not done
+            pending = ", ".join(f"{r.edition_key} ({r.outstanding} pending)" for r in stopped)
+            err.print(
+                f"[bold yellow]interrupted:[/] stopped before finishing {escape(pending)}; "
+                "its unsent rows went back to the ledger: start a worker again (or run "
+                "'digest send') to finish, nobody gets a second copy.",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()
@@ -316,9 +336,21 @@ def serve(
     from digest.web.app import create_app
 
     with runtime() as rt:
+        problem = port_problem(host, port)
+        if problem:
+            fail(
+                1,
+                f"cannot listen on {host}:{port}: {problem}. Is another 'digest serve' "
+                "running? Stop it, or choose another --port.",
+            )
         # proxy_headers off: the app reads X-Forwarded-For itself, and only when
         # [web] trust_forwarded_for is true.
-        uvicorn.run(create_app(rt), host=host, port=port, proxy_headers=False)
+        try:
+            uvicorn.run(create_app(rt), host=host, port=port, proxy_headers=False)
+        except SystemExit as exc:  # uvicorn exits 3 when it could not start
+            if exc.code not in (0, None):
+                fail(1, f"the web server could not start on {host}:{port} (see the log above)")
+            raise
 
 
 def main() -> None:

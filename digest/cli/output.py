@@ -67,11 +67,15 @@ def send_progress(console: Console) -> Iterator[Callable[[SendReport], None]]:
 
 
 def print_fetch(console: Console, report: FetchReport) -> None:
+    """What a fetch read and stored (the caller prints ``report.error`` itself)."""
     if report.not_modified:
         console.print("Feed: not modified since the last poll; nothing new.")
         return
+    if report.error is not None and not report.pages:
+        return  # nothing was read: the error says it all
+    before = " before the feed failed" if report.error is not None else ""
     console.print(
-        f"Feed: {report.entries} comparisons read from {report.pages} document(s): "
+        f"Feed: {report.entries} comparisons read from {report.pages} document(s){before}: "
         f"{len(report.new)} new, {len(report.updated)} updated, {report.unchanged} unchanged, "
         f"{len(report.invalid)} invalid."
     )
@@ -108,19 +112,50 @@ def print_send(console: Console, rt: Runtime, report: SendReport) -> None:
     )
     if report.recovered:
         console.print(
-            f"  {report.recovered} deliveries left in doubt by an interrupted run were "
-            f"resolved by [send] unknown_policy = {rt.config.send.unknown_policy!r}."
+            f"  {report.recovered} deliveries left in doubt by a sender that stopped were "
+            "taken over (outcome unknown)."
         )
+    doubt = unknown_line(report, rt.config.send.unknown_policy)
+    if doubt:
+        console.print(f"  {escape(doubt)}", highlight=False)
     if report.finished:
         console.print(f"  Edition {report.edition_key} is complete: no delivery pending.")
     else:
         console.print(f"  {report.pending} deliveries still pending.")
-    for note in (report.stopped_reason, report.error):
+    if report.due_later and not report.finished:
+        console.print(
+            f"  {report.due_later} of them are held for their readers' local delivery time: "
+            "'digest send' (or a running 'digest worker') sends them when due."
+        )
+    if report.late:
+        console.print(
+            f"  {report.late} answers came for deliveries another sender had taken over "
+            "(see the log); they were not stored over that sender's."
+        )
+    for note in (report.stopped_reason, report.interrupted, report.error):
         if note:
             console.print(f"  [yellow]{escape(note)}[/]", highlight=False)
     where = outbox_folder(rt, report.edition_key)
     if where is not None and report.sent:
         console.print(f"Outbox: {where} — one .eml per message; open preview.html in a browser.")
+
+
+def unknown_line(report: SendReport, policy: str) -> str:
+    """How the run's unknown outcomes were resolved, one line ("" when none)."""
+    resolved = report.reconciled + report.resent + report.unknown_skipped + report.unknown_failed
+    if not report.unknown and not resolved:
+        return ""
+    parts = [
+        f"{report.reconciled} found sent by the provider's message search",
+        f"{report.resent} queued again",
+        f"{report.unknown_skipped} skipped",
+    ]
+    if report.unknown_failed:
+        parts.append(f"{report.unknown_failed} failed (out of attempts)")
+    return (
+        f"Outcome unknown (maybe delivered): {report.unknown} answers this run; resolved "
+        f"{resolved}: {', '.join(parts)} ([send] unknown_policy = {policy!r})."
+    )
 
 
 def outbox_folder(rt: Runtime, edition_key: str) -> Path | None:
