@@ -18,6 +18,7 @@ duplicates.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -98,5 +99,14 @@ def test_smtp_drop_after_data_with_skip_gives_one_copy(tmp_path: Path, db_url: s
         run = digest(config, "run", db_url=db_url)
         again = digest(config, "send", db_url=db_url)
         status = digest(config, "status", db_url=db_url)
+        record = digest(config, "subscribers", "export-data", everyone[0], db_url=db_url)
     output = run.stdout + run.stderr + again.stdout + again.stderr + status.stdout
     assert sink.handler.per_recipient() == dict.fromkeys(everyone, 1), output
+    # The run says what happened, and the reader's row says so too.
+    summary = " ".join(run.stdout.split())
+    assert "Outcome unknown (maybe delivered): 1 answers this run" in summary, output
+    assert "1 skipped ([send] unknown_policy = 'skip')" in summary, output
+    deliveries = json.loads(record.stdout)["deliveries"]
+    assert [d["state"] for d in deliveries] == ["skipped"], record.stdout
+    assert "after the message body was sent" in deliveries[0]["detail"]
+    assert "the reader got at most one copy" in deliveries[0]["detail"]
