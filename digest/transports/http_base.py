@@ -3,7 +3,10 @@
 Like django-anymail's ``base_requests``: :class:`HttpBatchTransport` runs the send
 (pacing, the "not before" gate, retries, error translation), and each provider
 module fills in three small conversion steps. ``httpx`` is imported here and in no
-provider module: providers see only :class:`ApiRequest` and :class:`ApiResponse`.
+provider module: providers see only :class:`~digest.transports.api.ApiRequest` and
+:class:`~digest.transports.api.ApiResponse` (:mod:`digest.transports.api`, with the
+small checks and helpers), and build their fields from
+:class:`~digest.transports.parts.MessageParts` (:mod:`digest.transports.parts`).
 
 Writing a provider::
 
@@ -85,7 +88,7 @@ Reconciliation (:meth:`HttpBatchTransport.query`): a provider that can be asked
 whether it took a message runs its searches through ``query``, which uses the same
 client, credentials, pacing, "not before" gate and concurrency as sends, caps the
 response body and raises ``TransportUnavailable`` on 401/403 and
-:class:`QueryFailed` on anything else that did not answer.
+:class:`~digest.transports.api.QueryFailed` on anything else that did not answer.
 
 A ``send_batch`` over ``max_batch`` is split into requests of ``max_batch``.
 """
@@ -94,31 +97,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from email.utils import formataddr, parsedate_to_datetime
-from html import escape as html_escape
-from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, overload
 
 import httpx
 import orjson
 
 from digest.errors import TransportUnavailable
-from digest.render.base import Piece, RenderedDigest, Slot
-from digest.transports.base import (
-    Outcome,
-    OutgoingMessage,
-    SendResult,
-    SharedContent,
-    batch_key,
+from digest.transports.api import (
+    ApiRequest,
+    ApiResponse,
+    QueryFailed,
+    check_int,
+    check_number,
+    check_str,
+    describe,
+    retry_after,
 )
+from digest.transports.base import Outcome, OutgoingMessage, SendResult, batch_key
 from digest.transports.pacing import TokenBucket
+from digest.transports.parts import DigestCache, JsonPieces, MessageParts, message_parts
 
 MAX_BACKOFF = 30.0  # seconds: the longest backoff between attempts in one call
 # Nothing reached the provider whole: a request cut short is never processed.
@@ -133,114 +133,6 @@ _MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolE
 _RETRY_STATUS = frozenset({408, 429, 503})  # refused before any work: safe to send again
 _NOT_PROCESSED_5XX = frozenset({501, 505})  # method / HTTP version not supported
 _MAYBE = "the provider may have accepted it, so it is not sent again"
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])  # C0, DEL, C1 → removed
-_DETAIL_MAX = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ApiRequest:
-    """One HTTP request to the provider; ``path`` is relative to ``base_url``."""
-
-    path: str
-    json: Any = None  # a JSON body (encoded by orjson: may hold orjson.Fragment), or
-    form: Mapping[str, str | Sequence[str]] | None = None  # form fields (repeated = list)
-    files: Mapping[str, tuple[str, bytes, str]] | None = None  # name -> (filename, data, type)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    method: str = "POST"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    """The provider's answer, without httpx: status, headers (lower-case names), body."""
-
-    status: int
-    headers: Mapping[str, str]
-    text: str
-
-    def json(self) -> Any:
-        """The body parsed as JSON; ``None`` when it is not JSON."""
-        try:
-            return json.loads(self.text)
-        except ValueError:
-            return None
-
-    def compact(self) -> str:
-        """The body as compact JSON (or the text), cut to a size fit for ``detail``."""
-        parsed = self.json()
-        return compact(self.text if parsed is None else parsed)
-
-
-T = TypeVar("T")
-Body = TypeVar("Body", str, str | orjson.Fragment)
-
-
-@dataclass(frozen=True)  # no slots: a slotted frozen generic breaks A[str](...) on 3.11
-class MessageParts(Generic[Body]):
-    """One message as provider JSON fields want it (see :meth:`HttpBatchTransport.parts`).
-
-    ``html``/``text`` are ``str``, or with ``parts(json_bodies=True)`` a digest's
-    body as a pre-encoded JSON string (``orjson.Fragment``) to put in
-    ``ApiRequest.json`` as it is."""
-
-    from_header: str
-    to: str  # "Name <addr>" (control characters removed) or a bare address
-    subject: str
-    html: Body | None
-    text: Body | None
-    reply_to: str | None
-    headers: Mapping[str, str]  # List-Unsubscribe(-Post), List-Id; Message-ID if allowed
-
-
-class DigestCache(Generic[T]):
-    """Something built once per digest segment (``shared.key``), for the digest object
-    it was built from (the pipeline shares one per segment by reference); a few
-    segments kept at most."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._entries: dict[str, tuple[RenderedDigest, T]] = {}
-
-    def get(self, shared: SharedContent, build: Callable[[RenderedDigest], T]) -> T:
-        entry = self._entries.get(shared.key)
-        if entry is None or entry[0] is not shared.digest:
-            if len(self._entries) >= self.size:
-                self._entries.pop(next(iter(self._entries)))  # the oldest segment
-            entry = self._entries[shared.key] = (shared.digest, build(shared.digest))
-        return entry[1]
-
-
-JsonPieces = tuple[bytes | Slot, ...]
-
-
-def json_pieces(digest: RenderedDigest) -> tuple[JsonPieces, JsonPieces]:
-    """The digest's HTML and text as JSON string contents (no quotes), slots kept.
-
-    JSON escapes each character on its own, so the encoding of a concatenation is
-    the concatenation of the encodings: the 60 KB of a message's bodies are encoded
-    once per segment, and each reader only adds a few escaped values
-    (:func:`json_string`). Measured: a Postmark batch of 500 took ~60 ms in
-    ``orjson.dumps`` with plain strings, about 5 ms so (docs/BENCHMARKS.md)."""
-
-    def encode(pieces: tuple[Piece, ...]) -> JsonPieces:
-        return tuple(p if isinstance(p, Slot) else orjson.dumps(p)[1:-1] for p in pieces)
-
-    return encode(digest.html), encode(digest.text)
-
-
-def json_string(
-    pieces: JsonPieces, values: Mapping[str, str], *, escape_html: bool
-) -> orjson.Fragment:
-    """One reader's body as a JSON string, equal to ``orjson.dumps(fill(...))``."""
-    out = [b'"']
-    for piece in pieces:
-        if isinstance(piece, Slot):
-            value = values[piece.name]
-            value = html_escape(value, quote=True) if escape_html else value
-            out.append(orjson.dumps(value)[1:-1])
-        else:
-            out.append(piece)
-    out.append(b'"')
-    return orjson.Fragment(b"".join(out))
 
 
 class HttpBatchTransport:
@@ -394,46 +286,18 @@ class HttpBatchTransport:
     def parts(
         self, message: OutgoingMessage, *, json_bodies: bool = False
     ) -> MessageParts[str] | MessageParts[str | orjson.Fragment]:
-        """The message as fields: from shared/personal content, or (transactional
-        messages) from ``data`` parsed once with the email package.
+        """The message as fields (:func:`~digest.transports.parts.message_parts`): from
+        shared/personal content, or (transactional messages) from ``data`` parsed once
+        with the email package.
 
         ``json_bodies``: a digest message's HTML and text come as pre-encoded JSON
-        strings (:func:`json_string`), for a JSON API's request body."""
-        shared, personal = message.shared, message.personal
-        if shared is None or personal is None:
-            parts = _parts_from_mime(message)
-            if not self.custom_message_id:
-                headers = {k: v for k, v in parts.headers.items() if k != "Message-ID"}
-                parts = replace(parts, headers=headers)
-            return parts
-        values = personal.values
-        headers = {"List-Id": shared.list_id}
-        if self.custom_message_id:
-            headers["Message-ID"] = message.message_id
-        if "unsubscribe_url" in values:
-            # RFC 8058: one-click unsubscribe needs both headers.
-            headers["List-Unsubscribe"] = f"<{values['unsubscribe_url']}>"
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        common = {
-            "from_header": shared.from_header,
-            "to": to_header(personal.to_name, message.recipient),
-            "subject": shared.digest.subject,
-        }
-        if json_bodies:
-            html_pieces, text_pieces = self._json_pieces.get(shared, json_pieces)
-            return MessageParts[str | orjson.Fragment](
-                **common,
-                html=json_string(html_pieces, values, escape_html=True),
-                text=json_string(text_pieces, values, escape_html=False),
-                reply_to=shared.reply_to,
-                headers=headers,
-            )
-        return MessageParts[str](
-            **common,
-            html=shared.digest.html_with(values),
-            text=shared.digest.text_with(values),
-            reply_to=shared.reply_to,
-            headers=headers,
+        strings (:func:`~digest.transports.parts.json_string`), for a JSON API's
+        request body."""
+        return message_parts(
+            message,
+            custom_message_id=self.custom_message_id,
+            json_bodies=json_bodies,
+            cache=self._json_pieces,
         )
 
     @staticmethod
@@ -528,8 +392,8 @@ class HttpBatchTransport:
         client and credentials. A ``Retry-After`` on 429/503 sets the shared gate.
 
         Returns the answer (any status but 401/403). Raises ``TransportUnavailable``
-        for 401/403, :class:`QueryFailed` when there is no answer (network, timeout)
-        or its body is over ``max_bytes`` (decompressed)."""
+        for 401/403, :class:`~digest.transports.api.QueryFailed` when there is no
+        answer (network, timeout) or its body is over ``max_bytes`` (decompressed)."""
         client = self._ensure_client()
         try:
             async with self._in_flight:
@@ -589,76 +453,6 @@ class HttpBatchTransport:
         )
 
 
-# -- small shared functions -----------------------------------------------------------
-
-
-def to_header(name: str, address: str) -> str:
-    """``"Name <addr>"`` for the To field, control characters removed (no header
-    injection through a reader's name); a bare address when there is no name."""
-    clean = name.translate(_CONTROL).strip()
-    return formataddr((clean, address.translate(_CONTROL))) if clean else address
-
-
-def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds ≥ 0."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
-
-
-def compact(value: Any) -> str:
-    """Compact JSON for a JSON value, the text itself for a string; cut for ``detail``."""
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
-
-
-def check_str(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
-    return value
-
-
-def check_int(key: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
-        )
-    return value
-
-
-def check_number(key: str, value: object, *, allow_zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
-    return float(value)
-
-
-class QueryFailed(Exception):
-    """A reconciliation query got no usable answer (stays inside the transports: the
-    item it was for stays undecided)."""
-
-
 def maybe_accepted(status: int) -> bool:
     """True for an HTTP status after which the provider may have the request's
     messages: 5xx but 501, 503, 505 (see the module docstring's table)."""
@@ -680,24 +474,3 @@ def _all(
 def _response(answer: httpx.Response) -> ApiResponse:
     headers = {name.lower(): value for name, value in answer.headers.items()}
     return ApiResponse(answer.status_code, headers, answer.text)
-
-
-_PART_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "Message-ID")
-
-
-def _parts_from_mime(message: OutgoingMessage) -> MessageParts[str]:
-    parsed = message_from_bytes(message.data, policy=policy.default)
-    assert isinstance(parsed, EmailMessage)
-    html = parsed.get_body(("html",))
-    text = parsed.get_body(("plain",))
-    headers = {name: str(parsed[name]) for name in _PART_HEADERS if parsed[name] is not None}
-    headers.setdefault("Message-ID", message.message_id)
-    return MessageParts(
-        from_header=str(parsed["From"] or message.sender),
-        to=str(parsed["To"] or message.recipient).translate(_CONTROL),
-        subject=str(parsed["Subject"] or ""),
-        html=html.get_content() if isinstance(html, EmailMessage) else None,
-        text=text.get_content() if isinstance(text, EmailMessage) else None,
-        reply_to=str(parsed["Reply-To"]) if parsed["Reply-To"] is not None else None,
-        headers=headers,
-    )

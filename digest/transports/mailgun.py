@@ -63,21 +63,14 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from digest.errors import TransportUnavailable
+from digest.transports.api import ApiRequest, ApiResponse, check_number, compact
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult, SharedContent
-from digest.transports.http_base import (
-    ApiRequest,
-    ApiResponse,
-    HttpBatchTransport,
-    QueryFailed,
-    check_number,
-    compact,
-    to_header,
-)
+from digest.transports.parts import to_header
 from digest.transports.reconcile import (
     DEFAULT_DEADLINE,
     MAX_ANSWER_BYTES,
     MAX_PAGES,
-    reconcile_each,
+    SearchingTransport,
 )
 from digest.transports.substitution import TaggedCache, TaggedDigest, send_grouped, tag_digest
 
@@ -109,7 +102,7 @@ def _key(tag: str) -> str:
     return tag[len(_PREFIX) : -1]
 
 
-class MailgunTransport(HttpBatchTransport):
+class MailgunTransport(SearchingTransport):
     kind: ClassVar[str] = "mailgun"
     secret_env: ClassVar[Mapping[str, str]] = {"api_key": "DIGEST_MAILGUN_API_KEY"}
     default_base_url: ClassVar[str] = REGIONS["us"]
@@ -199,19 +192,9 @@ class MailgunTransport(HttpBatchTransport):
         detail = f"mailgun HTTP {response.status}: {response.compact()}"
         return [SendResult(m.delivery_id, Outcome.failed, detail=detail) for m in messages]
 
-    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
-        """``queued`` + Mailgun's id for each item with an ``accepted`` event carrying its
-        delivery id; the others are left out (see the module docstring). Raises
-        ``TransportUnavailable`` when Mailgun refuses the key."""
-        return await reconcile_each(
-            items,
-            self._search,
-            deadline=self.reconcile_seconds,
-            concurrency=self.concurrency,
-            kind=self.kind,
-        )
-
     async def _search(self, item: InDoubt) -> SendResult | None:
+        """``queued`` + Mailgun's id when an ``accepted`` event carries the item's
+        delivery id (see the module docstring)."""
         url: str | None = f"/v3/{quote(self.domain, safe='')}/events"
         params: dict[str, str] | None = {
             "event": "accepted",
@@ -223,13 +206,9 @@ class MailgunTransport(HttpBatchTransport):
         for _ in range(MAX_PAGES):
             if url is None:
                 return None
-            response = await self.query(url, params, max_bytes=MAX_ANSWER_BYTES)
-            body = response.json()
-            if response.status != 200 or not isinstance(body, dict):
-                raise QueryFailed(f"mailgun events HTTP {response.status}: {response.compact()}")
-            events = body.get("items")
-            if not isinstance(events, list):
-                raise QueryFailed(f"mailgun events: no items list: {response.compact()}")
+            body, events = await self.search_page(
+                url, params, key="items", label="mailgun events", max_bytes=MAX_ANSWER_BYTES
+            )
             for event in events:
                 if _is_ours(event, item):
                     return _found(item, event)

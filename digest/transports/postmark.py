@@ -50,21 +50,19 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from digest.errors import TransportUnavailable
-from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
-from digest.transports.http_base import (
+from digest.transports.api import (
     ApiRequest,
     ApiResponse,
-    HttpBatchTransport,
-    QueryFailed,
     check_number,
     check_str,
     compact,
 )
+from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.reconcile import (
     DEFAULT_DEADLINE,
     MAX_ANSWER_BYTES,
     MAX_PAGES,
-    reconcile_each,
+    SearchingTransport,
 )
 
 # Whole-request codes that no retry or other reader can fix (developer/api/overview).
@@ -81,7 +79,7 @@ _INACTIVE = 406  # hard-bounced, complained or unsubscribed at Postmark: do not 
 _SEARCH_PAGE = 50  # a metadata search finds one message, or a few after resends
 
 
-class PostmarkTransport(HttpBatchTransport):
+class PostmarkTransport(SearchingTransport):
     kind: ClassVar[str] = "postmark"
     secret_env: ClassVar[Mapping[str, str]] = {"api_key": "DIGEST_POSTMARK_SERVER_TOKEN"}
     default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
@@ -160,19 +158,9 @@ class PostmarkTransport(HttpBatchTransport):
         detail = f"Postmark HTTP {response.status} {code}: {text} {response.compact()}"
         return [SendResult(m.delivery_id, Outcome.failed, detail=detail) for m in messages]
 
-    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
-        """``queued`` + ``MessageID`` for each item Postmark's outbound message search
-        finds; the others are left out (see the module docstring). Raises
-        ``TransportUnavailable`` when Postmark refuses the token."""
-        return await reconcile_each(
-            items,
-            self._search,
-            deadline=self.reconcile_seconds,
-            concurrency=self.concurrency,
-            kind=self.kind,
-        )
-
     async def _search(self, item: InDoubt) -> SendResult | None:
+        """``queued`` + ``MessageID`` when Postmark's outbound message search finds the
+        item (see the module docstring)."""
         params = {
             "count": str(_SEARCH_PAGE),
             "recipient": item.recipient,
@@ -184,13 +172,13 @@ class PostmarkTransport(HttpBatchTransport):
             params["tag"] = item.tag
         for page in range(MAX_PAGES):
             params["offset"] = str(page * _SEARCH_PAGE)
-            response = await self.query("/messages/outbound", params, max_bytes=MAX_ANSWER_BYTES)
-            answer = response.json()
-            if response.status != 200 or not isinstance(answer, dict):
-                raise QueryFailed(f"Postmark search HTTP {response.status}: {response.compact()}")
-            messages = answer.get("Messages")
-            if not isinstance(messages, list):
-                raise QueryFailed(f"Postmark search: no Messages list: {response.compact()}")
+            answer, messages = await self.search_page(
+                "/messages/outbound",
+                params,
+                key="Messages",
+                label="Postmark search",
+                max_bytes=MAX_ANSWER_BYTES,
+            )
             for found in messages:
                 if _is_ours(found, item):
                     return _found(item, found, params)

@@ -23,16 +23,21 @@ concurrency (:meth:`~digest.transports.http_base.HttpBatchTransport.query`). Wha
 the provider confirms comes back ``queued`` with its id; everything else (not found,
 an error answer, no answer, the deadline) is left out and stays ``unknown``: never
 guessed. Only a refusal of our credentials raises ``TransportUnavailable``.
+
+:class:`SearchingTransport` is the base of the providers that can be asked: its one
+``reconcile`` runs the provider's ``_search`` through :func:`reconcile_each`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
+from digest.transports.api import QueryFailed
 from digest.transports.base import InDoubt, SendResult
-from digest.transports.http_base import QueryFailed
+from digest.transports.http_base import HttpBatchTransport
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +97,52 @@ async def reconcile_each(
             failures[0],
         )
     return [found[i.delivery_id] for i in items if i.delivery_id in found]
+
+
+class SearchingTransport(HttpBatchTransport):
+    """An HTTP transport whose provider can be searched for a message: a
+    :class:`~digest.transports.base.Reconciler` (Postmark, Mailgun). A provider sets
+    ``reconcile_seconds`` (its ``[transport]`` key, default :data:`DEFAULT_DEADLINE`)
+    in ``__init__`` and fills in :meth:`_search`; the others (Resend, SendGrid) stay
+    plain :class:`HttpBatchTransport` and have no ``reconcile`` at all."""
+
+    reconcile_seconds: float
+
+    async def reconcile(self, items: Sequence[InDoubt]) -> list[SendResult]:
+        """``queued`` + the provider's id for each item :meth:`_search` finds; the others
+        are left out (see the provider's module docstring). Raises
+        ``TransportUnavailable`` when the provider refuses the credentials."""
+        return await reconcile_each(
+            items,
+            self._search,
+            deadline=self.reconcile_seconds,
+            concurrency=self.concurrency,
+            kind=self.kind,
+        )
+
+    async def search_page(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        *,
+        key: str,
+        label: str,
+        max_bytes: int,
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """One page of a search (:meth:`~HttpBatchTransport.query`): the answer's JSON
+        object and the list under ``key`` in it. Raises ``QueryFailed`` (its message
+        starts with ``label``) for an answer other than 200, one that is not a JSON
+        object, or one without that list; ``TransportUnavailable`` as ``query`` does."""
+        response = await self.query(url, params, max_bytes=max_bytes)
+        body = response.json()
+        if response.status != 200 or not isinstance(body, dict):
+            raise QueryFailed(f"{label} HTTP {response.status}: {response.compact()}")
+        found = body.get(key)
+        if not isinstance(found, list):
+            raise QueryFailed(f"{label}: no {key} list: {response.compact()}")
+        return body, found
+
+    async def _search(self, item: InDoubt) -> SendResult | None:
+        """One search (a :data:`Search`): the item's result, None when the provider does
+        not account for it; raises ``QueryFailed`` when it could not ask."""
+        raise NotImplementedError

@@ -39,8 +39,9 @@ from email.charset import QP, Charset
 from email.utils import formataddr, parseaddr
 from typing import Any, ClassVar
 
+from digest.transports.api import ApiRequest, ApiResponse, compact
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
-from digest.transports.http_base import ApiRequest, ApiResponse, HttpBatchTransport, compact
+from digest.transports.http_base import HttpBatchTransport
 
 VALIDATION_MODES = ("permissive", "strict")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # tags: ASCII letters, digits, _ and - only

@@ -43,8 +43,9 @@ from email.utils import parseaddr
 from email.utils import quote as rfc822_quote
 from typing import Any, ClassVar
 
+from digest.transports.api import ApiRequest, ApiResponse, compact
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, SharedContent
-from digest.transports.http_base import ApiRequest, ApiResponse, HttpBatchTransport, compact
+from digest.transports.http_base import HttpBatchTransport
 from digest.transports.substitution import TaggedCache, TaggedDigest, send_grouped, tag_digest
 
 MAX_PERSONALIZATIONS = 1000  # "limited to 1000 personalizations per API request"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from digest.render.base import RenderedDigest, Slot, fill
 from digest.transports.base import OutgoingMessage, SendResult
-from digest.transports.http_base import DigestCache, HttpBatchTransport
+from digest.transports.http_base import HttpBatchTransport
+from digest.transports.parts import DigestCache
 
 TagMaker = Callable[[str, bool, str], str]  # (slot name, for HTML?, salt) -> tag
 

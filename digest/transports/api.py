@@ -1,0 +1,114 @@
+"""What the provider HTTP transports and their providers exchange, without ``httpx``.
+
+:class:`ApiRequest` is what a provider's ``build_request`` asks for and
+:class:`ApiResponse` is the answer its ``parse_response`` reads; the base
+(:mod:`digest.transports.http_base`) turns one into an ``httpx`` call and the
+``httpx`` answer into the other. :class:`QueryFailed` is a reconciliation search
+without a usable answer. The small functions read a ``Retry-After`` header, cut a
+provider's words to a size fit for ``detail``, name an exception, and check the
+common ``[transport]`` keys (``ValueError`` naming the key).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+_DETAIL_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One HTTP request to the provider; ``path`` is relative to ``base_url``."""
+
+    path: str
+    json: Any = None  # a JSON body (encoded by orjson: may hold orjson.Fragment), or
+    form: Mapping[str, str | Sequence[str]] | None = None  # form fields (repeated = list)
+    files: Mapping[str, tuple[str, bytes, str]] | None = None  # name -> (filename, data, type)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """The provider's answer, without httpx: status, headers (lower-case names), body."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    def json(self) -> Any:
+        """The body parsed as JSON; ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def compact(self) -> str:
+        """The body as compact JSON (or the text), cut to a size fit for ``detail``."""
+        parsed = self.json()
+        return compact(self.text if parsed is None else parsed)
+
+
+class QueryFailed(Exception):
+    """A reconciliation query got no usable answer (stays inside the transports: the
+    item it was for stays undecided)."""
+
+
+def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds ≥ 0."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def compact(value: Any) -> str:
+    """Compact JSON for a JSON value, the text itself for a string; cut for ``detail``."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def check_str(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
+    return value
+
+
+def check_int(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(
+            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
+        )
+    return value
+
+
+def check_number(key: str, value: object, *, allow_zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
+    return float(value)
