@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from digest.db import make_engine, upgrade
+from tests.smtp_sink import SmtpSink
 
 PG_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -90,3 +91,11 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file's URL (tests that run on SQLite only)."""
     return f"sqlite:///{tmp_path / 'digest.db'}"
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    """An SMTP server on loopback that records what it is sent (a module may define
+    its own ``sink``, e.g. one that refuses some recipients)."""
+    with SmtpSink() as server:
+        yield server

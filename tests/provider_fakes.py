@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +46,8 @@ from digest.models import Delivery
 from digest.render.base import RenderedDigest, Slot
 from digest.runtime import Runtime
 from digest.sending import SendReport
-from digest.transports.base import OutgoingMessage, Personal, SendResult, SharedContent
+from digest.transports.base import InDoubt, OutgoingMessage, Personal, SendResult, SharedContent
+from digest.transports.postmark import PostmarkTransport
 from subscribers import repository
 from subscribers.models import Subscriber
 from tests.support import write_config
@@ -144,6 +145,10 @@ class Recorder:
     def posts(self, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path == path]
 
+    def gets(self, path_prefix: str) -> list[Recorded]:
+        """The GET requests whose path starts with ``path_prefix`` (a search and its pages)."""
+        return [r for r in self.requests if r.method == "GET" and r.path.startswith(path_prefix)]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -172,6 +177,14 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def fake_provider(app: Callable[[Recorder], Any], token: str) -> Iterator[tuple[Recorder, str]]:
+    """A fixture's body: serve ``app`` over a fresh :class:`Recorder` that accepts
+    ``token``; yield the recorder and the base URL (``yield from fake_provider(...)``)."""
+    rec = Recorder(token=token)
+    with serve(app(rec)) as url:
+        yield rec, url
+
+
 # -- Postmark ------------------------------------------------------------------------
 
 
@@ -182,9 +195,8 @@ def postmark_app(rec: Recorder) -> FastAPI:
     @app.get("/server")
     async def server(request: Request) -> Response:
         entry = await rec.record(request)
-        if entry.headers.get("x-postmark-server-token") != rec.token:
-            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
-            return rec.answer(entry, JSONResponse(body, 401))
+        if (refused := _postmark_unauthorized(rec, entry)) is not None:
+            return refused
         return rec.answer(entry, JSONResponse({"ID": 1, "Name": "fake"}))
 
     @app.post("/email/batch")
@@ -192,9 +204,8 @@ def postmark_app(rec: Recorder) -> FastAPI:
         entry = await rec.record(request)
         if rec.delay:
             await asyncio.sleep(rec.delay)
-        if entry.headers.get("x-postmark-server-token") != rec.token:
-            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
-            return rec.answer(entry, JSONResponse(body, 401))
+        if (refused := _postmark_unauthorized(rec, entry)) is not None:
+            return refused
         scripted = rec.scripted_answer(entry)
         if scripted is not None:
             return scripted
@@ -213,9 +224,8 @@ def postmark_app(rec: Recorder) -> FastAPI:
     async def search(request: Request) -> Response:
         """Postmark's "Outbound message search" (Messages API) over ``rec.stored``."""
         entry = await rec.record(request)
-        if entry.headers.get("x-postmark-server-token") != rec.token:
-            body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
-            return rec.answer(entry, JSONResponse(body, 401))
+        if (refused := _postmark_unauthorized(rec, entry)) is not None:
+            return refused
         scripted = rec.scripted_answer(entry)
         if scripted is not None:
             return scripted
@@ -235,6 +245,14 @@ def postmark_app(rec: Recorder) -> FastAPI:
         return rec.answer(entry, JSONResponse(body))
 
     return app
+
+
+def _postmark_unauthorized(rec: Recorder, entry: Recorded) -> Response | None:
+    """Postmark's 401 when the request's server token is not ``rec.token``."""
+    if entry.headers.get("x-postmark-server-token") == rec.token:
+        return None
+    body = {"ErrorCode": 10, "Message": "Bad or missing Server API token."}
+    return rec.answer(entry, JSONResponse(body, 401))
 
 
 def _postmark_one(rec: Recorder, message: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +398,48 @@ def digest_message(i: int, recipient: str | None = None, name: str = "") -> Outg
         shared=SHARED,
         personal=Personal(name or f"Reader {i}", urls),
     )
+
+
+# -- transports against the fakes, and their reconcile --------------------------------
+
+POSTMARK_TOKEN = "test-token"
+
+
+def postmark_transport(url: str, **keys: object) -> PostmarkTransport:
+    """A Postmark transport against the fake at ``url`` (``keys`` override options)."""
+    options: dict[str, object] = {
+        "base_url": url,
+        "api_key": POSTMARK_TOKEN,
+        "backoff_seconds": 0.01,
+    }
+    options.update(keys)
+    return PostmarkTransport(**options)  # type: ignore[arg-type]
+
+
+def in_doubt(message: OutgoingMessage, attempted: datetime | None = None) -> InDoubt:
+    """``message`` as the ledger hands it to ``reconcile`` (attempted now by default)."""
+    at = attempted if attempted is not None else datetime.now(UTC)
+    return InDoubt(message.delivery_id, message.recipient, message.message_id, message.tag, at)
+
+
+async def send_and_reconcile(
+    transport: Any,
+    messages: list[OutgoingMessage],
+    items: list[InDoubt] | None = None,
+    *,
+    attempted: datetime | None = None,
+) -> tuple[list[SendResult], list[SendResult]]:
+    """Open ``transport``, send one batch, then reconcile ``items`` (by default every
+    message sent, attempted at ``attempted``); close it. Both lists of results."""
+    try:
+        await transport.open()
+        sent = await transport.send_batch(messages)
+        found = await transport.reconcile(
+            items if items is not None else [in_doubt(m, attempted) for m in messages]
+        )
+    finally:
+        await transport.close()
+    return list(sent), list(found)
 
 
 # -- an edition sent through the pipeline, in process ---------------------------------

@@ -33,11 +33,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from digest.render.base import RenderedDigest, Slot
 from digest.transports.base import OutgoingMessage, Personal, SharedContent
+from digest.transports.mailgun import MailgunTransport
 from tests.provider_fakes import Recorded, Recorder
 
 SENDGRID_PATH = "/v3/mail/send"
 MAILGUN_DOMAIN = "mg.test.example"
 MAILGUN_PATH = f"/v3/{MAILGUN_DOMAIN}/messages"
+MAILGUN_KEY = "test-key"
 _RECIPIENT_VAR = re.compile(r"%recipient\.([A-Za-z0-9_.:-]+)%")
 
 
@@ -186,6 +188,18 @@ def mailgun_app(rec: Recorder, *, domain: str = MAILGUN_DOMAIN) -> FastAPI:
         return rec.answer(entry, JSONResponse({"items": items, "paging": paging}))
 
     return app
+
+
+def mailgun_transport(url: str, **keys: object) -> MailgunTransport:
+    """A Mailgun transport against the fake at ``url`` (``keys`` override options)."""
+    options: dict[str, object] = {
+        "base_url": url,
+        "api_key": MAILGUN_KEY,
+        "domain": MAILGUN_DOMAIN,
+        "backoff_seconds": 0.01,
+    }
+    options.update(keys)
+    return MailgunTransport(**options)  # type: ignore[arg-type]
 
 
 def _accepted_event(form: dict[str, list[str]], address: str, message_id: str) -> dict[str, Any]:

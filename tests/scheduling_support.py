@@ -1,25 +1,31 @@
 """A small site for the scheduling tests: config, a feed file the test writes
-comparisons into, readers, and a memory transport that keeps what was sent."""
+comparisons into, readers, and a memory transport that keeps what was sent (or an
+SMTP sink on loopback: :func:`smtp_transport`, :func:`sink_operator_subjects`);
+:func:`running` keeps a scheduler started for a ``with`` block."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import time_machine
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
-from digest import config
+from digest import config, scheduler
 from digest.db import session_scope, upgrade
 from digest.models import Edition, RunRecord
 from digest.runtime import Runtime
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
+from tests.smtp_sink import SmtpSink
 from tests.support import SAMPLE_FEED, write_config
 
 OPERATOR = "ops@test.example"
@@ -94,6 +100,50 @@ class Site:
             done = RunRecord.finished_at.is_not(None)  # type: ignore[union-attr]
             stmt = select(func.count()).where(RunRecord.job == job, done)  # type: ignore[arg-type]
             return int(conn.execute(stmt).scalar_one())
+
+
+def smtp_transport(port: int) -> dict[str, Any]:
+    """A ``[transport]`` table sending to an :class:`SmtpSink` on ``port``."""
+    return {"kind": "smtp", "host": "127.0.0.1", "port": port, "security": "none"}
+
+
+def sink_operator_subjects(sink: SmtpSink) -> list[str]:
+    """The subjects of the messages the operators got through ``sink``, unfolded."""
+    with sink.handler.lock:
+        received = list(sink.handler.messages)
+    subjects = [message_from_bytes(m.data)["Subject"] for m in received if OPERATOR in m.rcpt_tos]
+    return [" ".join(str(s).split()) for s in subjects]
+
+
+@contextmanager
+def approval_monday(
+    tmp_path: Path, db_url: str, sink: SmtpSink, *, readers: int
+) -> Iterator[tuple[Site, time_machine.Coordinates]]:
+    """A site sending through ``sink`` whose editions need approval within 4 hours,
+    with ``readers`` readers; inside the block it is Monday 2026-11-23 09:00 in
+    Berlin (the clock stopped) and a comparison was published the Friday before."""
+    site = Site(
+        tmp_path,
+        db_url,
+        transport=smtp_transport(sink.port),
+        edition={"require_approval": True, "approval_hours": 4.0},
+    )
+    site.readers(readers)
+    berlin = ZoneInfo("Europe/Berlin")
+    with time_machine.travel(at(berlin, 2026, 11, 23, 9, 0), tick=False) as clock:
+        site.publish(at(berlin, 2026, 11, 20, 14, 0))
+        yield site, clock
+
+
+@contextmanager
+def running(rt: Runtime) -> Iterator[scheduler.Service]:
+    """A scheduler started on ``rt`` for the ``with`` block, stopped however it ends."""
+    service = scheduler.Service(rt)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,19 @@ def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
     path = directory / "config.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def run_digest(
+    config: Path, *args: str, env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``digest --config CONFIG ARGS`` in a subprocess with ``env``; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout,
+    )
 
 
 def _toml(value: Any) -> str:

@@ -4,48 +4,20 @@ once; racing callers cancel it once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
-import time_machine
 from sqlalchemy import Engine
 
 from digest import editions
 from digest.db import session_scope
 from digest.models import Comparison, EditionStatus
-from tests.scheduling_support import OPERATOR, Site, at
+from tests.scheduling_support import OPERATOR, approval_monday, at, sink_operator_subjects
 from tests.smtp_sink import SmtpSink
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EXPIRED = "[Test Weekly] edition 2026-W48 was not approved in time and will not be sent"
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-def _site(tmp_path: Path, db_url: str, sink: SmtpSink) -> Site:
-    site = Site(
-        tmp_path,
-        db_url,
-        transport={"kind": "smtp", "host": "127.0.0.1", "port": sink.port, "security": "none"},
-        edition={"require_approval": True, "approval_hours": 4.0},
-    )
-    site.readers(2)
-    return site
-
-
-def _operator_subjects(sink: SmtpSink) -> list[str]:
-    with sink.handler.lock:
-        received = list(sink.handler.messages)
-    subjects = [message_from_bytes(m.data)["Subject"] for m in received if OPERATOR in m.rcpt_tos]
-    return [" ".join(str(s).split()) for s in subjects]
 
 
 def _digests(sink: SmtpSink) -> int:
@@ -55,9 +27,7 @@ def _digests(sink: SmtpSink) -> int:
 def test_cron_check_cancels_a_late_draft_and_tells_the_operators_once(
     tmp_path: Path, db_url: str, sink: SmtpSink
 ) -> None:
-    site = _site(tmp_path, db_url, sink)
-    with time_machine.travel(at(BERLIN, 2026, 11, 23, 9, 0), tick=False) as clock:
-        site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
+    with approval_monday(tmp_path, db_url, sink, readers=2) as (site, clock):
         composed = site.cli("run")  # cron, no scheduler: a draft awaits approval
         assert composed.exit_code == 0 and "awaits approval" in composed.stdout
         clock.shift(3 * 3600)
@@ -72,7 +42,7 @@ def test_cron_check_cancels_a_late_draft_and_tells_the_operators_once(
     assert "2026-W48" not in second.stdout
     assert site.editions()[0].status == EditionStatus.cancelled
     assert site.editions()[0].status_note == editions.APPROVAL_EXPIRED
-    assert _operator_subjects(sink).count(EXPIRED) == 1
+    assert sink_operator_subjects(sink).count(EXPIRED) == 1
     assert late.exit_code == 0, late.stdout
     assert "awaits approval" not in late.stdout
     assert "cancelled: not approved by its deadline" in late.stdout
@@ -82,9 +52,7 @@ def test_cron_check_cancels_a_late_draft_and_tells_the_operators_once(
 def test_cron_run_cancels_a_late_draft_and_tells_the_operators_once(
     tmp_path: Path, sqlite_url: str, sink: SmtpSink
 ) -> None:
-    site = _site(tmp_path, sqlite_url, sink)
-    with time_machine.travel(at(BERLIN, 2026, 11, 23, 9, 0), tick=False) as clock:
-        site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
+    with approval_monday(tmp_path, sqlite_url, sink, readers=2) as (site, clock):
         assert site.cli("run").exit_code == 0
         clock.shift(5 * 3600)
         expired = site.cli("run")
@@ -95,7 +63,7 @@ def test_cron_run_cancels_a_late_draft_and_tells_the_operators_once(
     assert "Emailed the operators" not in again.stdout
     assert check.exit_code == 0, check.stdout  # cancelled by a human's silence: no incident
     assert site.editions()[0].status == EditionStatus.cancelled
-    assert _operator_subjects(sink).count(EXPIRED) == 1
+    assert sink_operator_subjects(sink).count(EXPIRED) == 1
     assert _digests(sink) == 0
 
 

@@ -24,6 +24,7 @@ from digest.feeds.base import FeedCursor
 from digest.feeds.http import HttpFeed, retry_after_seconds
 from digest.ingest import fetch_and_store
 from digest.models import Comparison, FeedState
+from tests.feed_servers import page
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 MIXED_FEED = Path(__file__).resolve().parent / "data" / "feeds" / "mixed.json"
@@ -114,31 +115,6 @@ def server() -> Iterator[FeedServer]:
     srv.shutdown()
     srv.server_close()
     thread.join(timeout=5)
-
-
-def comparison(cid: str, **changes: Any) -> dict[str, Any]:
-    tools = [
-        {"key": k, "name": k, "pricing": "free", "panel_ship_pct": 50, "community_pct": None}
-        for k in ("alpha", "beta")
-    ]
-    raw = {
-        "id": cid,
-        "url": f"https://verdicts.example.com/compare/{cid}",
-        "title": f"Comparison {cid}",
-        "category": "Developer Tools",
-        "published_at": "2026-11-20T14:00:00Z",
-        "tools": tools,
-    }
-    return {**raw, **changes}
-
-
-def page(*ids: str, next_url: str | None = None) -> dict[str, Any]:
-    return {
-        "version": "1",
-        "generated_at": "2026-11-23T08:00:00Z",
-        "next_url": next_url,
-        "comparisons": [comparison(i) for i in ids],
-    }
 
 
 def never_known(comparison_id: str, updated_at: str | None, /) -> bool:

@@ -3,7 +3,6 @@ PostgreSQL; and ``unknown`` outcomes are recorded, reconciled, then resolved by 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -14,10 +13,11 @@ from digest.db import session_scope
 from digest.deliveries import Recipient, RetryPolicy
 from digest.models import Delivery, Edition
 from digest.segments import Skip
-from digest.sending import EXIT_INCOMPLETE, SendOptions, SendReport, send_edition
+from digest.sending import EXIT_INCOMPLETE, SendReport
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
+from tests.sending_support import run_send
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -143,19 +143,7 @@ def _build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessa
 def _send(
     engine: Engine, edition: Edition, transport: MemoryTransport, policy: str = "resend"
 ) -> SendReport:
-    retry = RetryPolicy(max_attempts=3, backoff_seconds=0.01, unknown_policy=policy)
-    options = SendOptions(batch_size=7, retry=retry, max_retry_wait=5.0, settle_seconds=0)
-    return asyncio.run(
-        send_edition(
-            engine,
-            edition=edition,
-            transport=transport,
-            build_messages=_build,
-            options=options,
-            clock=lambda: datetime.now(UTC),
-            owner="test-owner",
-        )
-    )
+    return run_send(engine, edition, transport, _build, unknown_policy=policy)
 
 
 class OnceUnknown(MemoryTransport):

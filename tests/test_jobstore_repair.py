@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,27 +23,18 @@ from sqlalchemy import text
 
 from digest import scheduler
 from digest.models import Lease
-from tests.scheduling_support import OPERATOR, Site, at, settle, wait_for
+from tests.scheduling_support import (
+    Site,
+    at,
+    running,
+    settle,
+    sink_operator_subjects,
+    smtp_transport,
+    wait_for,
+)
 from tests.smtp_sink import SmtpSink
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-def _smtp(port: int) -> dict[str, Any]:
-    return {"kind": "smtp", "host": "127.0.0.1", "port": port, "security": "none"}
-
-
-def _operator_subjects(sink: SmtpSink) -> list[str]:
-    with sink.handler.lock:
-        received = list(sink.handler.messages)
-    subjects = [message_from_bytes(m.data)["Subject"] for m in received if OPERATOR in m.rcpt_tos]
-    return [" ".join(str(s).split()) for s in subjects]
 
 
 def _set_state(site: Site, job_id: str, state: bytes) -> None:
@@ -104,7 +93,7 @@ def _schedule_until_started(site: Site, log: Path) -> subprocess.CompletedProces
 def test_schedule_starts_over_a_row_it_cannot_unpickle_and_check_reports_it_once(
     tmp_path: Path, db_url: str, sink: SmtpSink
 ) -> None:
-    site = Site(tmp_path, db_url, transport=_smtp(sink.port))
+    site = Site(tmp_path, db_url, transport=smtp_transport(sink.port))
     first = scheduler.Service(site.rt)
     first.start()
     first.stop()
@@ -124,7 +113,7 @@ def test_schedule_starts_over_a_row_it_cannot_unpickle_and_check_reports_it_once
         assert check.exit_code == 1, check.stdout
         assert check.stdout.count("repaired its job store") == 1, check.stdout
         assert "weekly: UnpicklingError" in " ".join(check.stdout.split())
-    subjects = _operator_subjects(sink)
+    subjects = sink_operator_subjects(sink)
     assert len(subjects) == 1 and "needs attention: digest schedule repaired" in subjects[0]
     status = site.cli("status")
     assert "repaired its job store" in status.stdout
@@ -139,14 +128,10 @@ def test_a_job_whose_function_no_longer_imports_is_registered_again(
     first.stop()
     _set_state(site, "poll", _with_func(_state(site, "poll"), "digest.gone_module:fire"))
 
-    second = scheduler.Service(site.rt)
-    second.start()  # today: LookupError from get_job, and the lease kept
-    try:
+    with running(site.rt) as second:  # today: LookupError from get_job, and the lease kept
         assert second.scheduler is not None
         job = second.scheduler.get_job("poll")
         assert job is not None and job.func is scheduler.fire
-    finally:
-        second.stop()
     check = site.cli("check")
     assert check.exit_code == 1
     assert "poll: LookupError" in " ".join(check.stdout.split())
@@ -166,13 +151,9 @@ def test_a_fire_due_while_down_survives_an_unrestorable_row(
         first.stop()
         _set_state(site, "weekly", b"not a pickle at all")
         clock.move_to(at(BERLIN, 2026, 11, 23, 10, 30))  # Monday 09:00 passed while down
-        second = scheduler.Service(site.rt)
-        second.start()
-        try:
+        with running(site.rt):
             wait_for(lambda: site.runs("weekly") == 1)
             settle()
-        finally:
-            second.stop()
     assert [e.key for e in site.editions()] == ["2026-W48"]
     assert site.digests_to("r0@example.com") == 1
 

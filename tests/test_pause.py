@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -16,7 +15,7 @@ from digest.models import EditionStatus
 from digest.runtime import Runtime
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
-from tests.support import write_config
+from tests.support import run_digest, write_config
 
 
 def _runtime(tmp_path: Path, db_url: str, transport: dict, **send: object) -> Runtime:
@@ -96,13 +95,7 @@ def test_cli_pause_resume_cancel(tmp_path: Path, sqlite_engine: Engine) -> None:
     env = {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
 
     def digest(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "digest", "--config", str(config_path), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        return run_digest(config_path, *args, env=env, timeout=120)
 
     digest("subscribers", "add", "ada@example.com")
     digest("fetch")

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from digest import scheduler
 from digest.models import EditionStatus
-from tests.scheduling_support import HOUR, Site, at, settle, wait_for
+from tests.scheduling_support import HOUR, Site, at, running, settle, wait_for
 from tests.support import REPO
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -48,9 +48,7 @@ def test_a_year_of_mondays_gives_one_edition_per_week(
     site = _site(tmp_path, sqlite_url, zone)
     first = at(zone, 2026, 1, 5, 8, 0)  # a Monday, in both zones' winter time
     clock.move_to(first)
-    service = scheduler.Service(site.rt)
-    service.start()
-    try:
+    with running(site.rt) as service:
         offsets = set()
         for week in range(52):  # through the spring and autumn clock changes
             monday = first + timedelta(weeks=week)
@@ -63,8 +61,6 @@ def test_a_year_of_mondays_gives_one_edition_per_week(
                     offsets.add(monday.replace(hour=9).utcoffset())
             settle(0.05)
         assert site.runs("weekly") == 52
-    finally:
-        service.stop()
     keys = [e.key for e in site.editions()]
     assert len(keys) == len(set(keys)) == 52  # one per ISO week: never two, never none
     assert all(e.status == EditionStatus.sent for e in site.editions())
@@ -82,15 +78,11 @@ def test_down_from_0850_to_1030_runs_the_week_once(
     first.start()
     first.stop()
     clock.move_to(at(BERLIN, 2026, 11, 23, 10, 30))
-    second = scheduler.Service(site.rt)
-    second.start()
-    try:
+    with running(site.rt) as second:
         wait_for(lambda: site.runs("weekly") == 1)
         settle()
         second.wakeup()
         settle()
-    finally:
-        second.stop()
     assert site.runs("weekly") == 1
     assert [e.key for e in site.editions()] == ["2026-W48"]
     assert site.digests_to("r1@example.com") == 1
@@ -107,13 +99,9 @@ def test_down_for_three_weeks_runs_once_not_three_times(
     for week in range(4):
         site.publish(at(BERLIN, 2026, 10, 30, 14, 0) + timedelta(weeks=week))
     clock.move_to(at(BERLIN, 2026, 11, 23, 10, 30))  # three Mondays later
-    second = scheduler.Service(site.rt)
-    second.start()
-    try:
+    with running(site.rt):
         wait_for(lambda: site.runs("weekly") == 1)
         settle()
-    finally:
-        second.stop()
     assert site.runs("weekly") == 1
     assert [e.key for e in site.editions()] == ["2026-W48"]
 
@@ -140,13 +128,8 @@ def test_a_second_scheduler_does_not_start(
     from digest.errors import LeaseHeld
 
     site = _site(tmp_path, sqlite_url, BERLIN)
-    first = scheduler.Service(site.rt)
-    first.start()
-    try:
-        with pytest.raises(LeaseHeld):
-            scheduler.Service(site.rt, owner="elsewhere:1:x").start()
-    finally:
-        first.stop()
+    with running(site.rt), pytest.raises(LeaseHeld):
+        scheduler.Service(site.rt, owner="elsewhere:1:x").start()
 
 
 def test_apscheduler_is_required_at_3_11_2_or_later_and_below_4() -> None:

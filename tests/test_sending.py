@@ -11,13 +11,14 @@ from sqlalchemy import Engine, select, update
 
 from digest import deliveries, leases
 from digest.db import session_scope
-from digest.deliveries import Recipient, RetryPolicy
+from digest.deliveries import Recipient
 from digest.errors import LeaseHeld
 from digest.models import Delivery, DeliveryState, Edition, EditionStatus
-from digest.sending import SendOptions, SendReport, send_edition
+from digest.sending import SendReport, send_edition
 from digest.transports.base import OutgoingMessage
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
+from tests.sending_support import run_send, send_options
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -49,28 +50,8 @@ def _setup(engine: Engine, n: int) -> Edition:
     return edition
 
 
-def _options(**retry: object) -> SendOptions:
-    policy = RetryPolicy(
-        max_attempts=int(retry.get("max_attempts", 3)),  # type: ignore[call-overload]
-        backoff_seconds=float(retry.get("backoff", 0.01)),  # type: ignore[arg-type]
-        unknown_policy=str(retry.get("unknown_policy", "resend")),
-        give_up_after=retry.get("give_up_after", timedelta(hours=72)),  # type: ignore[arg-type]
-    )
-    return SendOptions(batch_size=7, retry=policy, max_retry_wait=5.0, settle_seconds=0)
-
-
 def _send(engine: Engine, edition: Edition, transport: MemoryTransport, **kw: object) -> SendReport:
-    return asyncio.run(
-        send_edition(
-            engine,
-            edition=edition,
-            transport=transport,
-            build_messages=_build,
-            options=_options(**kw),
-            clock=_clock,
-            owner="test-owner",
-        )
-    )
+    return run_send(engine, edition, transport, _build, **kw)
 
 
 def _states(engine: Engine) -> dict[str, int]:
@@ -292,7 +273,7 @@ def test_on_postgresql_concurrent_senders_share_the_work(engine: Engine) -> None
                         edition=edition,
                         transport=t,
                         build_messages=_build,
-                        options=_options(),
+                        options=send_options(),
                         clock=_clock,
                         owner=f"w{i}",
                     )
@@ -336,7 +317,7 @@ def test_a_transport_bug_ends_the_run_with_the_error_instead_of_hanging(engine: 
                 edition=edition,
                 transport=transport,
                 build_messages=_build,
-                options=_options(),
+                options=send_options(),
                 clock=_clock,
                 owner="test-owner",
             )

@@ -19,7 +19,7 @@ from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.mailgun import MailgunTransport
-from tests.provider_fakes import Recorder, send_edition, serve
+from tests.provider_fakes import Recorder, fake_provider, send_edition
 from tests.provider_fakes import send_once as send
 from tests.provider_fakes_sendgrid_mailgun import (
     MAILGUN_DOMAIN,
@@ -30,27 +30,15 @@ from tests.provider_fakes_sendgrid_mailgun import (
     message,
     shared,
 )
+from tests.provider_fakes_sendgrid_mailgun import MAILGUN_KEY as TOKEN
+from tests.provider_fakes_sendgrid_mailgun import mailgun_transport as transport
 
-TOKEN = "test-key"
 ENV = {"DIGEST_MAILGUN_API_KEY": TOKEN}
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder(token=TOKEN)
-    with serve(mailgun_app(rec)) as url:
-        yield rec, url
-
-
-def transport(url: str, **keys: object) -> MailgunTransport:
-    options: dict[str, object] = {
-        "base_url": url,
-        "api_key": TOKEN,
-        "domain": MAILGUN_DOMAIN,
-        "backoff_seconds": 0.01,
-    }
-    options.update(keys)
-    return MailgunTransport(**options)  # type: ignore[arg-type]
+    yield from fake_provider(mailgun_app, TOKEN)
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:

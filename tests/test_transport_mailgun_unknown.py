@@ -15,52 +15,24 @@ import pytest
 
 from digest.errors import TransportUnavailable
 from digest.transports import mailgun as mailgun_module
-from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
-from digest.transports.mailgun import MailgunTransport
-from tests.provider_fakes import Recorded, Recorder, serve
+from digest.transports.base import InDoubt, Outcome
+from tests.provider_fakes import Recorded, Recorder, fake_provider, in_doubt
+from tests.provider_fakes import send_and_reconcile as send_then_reconcile
 from tests.provider_fakes import send_once as send
 from tests.provider_fakes_sendgrid_mailgun import MAILGUN_DOMAIN, MAILGUN_PATH, mailgun_app, message
+from tests.provider_fakes_sendgrid_mailgun import MAILGUN_KEY as TOKEN
+from tests.provider_fakes_sendgrid_mailgun import mailgun_transport as transport
 
-TOKEN = "test-key"
 EVENTS = f"/v3/{MAILGUN_DOMAIN}/events"
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder(token=TOKEN)
-    with serve(mailgun_app(rec)) as url:
-        yield rec, url
-
-
-def transport(url: str, **keys: object) -> MailgunTransport:
-    options: dict[str, object] = {
-        "base_url": url,
-        "api_key": TOKEN,
-        "domain": MAILGUN_DOMAIN,
-        "backoff_seconds": 0.01,
-    }
-    options.update(keys)
-    return MailgunTransport(**options)  # type: ignore[arg-type]
-
-
-def in_doubt(m: OutgoingMessage) -> InDoubt:
-    return InDoubt(m.delivery_id, m.recipient, m.message_id, m.tag, datetime.now(UTC))
-
-
-async def send_then_reconcile(
-    t: MailgunTransport, messages: list[OutgoingMessage], items: list[InDoubt] | None = None
-) -> tuple[list[SendResult], list[SendResult]]:
-    try:
-        await t.open()
-        sent = await t.send_batch(messages)
-        found = await t.reconcile(items if items is not None else [in_doubt(m) for m in messages])
-    finally:
-        await t.close()
-    return sent, found
+    yield from fake_provider(mailgun_app, TOKEN)
 
 
 def searches(rec: Recorder) -> list[Recorded]:
-    return [r for r in rec.requests if r.method == "GET" and r.path.startswith(EVENTS)]
+    return rec.gets(EVENTS)
 
 
 def test_a_request_answered_500_after_acceptance_is_unknown_and_sent_once(

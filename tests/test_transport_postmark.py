@@ -20,23 +20,15 @@ from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, Personal, Transport
 from digest.transports.postmark import PostmarkTransport
-from tests.provider_fakes import Recorder, digest_message, postmark_app, send_edition, serve
+from tests.provider_fakes import POSTMARK_TOKEN as TOKEN
+from tests.provider_fakes import Recorder, digest_message, fake_provider, postmark_app, send_edition
+from tests.provider_fakes import postmark_transport as transport
 from tests.provider_fakes import send_once as send
-
-TOKEN = "test-token"
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder(token=TOKEN)
-    with serve(postmark_app(rec)) as url:
-        yield rec, url
-
-
-def transport(url: str, **keys: object) -> PostmarkTransport:
-    options: dict[str, object] = {"base_url": url, "api_key": TOKEN, "backoff_seconds": 0.01}
-    options.update(keys)
-    return PostmarkTransport(**options)  # type: ignore[arg-type]
+    yield from fake_provider(postmark_app, TOKEN)
 
 
 def test_request_has_the_documented_shape(fake: tuple[Recorder, str]) -> None:

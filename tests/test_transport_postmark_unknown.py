@@ -19,46 +19,40 @@ from digest.errors import TransportUnavailable
 from digest.transports import postmark as postmark_module
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.postmark import PostmarkTransport
-from tests.provider_fakes import Recorded, Recorder, digest_message, postmark_app, serve
+from tests.provider_fakes import POSTMARK_TOKEN as TOKEN
+from tests.provider_fakes import (
+    Recorded,
+    Recorder,
+    digest_message,
+    fake_provider,
+    postmark_app,
+    send_and_reconcile,
+)
+from tests.provider_fakes import in_doubt as attempted_in_doubt
+from tests.provider_fakes import postmark_transport as transport
 from tests.provider_fakes import send_once as send
 
-TOKEN = "test-token"
 ATTEMPTED = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder(token=TOKEN)
-    with serve(postmark_app(rec)) as url:
-        yield rec, url
-
-
-def transport(url: str, **keys: object) -> PostmarkTransport:
-    options: dict[str, object] = {"base_url": url, "api_key": TOKEN, "backoff_seconds": 0.01}
-    options.update(keys)
-    return PostmarkTransport(**options)  # type: ignore[arg-type]
+    yield from fake_provider(postmark_app, TOKEN)
 
 
 def in_doubt(message: OutgoingMessage) -> InDoubt:
-    return InDoubt(
-        message.delivery_id, message.recipient, message.message_id, message.tag, ATTEMPTED
-    )
+    return attempted_in_doubt(message, ATTEMPTED)
 
 
 async def send_then_reconcile(
     t: PostmarkTransport, messages: list[OutgoingMessage], items: list[InDoubt] | None = None
 ) -> tuple[list[Outcome], list[SendResult]]:
-    try:
-        await t.open()
-        sent = await t.send_batch(messages)
-        found = await t.reconcile(items if items is not None else [in_doubt(m) for m in messages])
-    finally:
-        await t.close()
-    return [r.outcome for r in sent], list(found)
+    sent, found = await send_and_reconcile(t, messages, items, attempted=ATTEMPTED)
+    return [r.outcome for r in sent], found
 
 
 def searches(rec: Recorder) -> list[Recorded]:
-    return [r for r in rec.requests if r.method == "GET" and r.path == "/messages/outbound"]
+    return rec.gets("/messages/outbound")
 
 
 def test_a_batch_answered_500_after_acceptance_is_unknown_and_sent_once(

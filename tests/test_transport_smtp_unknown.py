@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from digest.transports.base import Outcome, OutgoingMessage
+from digest.transports.base import Outcome, OutgoingMessage, SendResult
 from digest.transports.smtp import SmtpTransport
 from tests.smtp_sink import SmtpSink
 
@@ -39,14 +39,27 @@ def transport(sink: SmtpSink, **kw: Any) -> SmtpTransport:
     return SmtpTransport(host="127.0.0.1", port=sink.port, security="none", **kw)
 
 
+async def send_dropping(
+    sink: SmtpSink, dropped: str, messages: list[OutgoingMessage], *, gone_after_drop: bool = False
+) -> tuple[SmtpTransport, list[SendResult]]:
+    """Send ``messages`` as one batch on one connection; the sink keeps ``dropped``'s
+    message and drops the connection (and, ``gone_after_drop``, stops listening)."""
+    sink.handler.drop.add(dropped)
+    t = transport(sink, connections=1, batch_size=len(messages))
+    await t.open()
+    if gone_after_drop:
+        sink.handler.gone_after_drop = True  # the server stops listening with the drop
+    results = await t.send_batch(messages)
+    await t.close()
+    return t, results
+
+
 async def test_a_connection_dropped_after_data_is_unknown_for_that_message_only(
     sink: SmtpSink,
 ) -> None:
-    sink.handler.drop.add("reader2@example.org")
-    t = transport(sink, connections=1, batch_size=3)
-    await t.open()
-    results = await t.send_batch([message(1), message(2), message(3)])
-    await t.close()
+    t, results = await send_dropping(
+        sink, "reader2@example.org", [message(1), message(2), message(3)]
+    )
 
     assert [r.outcome for r in results] == [Outcome.sent, Outcome.unknown, Outcome.sent]
     assert "after the message body was sent" in results[1].detail
@@ -61,12 +74,8 @@ async def test_a_connection_dropped_after_data_is_unknown_for_that_message_only(
 async def test_a_message_after_the_lost_one_is_deferred_when_it_cannot_go(
     sink: SmtpSink,
 ) -> None:
-    sink.handler.drop.add("reader1@example.org")
-    t = transport(sink, connections=1, batch_size=2)
-    await t.open()
-    sink.handler.gone_after_drop = True  # the server stops listening with the drop
-    results = await t.send_batch([message(1), message(2)])
-    await t.close()
+    messages = [message(1), message(2)]
+    _, results = await send_dropping(sink, "reader1@example.org", messages, gone_after_drop=True)
     assert results[0].outcome is Outcome.unknown
     assert results[1].outcome is Outcome.deferred  # never written anywhere: not unknown
     assert "connect" in results[1].detail

@@ -12,20 +12,24 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 import time_machine
 
 from digest import editions, jobs
 from digest.db import session_scope
 from digest.models import EditionStatus
-from tests.scheduling_support import OPERATOR, Site, at
+from tests.scheduling_support import (
+    OPERATOR,
+    Site,
+    approval_monday,
+    at,
+    sink_operator_subjects,
+    smtp_transport,
+)
 from tests.smtp_sink import RecordingHandler, SmtpSink
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -35,23 +39,6 @@ class SlowHandler(RecordingHandler):
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         await asyncio.sleep(0.01)
         return await super().handle_DATA(server, session, envelope)
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-def _smtp(port: int) -> dict[str, Any]:
-    return {"kind": "smtp", "host": "127.0.0.1", "port": port, "security": "none"}
-
-
-def _operator_subjects(sink: SmtpSink) -> list[str]:
-    with sink.handler.lock:
-        received = list(sink.handler.messages)
-    subjects = [message_from_bytes(m.data)["Subject"] for m in received if OPERATOR in m.rcpt_tos]
-    return [" ".join(str(s).split()) for s in subjects]  # unfolded
 
 
 def _digests(sink: SmtpSink) -> dict[str, int]:
@@ -65,7 +52,7 @@ def test_a_cron_run_while_the_scheduled_run_sends_exits_0_and_sends_nothing(
 ) -> None:
     with SmtpSink() as sink:
         sink.handler.__class__ = SlowHandler  # about 10 ms a message: the send takes seconds
-        site = Site(tmp_path, db_url, transport={**_smtp(sink.port), "connections": 1})
+        site = Site(tmp_path, db_url, transport={**smtp_transport(sink.port), "connections": 1})
         site.readers(300)
         site.publish(site.rt.now() - timedelta(days=1))
         result: dict[str, jobs.JobResult] = {}
@@ -96,7 +83,10 @@ def test_require_approval_sends_nothing_until_approved(
     tmp_path: Path, sqlite_url: str, sink: SmtpSink
 ) -> None:
     site = Site(
-        tmp_path, sqlite_url, transport=_smtp(sink.port), edition={"require_approval": True}
+        tmp_path,
+        sqlite_url,
+        transport=smtp_transport(sink.port),
+        edition={"require_approval": True},
     )
     site.readers(3)
     with time_machine.travel(at(BERLIN, 2026, 11, 23, 9, 0), tick=False) as clock:
@@ -104,7 +94,9 @@ def test_require_approval_sends_nothing_until_approved(
         first = asyncio.run(jobs.weekly(site.rt, trigger="schedule"))
         assert first.outcome == jobs.AWAITING
         assert _digests(sink) == {}
-        assert _operator_subjects(sink) == ["[Test Weekly] edition 2026-W48 awaits your approval"]
+        assert sink_operator_subjects(sink) == [
+            "[Test Weekly] edition 2026-W48 awaits your approval"
+        ]
         clock.shift(3600)
         asyncio.run(jobs.dispatch(site.rt, trigger="schedule"))
         again = site.cli("run")
@@ -121,15 +113,7 @@ def test_require_approval_sends_nothing_until_approved(
 def test_a_draft_past_its_deadline_is_not_sent_and_the_operators_are_told(
     tmp_path: Path, sqlite_url: str, sink: SmtpSink
 ) -> None:
-    site = Site(
-        tmp_path,
-        sqlite_url,
-        transport=_smtp(sink.port),
-        edition={"require_approval": True, "approval_hours": 4.0},
-    )
-    site.readers(3)
-    with time_machine.travel(at(BERLIN, 2026, 11, 23, 9, 0), tick=False) as clock:
-        site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
+    with approval_monday(tmp_path, sqlite_url, sink, readers=3) as (site, clock):
         asyncio.run(jobs.weekly(site.rt, trigger="schedule"))
         clock.shift(4 * 3600 + 60)
         result = asyncio.run(jobs.dispatch(site.rt, trigger="schedule"))
@@ -138,7 +122,7 @@ def test_a_draft_past_its_deadline_is_not_sent_and_the_operators_are_told(
     assert late.exit_code != 0
     assert site.editions()[0].status == EditionStatus.cancelled
     assert _digests(sink) == {}
-    assert _operator_subjects(sink)[-1] == (
+    assert sink_operator_subjects(sink)[-1] == (
         "[Test Weekly] edition 2026-W48 was not approved in time and will not be sent"
     )
 
@@ -166,7 +150,7 @@ def test_a_failing_feed_makes_one_incident_until_it_recovers(
     site = Site(
         tmp_path,
         db_url,
-        transport=_smtp(sink.port),
+        transport=smtp_transport(sink.port),
         operators={"emails": [OPERATOR], "feed_failures": 3},
     )
     good = site.feed.read_text()
@@ -180,20 +164,20 @@ def test_a_failing_feed_makes_one_incident_until_it_recovers(
                 assert site.cli("check").exit_code == 0  # two failures: not yet
         check = site.cli("check")
         assert check.exit_code == 1 and "failed 5 polls in a row" in check.stdout
-        assert len(_operator_subjects(sink)) == 1  # once per incident, not per poll
-        assert "needs attention: the feed" in _operator_subjects(sink)[0]
+        assert len(sink_operator_subjects(sink)) == 1  # once per incident, not per poll
+        assert "needs attention: the feed" in sink_operator_subjects(sink)[0]
         site.feed.write_text(good)
         jobs.poll(site.rt, trigger="schedule")
         recovered = site.cli("check")
     assert recovered.exit_code == 0, recovered.stdout
-    subjects = _operator_subjects(sink)
+    subjects = sink_operator_subjects(sink)
     assert len(subjects) == 2 and "resolved: the feed" in subjects[1]
 
 
 def test_a_missed_monday_trips_the_dead_mans_switch_once(
     tmp_path: Path, sqlite_url: str, sink: SmtpSink
 ) -> None:
-    site = Site(tmp_path, sqlite_url, transport=_smtp(sink.port))
+    site = Site(tmp_path, sqlite_url, transport=smtp_transport(sink.port))
     site.readers(2)
     with time_machine.travel(at(BERLIN, 2026, 11, 20, 15, 0), tick=False) as clock:
         site.publish(at(BERLIN, 2026, 11, 20, 14, 0))
@@ -207,7 +191,7 @@ def test_a_missed_monday_trips_the_dead_mans_switch_once(
         assert missed.exit_code == again.exit_code == 1
         assert "no edition went out for 2026-W48" in missed.stdout
         assert "no edition went out for 2026-W48" in health.stdout
-        assert len(_operator_subjects(sink)) == 1
+        assert len(sink_operator_subjects(sink)) == 1
         assert site.cli("run").exit_code == 0  # the operator sends it late
         recovered = site.cli("check")
     assert recovered.exit_code == 0, recovered.stdout

@@ -21,14 +21,13 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.provider_fakes import Recorder, postmark_app, serve
 from tests.smtp_sink import SmtpSink
-from tests.support import SAMPLE_FEED, write_config
+from tests.support import SAMPLE_FEED, run_digest, write_config
 
 TOKEN = "test-token"
 SUBSCRIBERS = SAMPLE_FEED.parent / "subscribers.csv"
@@ -47,13 +46,7 @@ def digest(config: Path, *args: str, db_url: str) -> subprocess.CompletedProcess
         "DIGEST_POSTMARK_SERVER_TOKEN": TOKEN,
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "digest", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_digest(config, *args, env=env, timeout=300)
 
 
 def prepare(config: Path, db_url: str) -> None:

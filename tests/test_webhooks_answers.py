@@ -10,70 +10,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from digest import config as config_mod
-from digest.db import session_scope, upgrade
-from digest.models import (
-    Delivery,
-    DeliveryEventRecord,
-    DeliveryState,
-    Edition,
-    EditionStatus,
-    WebhookReplay,
-)
-from digest.runtime import Runtime
-from digest.web.app import create_app
+from digest.db import session_scope
+from digest.models import WebhookReplay
 from digest.webhooks.mailgun import DEFAULT_RETRY_WINDOW, ENV_SIGNING_KEY
-from subscribers.models import ConsentEvent, Subscriber, SubscriberStatus, Suppression
-from subscribers.repository import add
+from subscribers.models import SubscriberStatus
 from tests.support import write_config
-from tests.test_web_support import Clock
 from tests.test_webhooks_mailgun import SIGNING_KEY, failed, signature_block
-
-NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-ADA = "ada@example.com"
-KEY = "2026-W48"
+from tests.webhook_site import ADA, NOW, WebhookSite, open_site
 
 
-@dataclass
-class Site:
-    rt: Runtime
-    client: TestClient
-    clock: Clock
-    subscriber_id: int
-
-    @property
-    def message_id(self) -> str:
-        return f"<{KEY}.s{self.subscriber_id}.digest@test.example>"
-
-    def count(self, model: Any) -> int:
-        with session_scope(self.rt.engine) as session:
-            return int(session.execute(select(func.count()).select_from(model)).scalar_one())
-
-    def status(self) -> str:
-        with session_scope(self.rt.engine) as session:
-            found = session.get(Subscriber, self.subscriber_id)
-            assert found is not None
-            return str(found.status)
-
-    def written(self) -> tuple[int, int, int, int, str]:
-        """Everything a webhook request could write."""
-        return (
-            self.count(DeliveryEventRecord),
-            self.count(ConsentEvent),
-            self.count(Suppression),
-            self.count(WebhookReplay),
-            self.status(),
-        )
-
+class Site(WebhookSite):
     def bounce(self, event_id: str = "evt-1", **changes: Any) -> dict[str, Any]:
         """A Mailgun permanent failure of Ada's copy of this week's edition."""
         variables = {"digest_message_id": self.message_id}
@@ -92,27 +45,7 @@ class Site:
 def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
     path = write_config(tmp_path, webhooks={"providers": ["mailgun"]})
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k", ENV_SIGNING_KEY: SIGNING_KEY}
-    clock = Clock(NOW)
-    rt = Runtime.open(config_mod.load(path, environ=env), clock=clock)
-    upgrade(rt.engine)
-    with session_scope(rt.engine) as session:
-        subscriber = add(session, email=ADA, now=NOW - timedelta(days=90)).subscriber
-        edition = Edition(key=KEY, status=EditionStatus.sent, cutoff=NOW, composed_at=NOW)
-        session.add(edition)
-        session.flush()
-        assert edition.id is not None and subscriber.id is not None
-        session.add(
-            Delivery(
-                edition_id=edition.id,
-                subscriber_id=subscriber.id,
-                state=DeliveryState.sent,
-                updated_at=NOW,
-            )
-        )
-        subscriber_id = subscriber.id
-    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-        yield Site(rt, client, clock, subscriber_id)
-    rt.close()
+    yield from open_site(Site, path, env)
 
 
 def test_the_same_request_again_is_answered_200_and_applied_once(site: Site) -> None:

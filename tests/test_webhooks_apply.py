@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from digest.cli.output import print_attention
 from digest.db import session_scope
-from digest.models import Delivery, DeliveryEventRecord, DeliveryState, Edition, EditionStatus
+from digest.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.webhooks.apply import ApplySummary, BouncePolicy, apply, attention, parse_message_id
 from digest.webhooks.base import DeliveryEvent, EventType
 from subscribers.models import (
@@ -25,11 +25,9 @@ from subscribers.models import (
     SuppressionReason,
 )
 from subscribers.repository import add
+from tests.webhook_site import ADA, KEY, NOW, seed_sent_delivery
 
-NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 POLICY = BouncePolicy(soft_bounce_limit=3, soft_bounce_window=timedelta(days=30))
-KEY = "2026-W48"
-ADA = "ada@example.com"
 
 
 @dataclass
@@ -70,24 +68,8 @@ class Ledger:
 @pytest.fixture
 def ledger(engine: Engine) -> Ledger:
     """One reader (Ada) with one sent delivery of edition 2026-W48 (provider id pm-1)."""
-    with session_scope(engine) as session:
-        subscriber = add(session, email=ADA, now=NOW - timedelta(days=90)).subscriber
-        edition = Edition(key=KEY, status=EditionStatus.sent, cutoff=NOW, composed_at=NOW)
-        session.add(edition)
-        session.flush()
-        assert edition.id is not None and subscriber.id is not None
-        delivery = Delivery(
-            edition_id=edition.id,
-            subscriber_id=subscriber.id,
-            state=DeliveryState.sent,
-            transport="postmark",
-            provider_id="pm-1",
-            updated_at=NOW,
-        )
-        session.add(delivery)
-        session.flush()
-        assert delivery.id is not None
-        return Ledger(engine, subscriber.id, delivery.id)
+    ids = seed_sent_delivery(engine, transport="postmark", provider_id="pm-1")
+    return Ledger(engine, *ids)
 
 
 def event(kind: EventType, event_id: str = "e1", **fields: Any) -> DeliveryEvent:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,39 +17,27 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from digest import config as config_mod
-from digest.db import session_scope, upgrade
+from digest.db import session_scope
 from digest.errors import ConfigError
-from digest.models import (
-    Delivery,
-    DeliveryEventRecord,
-    DeliveryState,
-    Edition,
-    EditionStatus,
-    WebhookReplay,
-)
+from digest.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.runtime import Runtime
 from digest.web import webhooks as route
 from digest.web.app import create_app
 from digest.webhooks.postmark import ENV_CREDENTIALS
 from digest.webhooks.sendgrid import ENV_PUBLIC_KEY
 from digest.webhooks.sns_certs import CertificateCache, string_to_sign
-from subscribers.models import ConsentEvent, Subscriber, SubscriberStatus, Suppression
-from subscribers.repository import add
+from subscribers.models import SubscriberStatus
 from tests.support import write_config
-from tests.test_web_support import Clock
 from tests.test_webhooks_postmark import basic
 from tests.test_webhooks_postmark import bounce as postmark_bounce
 from tests.test_webhooks_sendgrid import OTHER_KEY, SENDGRID_KEY, spki_base64
 from tests.test_webhooks_sendgrid import bounce as sendgrid_bounce
+from tests.webhook_site import ADA, NOW, WebhookSite, open_site
 
-NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-ADA = "ada@example.com"
-KEY = "2026-W48"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:digest-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 SUBSCRIBE_URL = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=t"
@@ -61,43 +48,12 @@ ENV = {
 }
 
 
-@dataclass
-class Hooks:
-    rt: Runtime
-    client: TestClient
-    clock: Clock
-    subscriber_id: int
-    delivery_id: int
-
-    @property
-    def message_id(self) -> str:
-        return f"<{KEY}.s{self.subscriber_id}.digest@test.example>"
-
+class Hooks(WebhookSite):
     @property
     def state(self) -> route.Hooks:
         hooks = self.client.app.state.webhooks  # type: ignore[attr-defined]
         assert isinstance(hooks, route.Hooks)
         return hooks
-
-    def count(self, model: Any) -> int:
-        with session_scope(self.rt.engine) as session:
-            return int(session.execute(select(func.count()).select_from(model)).scalar_one())
-
-    def status(self) -> str:
-        with session_scope(self.rt.engine) as session:
-            found = session.get(Subscriber, self.subscriber_id)
-            assert found is not None
-            return str(found.status)
-
-    def written(self) -> tuple[int, int, int, int, str]:
-        """Everything a webhook request could write."""
-        return (
-            self.count(DeliveryEventRecord),
-            self.count(ConsentEvent),
-            self.count(Suppression),
-            self.count(WebhookReplay),
-            self.status(),
-        )
 
     def postmark(self, payload: dict[str, Any], **headers: str) -> Any:
         return self.client.post(
@@ -126,30 +82,8 @@ def open_hooks(
         webhooks={"providers": ["postmark", "sendgrid", "ses"]},
         **{"webhooks.ses": {"topics": [TOPIC], **(ses or {})}},
     )
-    cfg = config_mod.load(path, environ={"DIGEST_DATABASE_URL": db_url, **ENV})
-    clock = Clock(NOW)
-    rt = Runtime.open(cfg, clock=clock)
-    upgrade(rt.engine)
-    with session_scope(rt.engine) as session:
-        subscriber = add(session, email=ADA, now=NOW - timedelta(days=90)).subscriber
-        edition = Edition(key=KEY, status=EditionStatus.sent, cutoff=NOW, composed_at=NOW)
-        session.add(edition)
-        session.flush()
-        assert edition.id is not None and subscriber.id is not None
-        delivery = Delivery(
-            edition_id=edition.id,
-            subscriber_id=subscriber.id,
-            state=DeliveryState.sent,
-            provider_id="883953f4-6105-42a2-a16a-77a8eac79483",
-            updated_at=NOW,
-        )
-        session.add(delivery)
-        session.flush()
-        ids = (subscriber.id, delivery.id)
-    assert ids[1] is not None
-    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-        yield Hooks(rt, client, clock, ids[0], ids[1])
-    rt.close()
+    env = {"DIGEST_DATABASE_URL": db_url, **ENV}
+    yield from open_site(Hooks, path, env, provider_id="883953f4-6105-42a2-a16a-77a8eac79483")
 
 
 @pytest.fixture
