@@ -190,3 +190,21 @@ def test_inactive_recipient_is_a_hard_bounce(fake: tuple[Recorder, str]) -> None
         (Outcome.queued, ""),
     ]
     assert "406" in results[1].detail and "inactive" in results[1].detail
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("inf", None),
+        ("nan", None),
+        ("-inf", None),
+        ("1e400", None),
+        ("1e12", 86_400.0),
+        ("-5", 0.0),
+        ("2.5", 2.5),
+    ],
+)
+def test_no_retry_after_can_hold_the_gate_shut_for_ever(header: str, seconds: float | None) -> None:
+    from digest.transports.api import retry_after
+
+    assert retry_after(header) == seconds

@@ -12,6 +12,7 @@ common ``[transport]`` keys (``ValueError`` naming the key).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,22 +60,30 @@ class QueryFailed(Exception):
     item it was for stays undecided)."""
 
 
+MAX_RETRY_AFTER = 86_400.0  # seconds: a longer Retry-After is read as a day
+
+
 def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds ≥ 0."""
+    """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds, from 0
+    to :data:`MAX_RETRY_AFTER`. Not a number (``inf``, ``nan``): None. A provider's
+    answer sets the gate every request of the transport waits behind, so no value
+    it sends may hold that gate shut for ever."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        return max(float(text), 0.0)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def compact(value: Any) -> str:
