@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import fixture, procs
 from benchmarks.fixture import Instance
-from digest import deliveries, editions, pipeline
+from digest import deliveries, editions, messages, pipeline
 from digest.db import make_engine, session_scope
 from digest.segments import distinct_categories
 
@@ -129,7 +129,7 @@ def _write_sample_message(setup: Setup, path: Path) -> None:
     try:
         edition = pipeline.find_edition(rt, setup.edition_key)
         assert edition is not None
-        data = pipeline.preview_message(rt, edition.key, pipeline.render_edition(rt, edition))
+        data = messages.preview_message(rt, edition.key, pipeline.render_edition(rt, edition))
     finally:
         rt.close()
     path.write_bytes(data.replace(b"\r\n", b"\n"))
@@ -247,7 +247,7 @@ def render(setup: Setup, *, repeats: int) -> Samples:
                 digest = pipeline.render(rt, setup.edition_key, chosen)
                 samples.setdefault("compile_ms", []).append(1000 * (time.perf_counter() - started))
                 started = time.perf_counter()
-                pipeline.message_template(rt, setup.edition_key, digest)
+                messages.message_template(rt, setup.edition_key, digest)
                 samples.setdefault("template_ms", []).append(1000 * (time.perf_counter() - started))
     finally:
         rt.close()

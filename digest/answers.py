@@ -21,17 +21,13 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from digest import claims, refusals
+from digest import refusals
+from digest.claims import FENCE, IDS, when
 from digest.deliveries import D, RetryPolicy
 from digest.models import DeliveryState
 from digest.transports.base import Outcome, SendResult
 
 log = logging.getLogger(__name__)
-_IDS: Any = bindparam("ids", expanding=True)
-
-
-def _when(name: str) -> Any:
-    return bindparam(name, type_=D.c.updated_at.type)
 
 
 @dataclass(slots=True)
@@ -45,20 +41,19 @@ class Recorded:
 @functools.cache
 def _record_statements() -> tuple[Any, Any]:
     """Answers: one for many rows alike (ids), one per row (executemany). Both are
-    fenced by the claim; the caller has locked the rows it still holds."""
+    fenced by the claim."""
     answer = {
         "state": bindparam("b_state"),
         "provider_id": bindparam("b_provider_id"),
         "detail": bindparam("b_detail"),
-        "next_attempt_at": _when("b_next"),
+        "next_attempt_at": when("b_next"),
         "transport": bindparam("b_transport"),
         "lease_owner": bindparam("b_owner"),  # kept on ``unknown`` rows: ours to resolve
-        "lease_until": _when("b_until"),
-        "updated_at": _when("now"),
+        "lease_until": when("b_until"),
+        "updated_at": when("now"),
     }
-    fence = (D.c.lease_owner == bindparam("owner"), D.c.lease_token == bindparam("token"))
-    alike = update(D).where(D.c.id.in_(_IDS), *fence).values(**answer)
-    each = update(D).where(D.c.id == bindparam("b_id"), *fence).values(**answer)
+    alike = update(D).where(D.c.id.in_(IDS), *FENCE).values(**answer)
+    each = update(D).where(D.c.id == bindparam("b_id"), *FENCE).values(**answer)
     return alike, each
 
 
@@ -169,17 +164,13 @@ def next_state(
 def _skip_statement() -> Any:
     return (
         update(D)
-        .where(
-            D.c.id == bindparam("b_id"),
-            D.c.lease_owner == bindparam("owner"),
-            D.c.lease_token == bindparam("token"),
-        )
+        .where(D.c.id == bindparam("b_id"), *FENCE)
         .values(
             state=DeliveryState.skipped.value,
             detail=bindparam("b_detail"),
             lease_owner="",
             lease_until=None,
-            updated_at=_when("now"),
+            updated_at=when("now"),
         )
     )
 
@@ -188,15 +179,10 @@ def record_skips(
     conn: Connection, *, skips: Sequence[tuple[int, str]], owner: str, token: int, now: datetime
 ) -> int:
     """Mark ``(delivery id, reason)`` rows skipped (they were ``sending``), those the
-    claim still holds; return how many."""
+    claim still holds; return how many (the fenced statement changes no other row;
+    both drivers sum an executemany's row counts)."""
     if not skips:
         return 0
-    mine = claims.held(conn, ids=[i for i, _ in skips], owner=owner, token=token)
-    rows = [
-        {"b_id": i, "b_detail": reason, "owner": owner, "token": token, "now": now}
-        for i, reason in skips
-        if i in mine
-    ]
-    if rows:
-        conn.execute(_skip_statement(), rows)
-    return len(rows)
+    fence = {"owner": owner, "token": token, "now": now}
+    rows = [{"b_id": i, "b_detail": reason, **fence} for i, reason in skips]
+    return int(conn.execute(_skip_statement(), rows).rowcount)

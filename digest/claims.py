@@ -6,7 +6,10 @@ record the answer or a skip, set the batch key, renew, release) requires the row
 to carry that owner and token still. A sender stopped past its lease (GC pause, VM
 migration, SIGSTOP) finds that another sender has claimed or resolved its rows
 since: its statements change nothing there, and the rows they return (RETURNING)
-tell it which rows it lost. It must not send those, and stops.
+tell it which rows it lost. It must not send those, and stops. The fence's parts
+(:data:`FENCE`, :data:`IDS`, :data:`TOKENS`, :func:`when`) are shared by the writes
+after a claim: :mod:`digest.marks` before the network call, :mod:`digest.answers`
+after it, :mod:`digest.unknowns` when resolving doubt.
 
 Rows in ``sending`` or ``unknown`` whose sender is gone (its lease expired, or its
 process on this host is dead) are *taken in doubt* (:func:`take_in_doubt`): they
@@ -21,21 +24,24 @@ import functools
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, select, update
+from sqlalchemy import Connection, Select, Text, bindparam, case, cast, func, select, update
 
 from digest.deliveries import D, Recipient, S
 from digest.models import DeliveryState
-from subscribers.models import SubscriberStatus
 
 _QUEUED = DeliveryState.queued.value
 _SENDING = DeliveryState.sending.value
 _UNKNOWN = DeliveryState.unknown.value
-_IDS: Any = bindparam("ids", expanding=True)
-_TOKENS: Any = bindparam("tokens", expanding=True)
+IDS: Any = bindparam("ids", expanding=True)
+TOKENS: Any = bindparam("tokens", expanding=True)
+# The fence: the row still carries the claim (bind ``owner`` and ``token``).
+FENCE: tuple[Any, ...] = (
+    D.c.lease_owner == bindparam("owner"),
+    D.c.lease_token == bindparam("token"),
+)
 
 
 def new_token() -> int:
@@ -45,7 +51,8 @@ def new_token() -> int:
     return secrets.randbelow(2**31 - 2) + 1
 
 
-def _when(name: str) -> Any:
+def when(name: str) -> Any:
+    """A bound timestamp parameter (typed, so both drivers store it alike)."""
     return bindparam(name, type_=D.c.updated_at.type)
 
 
@@ -91,19 +98,22 @@ def claim(
         ids += [int(i) for i in conn.execute(take.returning(D.c.id)).scalars().all()]
     if not ids:
         return []
-    # Categories as their JSON text, decoded once per distinct value: a JSON decode
-    # per row was a third of a 1,000-row claim.
-    categories = cast(S.c.categories, Text)
-    stmt = (
-        select(D.c.id, S.c.id, S.c.email, S.c.name, categories, S.c.paused_until, D.c.batch_key)
-        .join(S, S.c.id == D.c.subscriber_id)
-        .where(D.c.id.in_(ids))
-        .order_by(D.c.batch_key, D.c.id)
-    )
+    stmt = recipients().where(D.c.id.in_(ids)).order_by(D.c.batch_key, D.c.id)
     return [
         Recipient(d_id, s_id, email, name, categories_of(chosen), paused, key, token)
         for d_id, s_id, email, name, chosen, paused, key in conn.execute(stmt).all()
     ]
+
+
+def recipients(*extra: Any) -> Select[Any]:
+    """Delivery rows joined to their readers: the :class:`Recipient` fields but the
+    token, in its order (categories as JSON text, see :func:`categories_of`), then
+    ``extra``."""
+    # Categories as their JSON text, decoded once per distinct value: a JSON decode
+    # per row was a third of a 1,000-row claim.
+    categories = cast(S.c.categories, Text)
+    columns = (D.c.id, S.c.id, S.c.email, S.c.name, categories, S.c.paused_until, D.c.batch_key)
+    return select(*columns, *extra).join(S, S.c.id == D.c.subscriber_id)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -139,132 +149,6 @@ def _claim_groups(
     return [int(i) for i in conn.execute(stmt).scalars().all()]
 
 
-@dataclass(frozen=True, slots=True)
-class Marked:
-    """What :func:`mark_sending` did: ``{id: (attempt, token)}`` marked ``sending``
-    (send these, and only these), ``{id: token}`` skipped (reader no longer active).
-    A row asked for and in neither is lost: another sender holds it now."""
-
-    sending: dict[int, tuple[int, int]]
-    skipped: dict[int, int]
-
-
-def mark_sending(
-    conn: Connection,
-    *,
-    rows: Sequence[tuple[int, int]],
-    owner: str,
-    now: datetime,
-    lease: timedelta,
-) -> Marked:
-    """Mark ``owner``'s queued rows ``(id, token)`` ``sending``; skip those whose
-    reader is no longer active. A row whose claim changed (another sender took it,
-    or it was resolved meanwhile) is left alone and left out of the answer.
-    Commit before the network call."""
-    skip, send = _mark_statements()
-    wanted = set(rows)
-    params = {
-        "ids": sorted({i for i, _ in rows}),
-        "tokens": sorted({t for _, t in rows}),
-        "owner": owner,
-        "now": now,
-    }
-    skipped = {int(i): int(t) for i, t in conn.execute(skip, params) if (i, t) in wanted}
-    marked = conn.execute(send, {**params, "until": now + lease}).all()
-    return Marked({int(i): (int(a), int(t)) for i, a, t in marked if (i, t) in wanted}, skipped)
-
-
-@functools.cache
-def _mark_statements() -> tuple[Any, Any]:
-    # Correlated EXISTS on the primary key: a plain IN (inactive ids) scans every
-    # inactive reader on each call (37 ms per statement at 1M readers, see
-    # docs/BENCHMARKS.md); this is a single index lookup per row.
-    inactive = (
-        select(S.c.id)
-        .where(S.c.id == D.c.subscriber_id, S.c.status != SubscriberStatus.active.value)
-        .exists()
-    )
-    mine = (
-        D.c.id.in_(_IDS),
-        D.c.state == _QUEUED,
-        D.c.lease_owner == bindparam("owner"),
-        D.c.lease_token.in_(_TOKENS),
-    )
-    skip = (
-        update(D)
-        .where(*mine)
-        .where(inactive)
-        .values(
-            state=DeliveryState.skipped.value,
-            detail="reader no longer active at send time (unsubscribed or suppressed)",
-            lease_owner="",
-            lease_until=None,
-            updated_at=_when("now"),
-        )
-        .returning(D.c.id, D.c.lease_token)
-    )
-    send = (
-        update(D)
-        .where(*mine)
-        .values(
-            state=_SENDING,
-            attempts=D.c.attempts + 1,
-            lease_until=_when("until"),
-            updated_at=_when("now"),
-        )
-        .returning(D.c.id, D.c.attempts, D.c.lease_token)
-    )
-    return skip, send
-
-
-@functools.cache
-def _held_statement() -> Any:
-    """The rows of ``ids`` still held by (owner, token), locked until commit (on
-    SQLite, ``BEGIN IMMEDIATE`` already holds the write lock)."""
-    return (
-        select(D.c.id)
-        .where(
-            D.c.id.in_(_IDS),
-            D.c.lease_owner == bindparam("owner"),
-            D.c.lease_token == bindparam("token"),
-        )
-        .with_for_update()
-    )
-
-
-def held(conn: Connection, *, ids: Sequence[int], owner: str, token: int) -> set[int]:
-    """Which of ``ids`` the claim (``owner``, ``token``) still holds; they stay so
-    until the transaction ends (a row lock on PostgreSQL)."""
-    if not ids:
-        return set()
-    params = {"ids": list(ids), "owner": owner, "token": token}
-    return {int(i) for i in conn.execute(_held_statement(), params).scalars()}
-
-
-def set_batch_key(
-    conn: Connection, *, ids: Sequence[int], key: str, owner: str, token: int
-) -> set[int]:
-    """Remember the idempotency key of the request about to carry rows ``ids``;
-    return the rows still held (send only those). Commit before the network call."""
-    stmt = _batch_key_statement()
-    params = {"ids": list(ids), "key": key, "owner": owner, "token": token}
-    return {int(i) for i in conn.execute(stmt, params).scalars()}
-
-
-@functools.cache
-def _batch_key_statement() -> Any:
-    return (
-        update(D)
-        .where(
-            D.c.id.in_(_IDS),
-            D.c.lease_owner == bindparam("owner"),
-            D.c.lease_token == bindparam("token"),
-        )
-        .values(batch_key=bindparam("key"))
-        .returning(D.c.id)
-    )
-
-
 def renew(
     conn: Connection, *, owner: str, rows: Sequence[tuple[int, int]], until: datetime
 ) -> set[tuple[int, int]]:
@@ -289,11 +173,11 @@ def _renew_statement() -> Any:
     return (
         update(D)
         .where(
-            D.c.id.in_(_IDS),
+            D.c.id.in_(IDS),
             D.c.lease_owner == bindparam("owner"),
-            D.c.lease_token.in_(_TOKENS),
+            D.c.lease_token.in_(TOKENS),
         )
-        .values(lease_until=_when("until"))
+        .values(lease_until=when("until"))
         .returning(D.c.id, D.c.lease_token)
     )
 

@@ -1,6 +1,6 @@
 """Load ``config.toml`` once into a typed, frozen :class:`Config`.
 
-Only entry points (``cli.py``, ``web/app.py``, ``scheduler.py``) call :func:`load`;
+Only entry points (``cli.py``, ``web/app.py``, ``scheduler/``) call :func:`load`;
 everything else is handed typed values.
 
 Rules:

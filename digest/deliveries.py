@@ -29,7 +29,6 @@ This module plans the ledger and reads it; :mod:`digest.claims` claims and fence
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -140,16 +139,6 @@ class RetryPolicy:
         )
         jittered: float = base * (0.5 + random.random() / 2)  # noqa: S311  (not crypto)
         return max(retry_after or 0.0, jittered)
-
-
-# RFC 3463: 5.1.x is a bad destination address (no such mailbox, bad domain): a
-# hard bounce, whoever reports it.
-_HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
-
-
-def is_hard_bounce(detail: str) -> bool:
-    """True when a refusal carries a 5.1.x status (bad mailbox or domain)."""
-    return bool(_HARD_BOUNCE.search(detail))
 
 
 def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:

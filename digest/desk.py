@@ -1,6 +1,6 @@
 """The operator's desk: an edition exactly as one reader gets it, test sends, approval.
 
-Everything here builds messages with :func:`digest.pipeline.message_factory`, the
+Everything here builds messages with :func:`digest.messages.message_factory`, the
 function the sender uses, so a preview is the delivered message but for the two
 personal links. Those carry *inert* tokens (``…/u/42.preview-only``): they look
 like the reader's links and verify as nothing, so clicking one in a preview or a
@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from functools import partial
 from typing import TYPE_CHECKING
 
-from digest import editions, pipeline
+from digest import editions, messages, pipeline
 from digest.db import session_scope
 from digest.deliveries import Recipient
 from digest.errors import DigestError
@@ -184,10 +184,11 @@ def build(
 ) -> OutgoingMessage | Skip:
     """One reader's message through the sender's own factory, with inert links.
     Raises RenderError / DigestTooLarge exactly as sending would."""
-    factory = pipeline.message_factory(
+    factory = messages.message_factory(
         rt,
         content.key,
         content.comparisons,
+        render=pipeline.render,
         urls=partial(inert_urls, rt),
         subject_prefix=subject_prefix,
     )

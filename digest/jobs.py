@@ -31,7 +31,7 @@ from digest.db import ensure_current, session_scope
 from digest.errors import FeedError, LeaseHeld
 from digest.models import Edition, EditionStatus, RunRecord
 from digest.runtime import Runtime
-from digest.sending import SendReport
+from digest.sending import EXIT_INCOMPLETE, SendReport
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class JobResult:
         if self.outcome == FAILED:
             return 1
         if self.run is not None and self.run.stopped_in_fetch:
-            return 3  # SIGTERM while fetching: nothing composed or sent; resumable
+            return EXIT_INCOMPLETE  # SIGTERM while fetching: nothing composed or sent
         send = self.run.send if self.run is not None else None
         return send.exit_code if send is not None else 0
 

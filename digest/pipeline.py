@@ -4,36 +4,30 @@
     feeds      editions    render/    deliveries + transports
 
 Every stage is a function of the runtime and an explicit ``now`` from its clock;
-preview runs the very same render and personalize code as sending and never sends.
+preview runs the very same render and personalize code (:mod:`digest.messages`) as
+sending and never sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from email.utils import parseaddr
+from datetime import timedelta
 
-from digest import editions, ingest, localtime, sending
+from digest import editions, ingest, localtime, messages, sending
 from digest.db import ensure_current, session_scope
-from digest.deliveries import Recipient, RetryPolicy
+from digest.deliveries import RetryPolicy
 from digest.editions import ComposeResult
 from digest.errors import DigestError, LeaseHeld
 from digest.ingest import FetchReport
 from digest.leases import new_owner
 from digest.models import Comparison, Edition, EditionStatus
 from digest.render.base import RenderedDigest
-from digest.render.digest import clean_subject, render_digest
-from digest.render.personalize import MessageTemplate
-from digest.runtime import Runtime, list_id, sender_address
-from digest.segments import PerSegment, Segment, Skip, distinct_categories, segment_for, skip_reason
+from digest.render.digest import render_digest
+from digest.runtime import Runtime
 from digest.sending import SendOptions, SendReport
-from digest.transports.base import OutgoingMessage, Personal, SharedContent
-from subscribers.tokens import Purpose
 
 
 def fetch(rt: Runtime, *, progress: Callable[[int], None] | None = None) -> FetchReport:
@@ -115,104 +109,6 @@ def render_edition(rt: Runtime, edition: Edition) -> RenderedDigest:
     return render(rt, edition.key, comparisons)
 
 
-def message_template(rt: Runtime, edition_key: str, digest: RenderedDigest) -> MessageTemplate:
-    cfg = rt.config
-    address = sender_address(cfg)
-    domain = address.rpartition("@")[2]
-    return MessageTemplate.build(
-        digest,
-        from_header=cfg.email.from_,
-        reply_to=cfg.email.reply_to,
-        list_id=list_id(cfg),
-        feedback_id=cfg.email.feedback_id,
-        edition_key=edition_key,
-        message_id_domain=domain,
-    )
-
-
-def personal_urls(rt: Runtime, subscriber_id: int) -> dict[str, str]:
-    """The per-subscriber links: one-click unsubscribe and preferences (signed)."""
-    signer = rt.signer()
-    base = rt.config.site.base_url.rstrip("/")
-    return {
-        "unsubscribe_url": f"{base}/u/{signer.sign(Purpose.unsubscribe, subscriber_id)}",
-        "preferences_url": f"{base}/p/{signer.sign(Purpose.preferences, subscriber_id)}",
-    }
-
-
-def message_factory(
-    rt: Runtime,
-    edition_key: str,
-    comparisons: Sequence[Comparison],
-    *,
-    urls: Callable[[int], dict[str, str]] | None = None,
-    subject_prefix: str = "",
-) -> sending.MessageFactory:
-    """Per-subscriber messages: one pre-encoded template per segment, rendered on first
-    use (the full edition eagerly, so a size error stops the run before any send).
-
-    The operator's desk (preview, test sends) builds through this very function:
-    ``urls`` replaces :func:`personal_urls` (inert links that change nothing) and
-    ``subject_prefix`` marks a test (``"[TEST] "``). Sending passes neither."""
-    available = distinct_categories([c.category for c in comparisons])
-    links = urls or (lambda subscriber_id: personal_urls(rt, subscriber_id))
-
-    def for_segment(segment: Segment) -> tuple[MessageTemplate, SharedContent]:
-        chosen = [c for c in comparisons if c.category in segment]
-        digest = render(rt, edition_key, chosen)
-        if subject_prefix:
-            digest = dataclasses.replace(
-                digest, subject=clean_subject(subject_prefix + digest.subject)
-            )
-        shared = SharedContent(
-            key=f"{edition_key}/{'|'.join(segment)}",
-            digest=digest,
-            from_header=rt.config.email.from_,
-            reply_to=rt.config.email.reply_to,
-            list_id=list_id(rt.config),
-        )
-        return message_template(rt, edition_key, digest), shared
-
-    templates = PerSegment(for_segment)
-    templates.get(tuple(available))
-    envelope_from = sender_address(rt.config)
-
-    def build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage | Skip]:
-        out: list[OutgoingMessage | Skip] = []
-        for r in recipients:
-            reason = skip_reason(
-                chosen=r.categories, available=available, paused_until=r.paused_until, now=now
-            )
-            if reason is not None:
-                out.append(Skip(r.delivery_id, reason))
-                continue
-            template, shared = templates.get(segment_for(r.categories, available))
-            urls = links(r.subscriber_id)
-            out.append(
-                OutgoingMessage(
-                    r.delivery_id,
-                    envelope_from,
-                    r.email,
-                    template.message_id(r.subscriber_id),
-                    functools.partial(_render, template, r, urls, now),
-                    edition_key,
-                    shared=shared,
-                    personal=Personal(r.name, urls),
-                    crlf=True,
-                )
-            )
-        return out
-
-    return build
-
-
-def _render(template: MessageTemplate, r: Recipient, urls: dict[str, str], now: datetime) -> bytes:
-    """One reader's MIME bytes: built only when a transport reads ``message.data``."""
-    return template.render(
-        subscriber_id=r.subscriber_id, to_email=r.email, to_name=r.name, date=now, **urls
-    )
-
-
 async def send(
     rt: Runtime,
     *,
@@ -239,7 +135,7 @@ async def send(
         )
     with session_scope(rt.engine) as session:
         comparisons = editions.comparisons_of(session, edition=edition)
-    build = message_factory(rt, edition.key, comparisons)
+    build = messages.message_factory(rt, edition.key, comparisons, render=render)
     cfg = rt.config.send
     options = SendOptions(
         batch_size=cfg.batch_size,
@@ -249,7 +145,6 @@ async def send(
         max_retry_wait=cfg.max_retry_wait_seconds,
         lease_ttl=float(cfg.lease_seconds),
         local_due=localtime.local_due(rt.config.schedule, edition.key),
-        settle_seconds=SETTLE_SECONDS,
     )
     return await sending.send_edition(
         rt.engine,
@@ -263,11 +158,6 @@ async def send(
         stop=stop,
         others_working=others_working,
     )
-
-
-# Seconds between an unknown outcome and asking the provider about it (a provider's
-# message search may not show a message accepted a moment ago).
-SETTLE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -394,16 +284,3 @@ def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:
     if not chosen:
         raise DigestError(f"nothing to preview: {done}no edition {key} yet and no new comparisons")
     return key, chosen
-
-
-def preview_message(rt: Runtime, edition_key: str, digest: RenderedDigest) -> bytes:
-    """The full message as a sample reader would get it (links for a reader id 0)."""
-    template = message_template(rt, edition_key, digest)
-    _, address = parseaddr(rt.config.email.from_)
-    return template.render(
-        subscriber_id=0,
-        to_email=f"preview@{address.rpartition('@')[2]}",
-        to_name="Preview Reader",
-        date=rt.now(),
-        **personal_urls(rt, 0),
-    )

@@ -44,6 +44,7 @@ import httpx
 
 from digest import desk, pipeline
 from digest.errors import DigestTooLarge
+from digest.linkcheck import LinkChecker, LinkResult
 from digest.render.base import SLOT_NAMES, RenderedDigest, fill
 from digest.render.size import GMAIL_CLIP_BYTES, decoded_size, wire_html, wire_offset
 from digest.render.view import safe_url
@@ -273,64 +274,6 @@ def _judge_links(
         report.add(
             level, "links", f"{url} {result.describe()}", comparison=titles.get(url, ""), url=url
         )
-
-
-@dataclass(frozen=True, slots=True)
-class LinkResult:
-    url: str
-    status: int | None = None  # the final HTTP status after redirects
-    error: str = ""  # why there is no status (timeout, refused, DNS)
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and self.status < 400
-
-    def describe(self) -> str:
-        return (
-            f"answers {self.status}" if self.status is not None else f"is unreachable: {self.error}"
-        )
-
-
-class LinkChecker:
-    """Fetch links with bounded concurrency and a per-run cache (one answer per URL)."""
-
-    def __init__(
-        self,
-        *,
-        timeout: float,
-        concurrency: int,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.concurrency = concurrency
-        self.transport = transport
-        self.cache: dict[str, LinkResult] = {}
-
-    async def check(self, urls: Iterable[str]) -> dict[str, LinkResult]:
-        """The result of each URL (cached ones are not fetched again)."""
-        todo = [u for u in dict.fromkeys(urls) if u not in self.cache]
-        limit = asyncio.Semaphore(self.concurrency)
-        headers = {"User-Agent": "verdicts-digest-preflight/1 (link check)"}
-        async with httpx.AsyncClient(
-            timeout=self.timeout, follow_redirects=True, headers=headers, transport=self.transport
-        ) as client:
-
-            async def one(url: str) -> None:
-                async with limit:
-                    self.cache[url] = await self._fetch(client, url)
-
-            await asyncio.gather(*(one(u) for u in todo))
-        return {u: self.cache[u] for u in dict.fromkeys(urls)}
-
-    async def _fetch(self, client: httpx.AsyncClient, url: str) -> LinkResult:
-        try:
-            response = await client.head(url)
-            if response.status_code < 400 or response.status_code in (404, 410):
-                return LinkResult(url, response.status_code)
-            async with client.stream("GET", url) as streamed:  # some servers refuse HEAD
-                return LinkResult(url, streamed.status_code)
-        except httpx.HTTPError as exc:
-            return LinkResult(url, error=f"{type(exc).__name__} {exc}".strip()[:200])
 
 
 class _Links(HTMLParser):

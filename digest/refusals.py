@@ -31,17 +31,21 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, select
 from sqlmodel import Session
 
-from digest import deliveries
-from digest.deliveries import Recipient
-from digest.models import Delivery, DeliveryState, Edition
+from digest.deliveries import D, E, Recipient
+from digest.models import DeliveryState
 from digest.transports.base import Outcome, SendResult
 from subscribers import lifecycle
 from subscribers.models import ConsentSource
 
-D = Delivery.__table__  # type: ignore[attr-defined]
-ED = Edition.__table__  # type: ignore[attr-defined]
-
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# RFC 3463: 5.1.x is a bad destination address (no such mailbox, bad domain): a
+# hard bounce, whoever reports it.
+_HARD_BOUNCE = re.compile(r"\b5\.1\.\d{1,3}\b")
+
+
+def is_hard_bounce(detail: str) -> bool:
+    """True when a refusal carries a 5.1.x status (bad mailbox or domain)."""
+    return bool(_HARD_BOUNCE.search(detail))
 
 
 def enhanced_status(detail: str) -> str:
@@ -62,7 +66,7 @@ def suppresses(result: SendResult) -> bool:
         return True
     return (
         result.outcome is Outcome.rejected
-        and deliveries.is_hard_bounce(result.detail)
+        and is_hard_bounce(result.detail)
         and not is_policy_refusal(result.detail)
     )
 
@@ -108,8 +112,8 @@ def send_time_blocks(conn: Connection, *, since: datetime | None = None) -> dict
     """Failed rows refused with a 5.7.x status, per edition key (only rows last
     changed at or after ``since``, when given)."""
     stmt = (
-        select(ED.c.key, D.c.detail)
-        .select_from(D.join(ED, ED.c.id == D.c.edition_id))
+        select(E.c.key, D.c.detail)
+        .select_from(D.join(E, E.c.id == D.c.edition_id))
         .where(D.c.state == DeliveryState.failed.value, D.c.detail.like("%5.7.%"))
     )
     if since is not None:

@@ -22,7 +22,7 @@ from digest.errors import ConfigError
 from digest.feeds import build_feed
 from digest.feeds.base import Feed
 from digest.models import InstanceSecret
-from digest.render.personalize import check_sender, list_id_for
+from digest.render.headers import check_sender, list_id_for
 from digest.render.templates import TemplateSet
 from digest.transports import build_transport
 from digest.transports.base import Transport

@@ -12,7 +12,8 @@ transaction and wakes each worker with its own rows. No worker sends before its
 mark is committed, so a crash still leaves at most ``concurrency × max_batch``
 messages in doubt; there are simply fewer commits.
 
-Every write is fenced by the claim that holds the rows (:mod:`digest.claims`).
+Every write is fenced by the claim that holds the rows (:mod:`digest.claims`,
+:mod:`digest.marks`, :mod:`digest.answers`).
 :class:`Holdings` tracks which rows this sender holds under which claim token;
 rows a statement no longer finds held are *lost* (another sender took them after
 this one's lease expired): they are not sent, the loss is logged, and the run
@@ -30,7 +31,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
-from digest import answers, claims, refusals
+from digest import answers, marks, refusals
 from digest.deliveries import Recipient, RetryPolicy
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
 
@@ -146,9 +147,11 @@ class Writer:
         self.holdings.lose(late, "recording the answers")
 
     def after_record(self, batch: Batch, now: datetime) -> None:
-        """Hard bounces among the answers just recorded suppress their readers."""
+        """Refusals among the answers just recorded that say the address is dead (a
+        5.1.x status, Postmark's 406 "inactive recipient") suppress their readers at
+        once; a 5.7.x policy refusal suppresses nobody (:mod:`digest.refusals`)."""
         if batch.bounced:
-            suppress_hard_bounces(self.engine, batch.results, batch.chosen, now)
+            refusals.suppress_refused(self.engine, batch.results, batch.chosen, now)
 
 
 _Request = tuple[Batch | None, list[Recipient] | None, "asyncio.Future[dict[int, int]]"]
@@ -202,39 +205,32 @@ class GroupCommit:
                 if previous is not None:
                     writer.store(conn, previous, now)
             marked = (
-                claims.mark_sending(
-                    conn, rows=rows, owner=writer.owner, now=now, lease=writer.lease
-                )
+                marks.mark_sending(conn, rows=rows, owner=writer.owner, now=now, lease=writer.lease)
                 if rows
-                else claims.Marked({}, {})
+                else marks.Marked({}, {})
             )
         for previous, _, _ in requests:
             if previous is not None:
                 writer.after_record(previous, now)
-        out: list[dict[int, int]] = []
-        for _, batch, _ in requests:
-            attempts: dict[int, int] = {}
-            skipped: list[int] = []
-            lost: list[int] = []
-            for r in batch or ():
-                got = marked.sending.get(r.delivery_id)
-                if got is not None and got[1] == r.token:
-                    attempts[r.delivery_id] = got[0]
-                elif marked.skipped.get(r.delivery_id) == r.token:
-                    skipped.append(r.delivery_id)
-                else:
-                    lost.append(r.delivery_id)
-            writer.report.skipped += len(skipped)
-            writer.holdings.drop(skipped)
-            writer.holdings.lose(lost, "marking them sending")
-            out.append(attempts)
-        return out
+        return [self._sort_out(batch or [], marked) for _, batch, _ in requests]
 
-
-def suppress_hard_bounces(
-    engine: Engine, results: Sequence[SendResult], chosen: Sequence[Recipient], now: datetime
-) -> None:
-    """Refusals that say the address is dead suppress the reader at once: a 5.1.x
-    status, or ``result.bounce == "hard"`` (Postmark's 406 "inactive recipient"). A
-    5.7.x policy refusal suppresses nobody (see :mod:`digest.refusals`)."""
-    refusals.suppress_refused(engine, results, chosen, now)
+    def _sort_out(self, batch: list[Recipient], marked: marks.Marked) -> dict[int, int]:
+        """``{delivery id: attempt}`` for the rows of ``batch`` marked under its own
+        claim; count the skipped ones, and lose the rest (another sender, or a newer
+        claim of this one, holds them)."""
+        attempts: dict[int, int] = {}
+        skipped: list[int] = []
+        lost: list[int] = []
+        for r in batch:
+            got = marked.sending.get(r.delivery_id)
+            if got is not None and got[1] == r.token:
+                attempts[r.delivery_id] = got[0]
+            elif marked.skipped.get(r.delivery_id) == r.token:
+                skipped.append(r.delivery_id)
+            else:
+                lost.append(r.delivery_id)
+        writer = self.writer
+        writer.report.skipped += len(skipped)
+        writer.holdings.drop(skipped)
+        writer.holdings.lose(lost, "marking them sending")
+        return attempts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,31 @@ class SendReport:
             return 1
         return EXIT_INCOMPLETE if self.interrupted or self.outstanding else 0
 
+    def then(self, later: SendReport) -> SendReport:
+        """``later``'s state (a second run on the same edition), with the counts of
+        both runs."""
+        added = {name: getattr(self, name) + getattr(later, name) for name in _COUNTS}
+        return dataclasses.replace(later, **added, planned=self.planned or later.planned)
+
+
+# The SendReport fields a second run adds to (the rest are the edition's state).
+_COUNTS = (
+    "sent",
+    "failed",
+    "skipped",
+    "retried",
+    "throttled",
+    "recovered",
+    "unknown",
+    "reconciled",
+    "resent",
+    "unknown_skipped",
+    "unknown_failed",
+    "lost",
+    "late",
+    "elapsed",
+)
+
 
 EXIT_INCOMPLETE = 3  # interrupted or incomplete, resumable: 'digest send' again
 
@@ -97,28 +123,31 @@ class Run:
         report: SendReport,
         options: SendOptions,
         *,
+        edition_id: int,
+        transport: Transport,
+        build: MessageFactory,
         owner: str = "",
         exclusive: bool = True,
         stop: asyncio.Event | None = None,
+        others_working: Callable[[], bool] | None = None,
     ) -> None:
         self.report = report
         self.options = options
+        self.edition_id = edition_id
+        self.transport = transport
+        self.build = build
         self.owner = owner
         self.exclusive = exclusive
         self.stop_event = stop
+        self.others_working = others_working  # helper processes still send (see sending)
         self.window: collections.deque[bool] = collections.deque(maxlen=options.pause_window)
         self.pause_note = ""  # set when the error share calls for pausing the edition
         self.streak = 0
         self.pause = 0.0
         self.not_before = 0.0  # time.monotonic() before which no worker sends
         self._stop = False
-        self.started_at: datetime | None = None
-        self.edition_id = 0  # when the edition began sending
+        self.started_at: datetime | None = None  # when the edition began sending
         self.holdings = Holdings(owner)
-        self.tag = ""  # the edition key
-        self.transport: Transport | None = None
-        self.build: MessageFactory | None = None
-        self.others_working: Callable[[], bool] | None = None
 
     def observe(self, results: Sequence[SendResult]) -> None:
         now = time.monotonic()

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine
 
-from digest import answers, claims, deliveries
+from digest import answers, deliveries, marks
 from digest.deliveries import Recipient
 from digest.errors import TransportError
 from digest.segments import Skip
 from digest.send_ledger import Batch, GroupCommit, Writer
-from digest.send_run import MessageFactory, Run, SendReport
-from digest.transports.base import Outcome, SendResult, Transport, batch_key
+from digest.send_run import Run, SendReport
+from digest.transports.base import Outcome, SendResult, batch_key
 
 
 def requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]]:
@@ -34,8 +34,6 @@ def requests(rows: list[Recipient], max_batch: int) -> Iterator[list[Recipient]]
 
 async def worker(
     queue: asyncio.Queue[list[Recipient] | None],
-    transport: Transport,
-    build: MessageFactory,
     ledger: GroupCommit,
     run: Run,
     progress: Callable[[SendReport], None] | None,
@@ -83,12 +81,12 @@ async def worker(
                 raise
             if previous is not None:  # recorded by that commit
                 queue.task_done()
-            current = _build_batch(batch, attempts, build, ledger.writer, run, transport)
+            current = _build_batch(batch, attempts, ledger.writer, run)
             if current is None:
                 queue.task_done()
             else:
                 try:
-                    await _send(ledger.writer.engine, current, transport, run)
+                    await _send(ledger.writer.engine, current, run)
                 finally:
                     done = current
             if progress is not None:
@@ -102,12 +100,7 @@ async def worker(
 
 
 def _build_batch(
-    batch: list[Recipient],
-    attempts: dict[int, int],
-    build: MessageFactory,
-    writer: Writer,
-    run: Run,
-    transport: Transport,
+    batch: list[Recipient], attempts: dict[int, int], writer: Writer, run: Run
 ) -> Batch | None:
     """Build the marked rows' messages; None when none of them is to be sent. Rows
     whose claim changed meanwhile (lost to another sender) are never sent."""
@@ -116,7 +109,7 @@ def _build_batch(
         return None
     token = chosen[0].token
     now = writer.clock()
-    built = build(chosen, now)
+    built = run.build(chosen, now)
     skips = [(b.delivery_id, b.reason) for b in built if isinstance(b, Skip)]
     messages = [b for b in built if not isinstance(b, Skip)]
     if skips:
@@ -126,11 +119,11 @@ def _build_batch(
         writer.holdings.drop(i for i, _ in skips)
         if done < len(skips):
             writer.holdings.lost += len(skips) - done
-    if messages and getattr(transport, "idempotent", False):  # the provider drops a repeat
+    if messages and getattr(run.transport, "idempotent", False):  # the provider drops a repeat
         key = batch_key(messages)
         ids = [m.delivery_id for m in messages]
         with writer.engine.begin() as conn:
-            kept = claims.set_batch_key(conn, ids=ids, key=key, owner=writer.owner, token=token)
+            kept = marks.set_batch_key(conn, ids=ids, key=key, owner=writer.owner, token=token)
         writer.holdings.lose([i for i in ids if i not in kept], "setting the batch key")
         messages = [m for m in messages if m.delivery_id in kept]
     if not messages:
@@ -139,11 +132,11 @@ def _build_batch(
     return Batch([r for r in chosen if r.delivery_id in sending], attempts, messages)
 
 
-async def _send(engine: Engine, batch: Batch, transport: Transport, run: Run) -> None:
+async def _send(engine: Engine, batch: Batch, run: Run) -> None:
     """Hand the batch to the transport; keep its answers on ``batch.results``."""
     messages = batch.messages
     try:
-        batch.results = await transport.send_batch(messages)
+        batch.results = await run.transport.send_batch(messages)
     except TransportError as exc:  # the whole batch's fate is unknown
         unknown = Outcome.unknown
         batch.results = [SendResult(m.delivery_id, unknown, detail=str(exc)) for m in messages]

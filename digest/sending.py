@@ -17,32 +17,28 @@ Every write after a claim is fenced (:mod:`digest.claims`): a run that finds it
 lost rows to another sender (it was stopped past its lease) sends none of them,
 stops, and reports itself interrupted. Rows answered ``unknown``, and rows found in
 ``sending`` after their sender died, are resolved before the run ends
-(:mod:`digest.unknowns`).
+(:mod:`digest.unknowns`, :mod:`digest.send_takeover`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, select
 
-from digest import claims, deliveries, leases, unknowns
+from digest import claims, deliveries, leases
 from digest.deliveries import Recipient, RetryPolicy
-from digest.errors import LeaseHeld
 from digest.models import Edition, EditionStatus
-from digest.send_ledger import GroupCommit, Writer
+from digest.send_ledger import Clock, GroupCommit, Writer
 from digest.send_run import EXIT_INCOMPLETE, MessageFactory, Run, SendOptions, SendReport
+from digest.send_takeover import recover, renew, resolve_unknown
 from digest.send_workers import requests, worker
 from digest.transports.base import Transport
 
-Clock = Callable[[], datetime]
-log = logging.getLogger(__name__)
 __all__ = [
     "EXIT_INCOMPLETE",
     "MessageFactory",
@@ -85,32 +81,28 @@ async def send_edition(
     ttl = timedelta(seconds=options.lease_ttl)
     if exclusive:
         leases.acquire(engine, name=name, owner=owner, ttl=ttl, now=clock())
-    run = Run(report, options, owner=owner, exclusive=exclusive, stop=stop)
-    run.edition_id = edition.id
-    run.tag = edition.key
-    run.transport = transport
-    run.build = build_messages
-    run.others_working = others_working
-    heartbeat = asyncio.create_task(_renew(engine, name, run, ttl, clock))
+    run = Run(
+        report,
+        options,
+        edition_id=edition.id,
+        transport=transport,
+        build=build_messages,
+        owner=owner,
+        exclusive=exclusive,
+        stop=stop,
+        others_working=others_working,
+    )
+    heartbeat = asyncio.create_task(renew(engine, name, run, ttl, clock))
     try:
-        run.started_at = _prepare(engine, edition.id, run, clock())
+        run.started_at = _prepare(engine, run, clock())
         await transport.open()
         try:
-            await _resolve_unknown(engine, run, clock)
-            await _drain(
-                engine,
-                edition.id,
-                transport,
-                build_messages,
-                options,
-                clock,
-                run,
-                progress,
-            )
-            await _resolve_unknown(engine, run, clock)
+            await resolve_unknown(engine, run, clock)
+            await _drain(engine, run, clock, progress)
+            await resolve_unknown(engine, run, clock)
         finally:
             await transport.close()
-        _conclude(engine, edition.id, clock(), run)
+        _conclude(engine, run, clock())
     finally:
         heartbeat.cancel()
         with engine.begin() as conn:
@@ -122,9 +114,10 @@ async def send_edition(
     return report
 
 
-def _prepare(engine: Engine, edition_id: int, run: Run, now: datetime) -> datetime:
+def _prepare(engine: Engine, run: Run, now: datetime) -> datetime:
     """Plan the ledger once, take over rows in doubt; return when sending began."""
     report = run.report
+    edition_id = run.edition_id
     E = deliveries.E
     with engine.begin() as conn:
         planned_at, planned = conn.execute(
@@ -136,15 +129,17 @@ def _prepare(engine: Engine, edition_id: int, run: Run, now: datetime) -> dateti
             )
             planned_at = now
         report.planned = int(planned)
-        report.recovered = _recover(conn, edition_id, run, now)
+        report.recovered = recover(conn, run, now)
         tally = deliveries.counts(conn, edition_id=edition_id)
     report.pending_at_start = sum(tally.get(s, 0) for s in deliveries.PENDING)
     assert isinstance(planned_at, datetime)
     return planned_at
 
 
-def _conclude(engine: Engine, edition_id: int, now: datetime, run: Run) -> None:
+def _conclude(engine: Engine, run: Run, now: datetime) -> None:
+    """The run's end state on its report: finished, pending, halted, interrupted."""
     report = run.report
+    edition_id = run.edition_id
     with engine.begin() as conn:
         report.finished = deliveries.finish_if_done(conn, edition_id=edition_id, now=now)
         tally = deliveries.counts(conn, edition_id=edition_id)
@@ -163,91 +158,12 @@ def _conclude(engine: Engine, edition_id: int, now: datetime, run: Run) -> None:
         report.interrupted = "stopped by a signal before the edition was done"
 
 
-def _recover(conn: Connection, edition_id: int, run: Run, now: datetime) -> int:
-    """Take back what dead senders held: their claimed rows are freed, their rows in
-    ``sending`` (and unresolved ``unknown`` rows) are taken in doubt, to be resolved
-    by this run. An exclusive run (the edition lease) knows every other sender is
-    dead; otherwise only senders known dead on this host, and expired leases, count."""
-    dead = [
-        o
-        for o in claims.lease_owners(conn, edition_id=edition_id)
-        if o != run.owner and leases.holder_is_dead(o)
-    ]
-    claims.release_claims(
-        conn, edition_id=edition_id, owners=None if run.exclusive else dead, keep=run.owner
-    )
-    return claims.take_in_doubt(
-        conn,
-        edition_id=edition_id,
-        owner=run.owner,
-        now=now,
-        lease=timedelta(seconds=run.options.lease_ttl),
-        exclusive=run.exclusive,
-        dead_owners=dead,
-    )
-
-
-async def _resolve_unknown(engine: Engine, run: Run, clock: Clock) -> None:
-    """Resolve the ``unknown`` rows this run holds: provider search, then policy."""
-    if run.transport is None or run.build is None:
-        return
-    done = await unknowns.resolve(
-        engine,
-        edition_id=run.edition_id,
-        tag=run.tag,
-        owner=run.owner,
-        transport=run.transport,
-        build=run.build,
-        policy=run.options.retry,
-        settle=run.options.settle_seconds,
-        lease=timedelta(seconds=run.options.lease_ttl),
-        clock=clock,
-    )
-    run.holdings.drop(done.ids)
-    report = run.report
-    report.reconciled += done.reconciled
-    report.sent += done.reconciled
-    report.resent += done.resent
-    report.unknown_skipped += done.skipped
-    report.skipped += done.skipped
-    report.unknown_failed += done.failed
-    report.failed += done.failed
-
-
-async def _renew(engine: Engine, name: str, run: Run, ttl: timedelta, clock: Clock) -> None:
-    """Keep the edition lease (exclusive runs) and this sender's row leases alive;
-    notice rows lost to another sender (this process was stopped past its lease)."""
-    while True:
-        await asyncio.sleep(ttl.total_seconds() / 4)
-        now = clock()
-        if run.exclusive:
-            try:
-                leases.acquire(engine, name=name, owner=run.owner, ttl=ttl, now=now)
-            except LeaseHeld as exc:
-                log.warning("sender %s lost the edition lease: %s", run.owner, exc)
-                run.holdings.lose(list(run.holdings.rows), "renewing the edition lease")
-                run.holdings.lost = max(run.holdings.lost, 1)
-                return
-        rows = list(run.holdings.rows.items())
-        try:
-            with engine.begin() as conn:
-                kept = claims.renew(conn, owner=run.owner, rows=rows, until=now + ttl)
-        except OperationalError as exc:  # the database is away: try again next beat
-            log.warning("could not renew the leases of sender %s: %s", run.owner, exc)
-            continue
-        run.holdings.lose([i for i, t in rows if (i, t) not in kept], "renewing its leases")
-
-
 async def _drain(
-    engine: Engine,
-    edition_id: int,
-    transport: Transport,
-    build: MessageFactory,
-    options: SendOptions,
-    clock: Clock,
-    run: Run,
-    progress: Callable[[SendReport], None] | None,
+    engine: Engine, run: Run, clock: Clock, progress: Callable[[SendReport], None] | None
 ) -> None:
+    """Claim due rows and feed them to ``transport.concurrency`` workers until none
+    is left (or the run stops); every answer is recorded before this returns."""
+    transport, options = run.transport, run.options
     queue: asyncio.Queue[list[Recipient] | None] = asyncio.Queue(maxsize=2 * transport.concurrency)
     writer = Writer(
         engine=engine,
@@ -265,8 +181,8 @@ async def _drain(
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(transport.concurrency):
-                group.create_task(worker(queue, transport, build, ledger, run, progress))
-            await _produce(engine, edition_id, queue, transport.max_batch, options, clock, run)
+                group.create_task(worker(queue, ledger, run, progress))
+            await _produce(engine, queue, run, clock)
             # Only after a normal end: when a worker failed, the group cancels the rest,
             # and waiting to hand them a sentinel through a full queue would hang.
             for _ in range(transport.concurrency):
@@ -278,14 +194,9 @@ async def _drain(
 
 
 async def _produce(
-    engine: Engine,
-    edition_id: int,
-    queue: asyncio.Queue[list[Recipient] | None],
-    max_batch: int,
-    options: SendOptions,
-    clock: Clock,
-    run: Run,
+    engine: Engine, queue: asyncio.Queue[list[Recipient] | None], run: Run, clock: Clock
 ) -> None:
+    options, edition_id = run.options, run.edition_id
     deadline = time.monotonic() + options.max_retry_wait
     lease = timedelta(seconds=options.lease_ttl)
     while not run.stop:
@@ -304,15 +215,15 @@ async def _produce(
             )
         if rows:
             run.holdings.take(rows)
-            for chunk in requests(rows, max_batch):
+            for chunk in requests(rows, run.transport.max_batch):
                 await queue.put(chunk)
             continue
         await queue.join()  # let in-flight answers land: their retries may be due
         if run.stop:
             return
         with engine.begin() as conn:
-            run.report.recovered += _recover(conn, edition_id, run, clock())
-        await _resolve_unknown(engine, run, clock)  # "resend" queues rows again
+            run.report.recovered += recover(conn, run, clock())
+        await resolve_unknown(engine, run, clock)  # "resend" queues rows again
         with engine.begin() as conn:
             due = deliveries.next_due(conn, edition_id=edition_id, now=clock())
         if run.stop:

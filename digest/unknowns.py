@@ -21,22 +21,23 @@ Every write is fenced by the holder's claim (owner and token).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Text, bindparam, cast, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from digest.claims import categories_of
-from digest.deliveries import D, Recipient, RetryPolicy, S
+from digest.claims import FENCE, categories_of, recipients, when
+from digest.deliveries import D, Recipient, RetryPolicy
 from digest.models import DeliveryState
-from digest.segments import Skip
+from digest.send_run import MessageFactory
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 
 log = logging.getLogger(__name__)
-MessageFactory = Callable[[Sequence[Recipient], datetime], list[OutgoingMessage | Skip]]
+_UNKNOWN = DeliveryState.unknown.value
 FOUND = "found by the provider's message search after an unknown outcome"
 
 
@@ -60,29 +61,12 @@ class _Row:
 
 
 def held_unknown(conn: Connection, *, edition_id: int, owner: str) -> list[_Row]:
-    """The ``unknown`` rows of the edition ``owner`` holds (locked until commit)."""
+    """The ``unknown`` rows of the edition ``owner`` holds. Not locked: the provider
+    is asked outside any transaction, and :func:`_apply` re-reads them under lock."""
     stmt = (
-        select(
-            D.c.id,
-            S.c.id,
-            S.c.email,
-            S.c.name,
-            cast(S.c.categories, Text),
-            S.c.paused_until,
-            D.c.batch_key,
-            D.c.lease_token,
-            D.c.updated_at,
-            D.c.attempts,
-            D.c.detail,
-        )
-        .join(S, S.c.id == D.c.subscriber_id)
-        .where(
-            D.c.edition_id == edition_id,
-            D.c.state == DeliveryState.unknown.value,
-            D.c.lease_owner == owner,
-        )
+        recipients(D.c.lease_token, D.c.updated_at, D.c.attempts, D.c.detail)
+        .where(D.c.edition_id == edition_id, D.c.state == _UNKNOWN, D.c.lease_owner == owner)
         .order_by(D.c.id)
-        .with_for_update(of=D)
     )
     return [
         _Row(Recipient(i, s, e, n, categories_of(c), p, k, t), u, int(a), str(d))
@@ -163,7 +147,7 @@ def _apply(
     ids = [r.recipient.delivery_id for r in rows]
     mine = (
         select(D.c.id, D.c.lease_token)
-        .where(D.c.id.in_(ids), D.c.state == DeliveryState.unknown.value, D.c.lease_owner == owner)
+        .where(D.c.id.in_(ids), D.c.state == _UNKNOWN, D.c.lease_owner == owner)
         .with_for_update()
     )
     still = {(int(i), int(t)) for i, t in conn.execute(mine).all()}
@@ -173,52 +157,60 @@ def _apply(
         rid, token = r.recipient.delivery_id, r.recipient.token
         if (rid, token) not in still:
             continue
-        answer = found.get(rid)
         done.ids.append(rid)
-        base = {"b_id": rid, "token": token, "owner": owner, "now": now, "b_next": None}
-        if answer is not None:
-            state, provider_id = DeliveryState.sent.value, answer.provider_id[:200]
-            detail = f"{FOUND} ({r.detail})"
-            done.reconciled += 1
-        elif policy.unknown_policy == "skip":
-            state, provider_id = DeliveryState.skipped.value, ""
-            detail = (
-                f"{r.detail}; skipped by [send] unknown_policy = 'skip': the reader got at "
-                "most one copy"
-            )
-            done.skipped += 1
-        elif r.attempts >= policy.max_attempts:
-            state, provider_id = DeliveryState.failed.value, ""
-            detail = f"gave up after {r.attempts} attempts, each outcome unknown; {r.detail}"
-            done.failed += 1
-        else:
-            state, provider_id = DeliveryState.queued.value, ""
-            detail = f"{r.detail}; re-queued by [send] unknown_policy = 'resend' (same Message-ID)"
-            done.resent += 1
+        state, provider_id, detail = _verdict(r, found.get(rid), policy, done)
         params.append(
-            {**base, "b_state": state, "b_provider_id": provider_id, "b_detail": detail[:2000]}
+            {
+                "b_id": rid,
+                "token": token,
+                "owner": owner,
+                "now": now,
+                "b_state": state,
+                "b_provider_id": provider_id,
+                "b_detail": detail[:2000],
+            }
         )
     if params:
         conn.execute(_resolve_statement(), params)
     return done
 
 
+def _verdict(
+    row: _Row, answer: SendResult | None, policy: RetryPolicy, done: Resolution
+) -> tuple[str, str, str]:
+    """The state, provider id and detail that resolve ``row``; counted in ``done``."""
+    if answer is not None:
+        done.reconciled += 1
+        return DeliveryState.sent.value, answer.provider_id[:200], f"{FOUND} ({row.detail})"
+    if policy.unknown_policy == "skip":
+        done.skipped += 1
+        return (
+            DeliveryState.skipped.value,
+            "",
+            f"{row.detail}; skipped by [send] unknown_policy = 'skip': the reader got at "
+            "most one copy",
+        )
+    if row.attempts >= policy.max_attempts:
+        done.failed += 1
+        detail = f"gave up after {row.attempts} attempts, each outcome unknown; {row.detail}"
+        return DeliveryState.failed.value, "", detail
+    done.resent += 1
+    detail = f"{row.detail}; re-queued by [send] unknown_policy = 'resend' (same Message-ID)"
+    return DeliveryState.queued.value, "", detail
+
+
+@functools.cache
 def _resolve_statement() -> Any:
     return (
         update(D)
-        .where(
-            D.c.id == bindparam("b_id"),
-            D.c.state == DeliveryState.unknown.value,
-            D.c.lease_owner == bindparam("owner"),
-            D.c.lease_token == bindparam("token"),
-        )
+        .where(D.c.id == bindparam("b_id"), D.c.state == _UNKNOWN, *FENCE)
         .values(
             state=bindparam("b_state"),
             provider_id=bindparam("b_provider_id"),
             detail=bindparam("b_detail"),
-            next_attempt_at=bindparam("b_next", type_=D.c.next_attempt_at.type),
+            next_attempt_at=None,
             lease_owner="",
             lease_until=None,
-            updated_at=bindparam("now", type_=D.c.updated_at.type),
+            updated_at=when("now"),
         )
     )

@@ -9,25 +9,30 @@ email should go out now (at most one per address per ``resend_after`` window).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, SQLModel
 
 from subscribers import consent
 from subscribers.addresses import clean_name, normalize_email
+from subscribers.bounces import SoftBounce as SoftBounce
+from subscribers.bounces import count_soft_bounces as count_soft_bounces
+from subscribers.bounces import is_erased
+from subscribers.bounces import record_bounce as record_bounce
+from subscribers.bounces import record_complaint as record_complaint
+from subscribers.bounces import soft_bounce_window_start as soft_bounce_window_start
 from subscribers.consent import Context
 from subscribers.models import (
     ConsentAction,
-    ConsentSource,
     Subscriber,
     SubscriberStatus,
     SuppressionReason,
 )
 from subscribers.repository import MAX_CATEGORIES as MAX_CATEGORIES
-from subscribers.repository import add, block, get_by_email, mark_unsubscribed
+from subscribers.repository import add, get_by_email, mark_unsubscribed
 from subscribers.repository import clean_categories as clean_categories
 
 MAX_PAUSE_WEEKS = 52
@@ -111,7 +116,7 @@ def confirm(
     undo that). Confirming twice is harmless.
     """
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or _erased(subscriber):
+    if subscriber is None or is_erased(subscriber):
         return None
     if subscriber.status == SubscriberStatus.active:
         return subscriber
@@ -143,7 +148,7 @@ def unsubscribe(
 ) -> Subscriber | None:
     """Unsubscribe and suppress. Repeating it changes nothing. None for an unknown id."""
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or _erased(subscriber):
+    if subscriber is None or is_erased(subscriber):
         return None
     mark_unsubscribed(session, subscriber=subscriber, context=context, now=now)
     return subscriber
@@ -165,7 +170,7 @@ def update_preferences(
     if not 0 <= pause_weeks <= MAX_PAUSE_WEEKS:
         raise ValueError(f"a pause is 0 to {MAX_PAUSE_WEEKS} weeks, not {pause_weeks}")
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or _erased(subscriber):
+    if subscriber is None or is_erased(subscriber):
         return None
     subscriber.categories = clean_categories(categories)
     subscriber.paused_until = now + timedelta(weeks=pause_weeks) if pause_weeks else None
@@ -238,120 +243,8 @@ def export_data(session: Session, *, email: str) -> dict[str, Any] | None:
     }
 
 
-def record_bounce(
-    session: Session,
-    *,
-    subscriber_id: int,
-    hard: bool,
-    detail: str,
-    now: datetime,
-    source: ConsentSource = ConsentSource.webhook,
-) -> bool:
-    """A provider reported the address dead: a hard bounce, or (``hard=False``) soft
-    bounces past the limit. Status ``bounced``, address suppressed, consent log
-    action ``bounced`` from source ``webhook`` with ``detail``.
-
-    Only an active or pending reader changes: one who unsubscribed, complained or
-    was erased is already not mailed, and bouncing twice logs once. Returns
-    whether anything changed (False also for an unknown id).
-    """
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or _erased(subscriber):
-        return False
-    if subscriber.status not in (SubscriberStatus.active, SubscriberStatus.pending):
-        return False
-    kind = "hard bounce" if hard else "soft bounces"
-    block(
-        session,
-        subscriber,
-        status=SubscriberStatus.bounced,
-        reason=SuppressionReason.bounced,
-        action=ConsentAction.bounced,
-        context=Context(source),
-        now=now,
-        detail=f"{kind}: {detail}" if detail else kind,
-    )
-    return True
-
-
-def record_complaint(session: Session, *, subscriber_id: int, detail: str, now: datetime) -> bool:
-    """The reader marked a message as spam (a feedback-loop report): status
-    ``complained``, address suppressed (a complaint outranks an unsubscribe or a
-    bounce), consent log action ``complained`` from source ``webhook``.
-
-    Returns whether anything changed (False for an unknown, erased or already
-    complained reader).
-    """
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or _erased(subscriber):
-        return False
-    if subscriber.status == SubscriberStatus.complained:
-        return False
-    block(
-        session,
-        subscriber,
-        status=SubscriberStatus.complained,
-        reason=SuppressionReason.complained,
-        action=ConsentAction.complained,
-        context=Context(ConsentSource.webhook),
-        now=now,
-        detail=detail,
-    )
-    return True
-
-
-def soft_bounce_window_start(
-    subscriber: Subscriber, *, now: datetime, window: timedelta
-) -> datetime:
-    """Since when soft bounces count toward the limit: the window, but never before
-    the reader's last confirmation (a fresh opt-in starts the count afresh)."""
-    start = now - window
-    confirmed = subscriber.confirmed_at
-    return max(start, confirmed) if confirmed is not None else start
-
-
-@dataclass(frozen=True, slots=True)
-class SoftBounce:
-    """One temporary delivery failure reported for a reader."""
-
-    at: datetime  # when it happened
-    message: str  # names the message that bounced (retries of one message share it)
-
-
-def count_soft_bounces(bounces: Iterable[SoftBounce]) -> int:
-    """How many of ``bounces`` count toward ``soft_bounce_limit``.
-
-    A provider retries a deferred message for up to three days and may report each
-    failed attempt, and a mailbox that is full today is full for every message
-    today. So, taken in time order, a bounce counts only when neither its message
-    nor its day (UTC) has counted one already: Mailman's bounce score, which adds
-    at most one bounce per day, plus one per message. Three temporary failures of
-    one message count once; three messages bounced on one day count once.
-    """
-    counted = 0
-    days: set[date] = set()
-    messages: set[str] = set()
-    for bounce in sorted(bounces, key=lambda b: _utc(b.at)):
-        day = _utc(bounce.at).date()
-        if day in days or bounce.message in messages:
-            continue
-        days.add(day)
-        messages.add(bounce.message)
-        counted += 1
-    return counted
-
-
-def _utc(when: datetime) -> datetime:
-    """An aware time in UTC; a naive one is taken to be UTC already."""
-    return when.astimezone(UTC) if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def is_paused(subscriber: Subscriber, now: datetime) -> bool:
     return subscriber.paused_until is not None and subscriber.paused_until > now
-
-
-def _erased(subscriber: Subscriber) -> bool:
-    return subscriber.email.endswith("@erased.invalid")
 
 
 def _plain(row: SQLModel) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from digest.comparisons import ingest, known_checker, validate
+from digest.comparison_validation import validate
+from digest.comparisons import ingest, known_checker
 from digest.db import session_scope
 from digest.errors import InvalidComparison
 from digest.feeds.base import FeedEntry

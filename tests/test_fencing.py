@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
-from digest import answers, claims, deliveries
+from digest import answers, claims, deliveries, marks
 from digest.db import session_scope
 from digest.deliveries import Recipient, RetryPolicy
 from digest.models import Delivery, Edition
@@ -51,10 +51,10 @@ def _claim(engine: Engine, owner: str, now: datetime, limit: int = 10) -> list[R
         return claims.claim(conn, edition_id=1, owner=owner, limit=limit, now=now, lease=LEASE)
 
 
-def _mark(engine: Engine, owner: str, rows: Sequence[Recipient], now: datetime) -> claims.Marked:
+def _mark(engine: Engine, owner: str, rows: Sequence[Recipient], now: datetime) -> marks.Marked:
     pairs = [(r.delivery_id, r.token) for r in rows]
     with engine.begin() as conn:
-        return claims.mark_sending(conn, rows=pairs, owner=owner, now=now, lease=LEASE)
+        return marks.mark_sending(conn, rows=pairs, owner=owner, now=now, lease=LEASE)
 
 
 def _record(
@@ -87,7 +87,7 @@ def test_a_stale_owner_changes_nothing_after_another_sender_claimed(engine: Engi
     assert taken == 1  # row 1: sending, lease expired: unknown, held by B
     fresh = _claim(engine, "B", later)  # rows 2 and 3: queued, lease expired
     assert [r.delivery_id for r in fresh] == [2, 3]
-    assert _mark(engine, "A", stale[1:], later) == claims.Marked({}, {})  # A marks nothing
+    assert _mark(engine, "A", stale[1:], later) == marks.Marked({}, {})  # A marks nothing
     assert set(_mark(engine, "B", fresh, later).sending) == {2, 3}
     answers_b = [SendResult(i, Outcome.sent, provider_id=f"b{i}") for i in (2, 3)]
     assert _record(engine, "B", fresh[0].token, answers_b, later).tally == {"sent": 2}
@@ -97,7 +97,7 @@ def test_a_stale_owner_changes_nothing_after_another_sender_claimed(engine: Engi
     assert recorded.tally == {} and [r.delivery_id for r in recorded.late] == [1, 2, 3]
     with engine.begin() as conn:
         assert answers.record_skips(conn, skips=[(2, "x")], owner="A", token=token, now=later) == 0
-        assert claims.set_batch_key(conn, ids=[2, 3], key="k", owner="A", token=token) == set()
+        assert marks.set_batch_key(conn, ids=[2, 3], key="k", owner="A", token=token) == set()
         assert claims.renew(conn, owner="A", rows=[(2, token)], until=later) == set()
         assert claims.release(conn, owner="A") == 0
     rows = _rows(engine)

@@ -12,7 +12,8 @@ from email.message import EmailMessage
 import pytest
 
 from digest.render.base import RenderedDigest, Slot
-from digest.render.personalize import MessageTemplate, list_id_for
+from digest.render.headers import list_id_for
+from digest.render.personalize import MessageTemplate
 from tests.support import REQUIRED_HEADERS
 
 UNSUB = "https://digest.test.example/u/abc?t=x.y&s=1"

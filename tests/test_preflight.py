@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from digest import desk, pipeline, preflight
 from digest.cli import app as cli_app
-from digest.preflight import GMAIL_CLIP_BYTES, LinkChecker, PreflightReport, run_preflight
+from digest.linkcheck import LinkChecker
+from digest.preflight import GMAIL_CLIP_BYTES, PreflightReport, run_preflight
 from digest.render.size import wire_html
 from digest.segments import Skip
 from tests.support import SAMPLE_FEED

@@ -20,7 +20,7 @@ from digest.db import session_scope
 from digest.deliveries import Recipient
 from digest.models import Delivery, DeliveryEventRecord, DeliveryState, Edition, EditionStatus
 from digest.refusals import is_policy_refusal, suppresses
-from digest.send_ledger import suppress_hard_bounces
+from digest.refusals import suppress_refused as suppress_hard_bounces
 from digest.transports.base import Outcome, SendResult
 from digest.webhooks.apply import attention
 from subscribers import consent

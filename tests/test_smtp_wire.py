@@ -20,16 +20,15 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.transports import smtp_wire
-from digest.transports.smtp_wire import (
+from digest.transports.smtp_codec import (
     SmtpAddressError,
     SmtpAuthError,
     SmtpConnectionError,
     SmtpProtocolError,
     SmtpReplyError,
-    SmtpSession,
     SmtpTimeout,
-    prepare_data,
 )
+from digest.transports.smtp_wire import SmtpSession, prepare_data
 from tests.smtp_sink import free_port
 from tests.test_transport_smtp import make_cert
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digest import pipeline
+from digest import messages
 from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus
 from subscribers.tokens import Purpose
 from tests.test_web_support import Site, open_site
@@ -22,7 +22,7 @@ def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
 
 
 def _paths(site: Site, subscriber_id: int) -> tuple[str, str]:
-    urls = pipeline.personal_urls(site.rt, subscriber_id)
+    urls = messages.personal_urls(site.rt, subscriber_id)
     base = "https://digest.test.example"
     return (
         urls["unsubscribe_url"].removeprefix(base),

@@ -9,6 +9,7 @@ never a traceback.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,22 +21,22 @@ from rich.markup import escape
 from digest import config as config_mod
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import register as register_desk
-from digest.cli.desk import send_test, write_viewer_preview
-from digest.cli.helpers import Helpers, finish, port_problem
+from digest.cli.desk import write_viewer_preview
+from digest.cli.helpers import finish
 from digest.cli.ops import print_health
 from digest.cli.ops import register as register_ops
 from digest.cli.output import (
     print_compose,
     print_fetch,
-    print_ledger,
     print_send,
     print_status,
     send_progress,
     spinner,
     write_preview,
 )
+from digest.cli.sending import register as register_sending
 from digest.cli.subscribers import subscribers_app
-from digest.sending import EXIT_INCOMPLETE, SendReport
+from digest.sending import EXIT_INCOMPLETE
 
 app = typer.Typer(
     name="digest",
@@ -47,6 +48,7 @@ app = typer.Typer(
 app.add_typer(subscribers_app, name="subscribers")
 register_desk(app)  # check-edition, approve
 register_ops(app)  # schedule, check
+register_sending(app)  # send, pause, resume, cancel, worker
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -134,54 +136,6 @@ def preview(
 
 
 @app.command()
-def send(
-    edition: Annotated[str | None, typer.Option(help="Edition key; default the newest.")] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Sender processes (PostgreSQL only).")
-    ] = 1,
-    test: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--test",
-            help="Send only a [TEST] copy to this address (repeat, or comma-separate); "
-            "default edition: the next one. Never recorded as a delivery.",
-        ),
-    ] = None,
-    as_email: Annotated[
-        str | None, typer.Option("--as", help="With --test: this subscriber's copy.")
-    ] = None,
-) -> None:
-    """Send an edition to every active subscriber, resuming where a run stopped.
-
-    Exit 3 when deliveries it was meant to send are still pending (SIGTERM, a lost
-    lease, retries due later): it says how many; run it again to finish them."""
-    from digest import pipeline
-
-    if test:
-        with runtime() as rt:
-            if not send_test(rt, edition, as_email or "", test):
-                raise typer.Exit(1)
-        return
-    with runtime() as rt:
-        found = pipeline.find_edition(rt, edition)
-        if found is None:
-            what = f"edition {edition}" if edition else "any edition"
-            fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
-        if workers > 1 and rt.engine.dialect.name != "postgresql":
-            fail(2, "--workers needs PostgreSQL: on SQLite one process sends an edition")
-        with Helpers(workers - 1) as helpers, send_progress(out) as progress:
-            report = run_until_signalled(
-                lambda stop: helpers.send_with(rt, found, progress=progress, stop=stop)
-            )
-        print_send(out, rt, report)
-        for note in helpers.notes():
-            out.print(f"  [yellow]{escape(note)}[/]", highlight=False)
-        if helpers.count:
-            print_ledger(out, rt, found.key)
-        finish(report)
-
-
-@app.command()
 def run() -> None:
     """The weekly job: fetch, compose, send. Safe from cron and beside 'digest schedule':
     a run while another works on the edition says so and exits 0. Exit codes: 0 done,
@@ -211,107 +165,6 @@ def run() -> None:
             finish(report.send)  # says how many are pending and how to resume; exit 3
         if result.exit_code:
             raise typer.Exit(result.exit_code)
-
-
-@app.command()
-def pause(
-    key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")],
-    reason: Annotated[str, typer.Option(help="Why, for 'digest status'.")] = "by the operator",
-) -> None:
-    """Pause an edition: senders stop at their next batch; 'digest resume' goes on."""
-    from digest import editions
-    from digest.db import session_scope
-
-    with runtime() as rt, session_scope(rt.engine) as session:
-        editions.pause(session, key=key, note=reason, now=rt.now())
-    out.print(f"Edition {key} is paused ({reason}).")
-
-
-@app.command()
-def resume(key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")]) -> None:
-    """Resume a paused edition and send the rest of it now."""
-    from digest import editions, pipeline
-    from digest.db import session_scope
-
-    with runtime() as rt:
-        with session_scope(rt.engine) as session:
-            edition = editions.resume(session, key=key)
-        out.print(f"Edition {key} resumed.")
-        with send_progress(out) as progress:
-            report = run_until_signalled(
-                lambda stop: pipeline.send(rt, edition=edition, progress=progress, stop=stop)
-            )
-        print_send(out, rt, report)
-        finish(report)
-
-
-@app.command()
-def cancel(
-    key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")],
-    reason: Annotated[str, typer.Option(help="Why, kept on the edition.")] = "by the operator",
-) -> None:
-    """Cancel an edition: nothing more of it is sent; its queued deliveries are skipped."""
-    from digest import editions
-    from digest.db import session_scope
-
-    with runtime() as rt, session_scope(rt.engine) as session:
-        _, skipped = editions.cancel(
-            session, key=key, note=f"edition cancelled: {reason}", now=rt.now()
-        )
-    out.print(f"Edition {key} is cancelled; {skipped} queued deliveries skipped.")
-
-
-@app.command()
-def worker(
-    exit_when_idle: Annotated[
-        bool, typer.Option("--exit-when-idle", help="Stop once nothing is left to send.")
-    ] = False,
-    poll: Annotated[float, typer.Option(help="Seconds between looks for new work.")] = 10.0,
-) -> None:
-    """Send composed editions; on PostgreSQL run as many as you like, anywhere.
-
-    Workers share an edition's deliveries through row leases (FOR UPDATE SKIP
-    LOCKED); a worker that finds a composed edition plans its ledger itself. On
-    SQLite one sender works an edition at a time. SIGTERM drains in-flight sends
-    and gives unsent rows back (exit 3 when it stopped mid-edition, 0 when idle). A worker stopped
-    longer than [send] lease_seconds (SIGSTOP, a paused VM) finds its rows taken
-    over, sends none of them, and exits 3.
-    """
-    from digest import pipeline
-
-    lost: list[str] = []
-    last: dict[str, SendReport] = {}  # each edition's latest report from this worker
-
-    def report(r: SendReport) -> None:
-        print_send(out, rt, r)
-        last[r.edition_key] = r
-        if r.lost:
-            lost.append(r.interrupted)
-
-    with runtime() as rt:
-        sent = run_until_signalled(
-            lambda stop: pipeline.work(
-                rt, stop=stop, exit_when_idle=exit_when_idle, poll_seconds=poll, on_report=report
-            )
-        )
-        out.print(f"Worker done: {sent} messages sent.")
-        if lost:
-            err.print(
-                "[bold yellow]interrupted:[/] this worker lost its lease; other senders have its "
-                "rows. Start it again (or run 'digest send') to go on.",
-                highlight=False,
-            )
-            raise typer.Exit(EXIT_INCOMPLETE)
-        stopped = [r for r in last.values() if r.interrupted and r.outstanding]
-        if stopped:  # SIGTERM mid-edition: its rows went back, but the edition is not done
-            pending = ", ".join(f"{r.edition_key} ({r.outstanding} pending)" for r in stopped)
-            err.print(
-                f"[bold yellow]interrupted:[/] stopped before finishing {escape(pending)}; "
-                "its unsent rows went back to the ledger: start a worker again (or run "
-                "'digest send') to finish, nobody gets a second copy.",
-                highlight=False,
-            )
-            raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()
@@ -351,6 +204,18 @@ def serve(
             if exc.code not in (0, None):
                 fail(1, f"the web server could not start on {host}:{port} (see the log above)")
             raise
+
+
+def port_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on ("" when it can)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""
 
 
 def main() -> None:

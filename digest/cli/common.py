@@ -1,7 +1,9 @@
 """What every command shares: consoles, the config path, the runtime and exit codes.
 
 Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
-configuration. Errors are one readable message, never a traceback.
+configuration; 3 interrupted or incomplete, resumable
+(:data:`digest.sending.EXIT_INCOMPLETE`). Errors are one readable message, never a
+traceback.
 """
 
 from __future__ import annotations

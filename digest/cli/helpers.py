@@ -12,9 +12,7 @@ itself. SIGTERM is passed on to the helpers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,23 +27,6 @@ from digest.models import Edition
 from digest.runtime import Runtime
 from digest.sending import EXIT_INCOMPLETE, SendReport
 
-_ADDED = (
-    "sent",
-    "failed",
-    "skipped",
-    "retried",
-    "throttled",
-    "recovered",
-    "unknown",
-    "reconciled",
-    "resent",
-    "unknown_skipped",
-    "unknown_failed",
-    "lost",
-    "late",
-    "elapsed",
-)
-
 
 class Helpers:
     """``count`` helper senders for one ``digest send``; a context manager."""
@@ -53,7 +34,6 @@ class Helpers:
     def __init__(self, count: int) -> None:
         self.count = count
         self.procs: list[subprocess.Popen[bytes]] = []
-        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Helpers:
         command = [sys.executable, "-m", "digest"]
@@ -64,9 +44,7 @@ class Helpers:
                 [*command, "worker", "--exit-when-idle"], stdout=subprocess.DEVNULL
             )
             self.procs.append(proc)
-            reaper = threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}")
-            reaper.start()
-            self._threads.append(reaper)
+            threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
         return self
 
     def __exit__(
@@ -136,7 +114,7 @@ class Helpers:
                 found = pipeline.find_edition(rt, edition.key)
                 if found is None:
                     break
-                report = merge(report, await pipeline.send(rt, edition=found, stop=stop))
+                report = report.then(await pipeline.send(rt, edition=found, stop=stop))
             return report
         finally:
             forward.cancel()
@@ -145,12 +123,6 @@ class Helpers:
 async def _forward(stop: asyncio.Event, helpers: Helpers) -> None:
     await stop.wait()
     helpers.terminate()
-
-
-def merge(first: SendReport, later: SendReport) -> SendReport:
-    """``later``'s state, with the counts of both runs."""
-    added = {name: getattr(first, name) + getattr(later, name) for name in _ADDED}
-    return dataclasses.replace(later, **added, planned=first.planned or later.planned)
 
 
 def finish(report: SendReport) -> None:
@@ -166,15 +138,3 @@ def finish(report: SendReport) -> None:
         )
     if code:
         raise typer.Exit(code)
-
-
-def port_problem(host: str, port: int) -> str:
-    """Why ``host:port`` cannot be listened on ("" when it can)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return ""

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy import Connection
 
-from digest import deliveries, editions, pipeline
+from digest import deliveries, editions, messages, pipeline
 from digest.db import session_scope
 from digest.editions import ComposeResult
 from digest.ingest import FetchReport
@@ -252,12 +252,12 @@ def write_preview(rt: Runtime, edition_key: str | None, folder: Path) -> list[Pa
     else:
         key, comparisons = pipeline.preview_comparisons(rt)
         digest = pipeline.render(rt, key, comparisons)
-    urls = pipeline.personal_urls(rt, 0)
+    urls = messages.personal_urls(rt, 0)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         folder / f"{key}.html": digest.html_with(urls).encode("utf-8"),
         folder / f"{key}.txt": digest.text_with(urls).encode("utf-8"),
-        folder / f"{key}.eml": pipeline.preview_message(rt, key, digest),
+        folder / f"{key}.eml": messages.preview_message(rt, key, digest),
     }
     for path, data in files.items():
         path.write_bytes(data)

@@ -19,31 +19,30 @@ breaks in canonical CRLF form (RFC 2046 4.1.1).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import html
-import re
 from collections.abc import Mapping
 from datetime import datetime
-from email.policy import SMTP
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime
 
 from digest.render.base import SLOT_NAMES, RenderedDigest, Slot
+from digest.render.headers import (
+    ATOM_TEXT,
+    DOMAIN,
+    address_header,
+    checked_address,
+    checked_feedback_id,
+    checked_url,
+    list_id_header,
+    parse_mailbox,
+    subject_header,
+)
 
 # Per-render values, by index: the template's pieces hold these ints where they go.
 _TO, _DATE, _MESSAGE_ID, _UNSUB_HEADER = 0, 1, 2, 3  # _TO: the whole folded To line
 _VALUE_BASE = 4  # then one entry per (slot name, html?) pair, see _value_index
 _SOFT_BREAK = b"=\r\n"
-_MAX_LINE = 78  # RFC 5322 2.1.1: "SHOULD be no more than 78 characters"
-# C0, DEL, C1 and the Unicode line/paragraph separators: never allowed in a header.
-_CONTROLS = {c: " " for c in (*range(32), *range(127, 160), 0x2028, 0x2029)}
-# A normalized, ASCII dot-atom address (RFC 5322 3.4.1 without quoted local parts).
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_ATOM_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
-_URL = re.compile(r"https?://[!#-;=?-~]+")  # printable ASCII except space, '"', "<", ">"
-_MAX_URL = 900  # keeps "List-Unsubscribe: <url>" under 998 octets
 
 
 Piece = bytes | int
@@ -88,23 +87,23 @@ class MessageTemplate:
         From address's domain. Raises ``ValueError`` for an unusable address, edition
         key, domain or an unknown slot name.
         """
-        from_name, from_addr = _parse_mailbox(from_header, "from_header")
+        from_name, from_addr = parse_mailbox(from_header, "from_header")
         domain = message_id_domain or from_addr.rpartition("@")[2]
-        if not _DOMAIN.fullmatch(domain):
+        if not DOMAIN.fullmatch(domain):
             raise ValueError(f"message_id_domain: not a domain name: {domain!r}")
-        if not _ATOM_TEXT.fullmatch(edition_key):
+        if not ATOM_TEXT.fullmatch(edition_key):
             raise ValueError(f"edition_key: must be dot-atom text, got {edition_key!r}")
         boundary = _boundary(digest, edition_key)
-        pieces: list[Piece] = [_address_header("From", from_name, from_addr), _TO]
-        pieces += [_subject_header(digest.subject), b"Date: ", _DATE]
+        pieces: list[Piece] = [address_header("From", from_name, from_addr), _TO]
+        pieces += [subject_header(digest.subject), b"Date: ", _DATE]
         pieces += [b"\r\nMessage-ID: ", _MESSAGE_ID, b"\r\nMIME-Version: 1.0\r\n"]
         if reply_to is not None:
-            pieces.append(_address_header("Reply-To", *_parse_mailbox(reply_to, "reply_to")))
-        pieces += [_list_id_header(list_id), b"List-Unsubscribe: ", _UNSUB_HEADER, b"\r\n"]
+            pieces.append(address_header("Reply-To", *parse_mailbox(reply_to, "reply_to")))
+        pieces += [list_id_header(list_id), b"List-Unsubscribe: ", _UNSUB_HEADER, b"\r\n"]
         # RFC 8058 3.1: one-click unsubscribe by POST to the List-Unsubscribe URI.
         pieces.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         if feedback_id:  # Gmail's Feedback-ID: campaign:customer:type:sender ids
-            pieces.append(f"Feedback-ID: {_checked_feedback_id(feedback_id)}\r\n".encode())
+            pieces.append(f"Feedback-ID: {checked_feedback_id(feedback_id)}\r\n".encode())
         pieces.append(
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()
         )
@@ -146,10 +145,10 @@ class MessageTemplate:
         """
         if date.tzinfo is None:
             raise ValueError("date: must be timezone-aware")
-        unsub = _checked_url(unsubscribe_url, "unsubscribe_url")
-        prefs = _checked_url(preferences_url, "preferences_url")
+        unsub = checked_url(unsubscribe_url, "unsubscribe_url")
+        prefs = checked_url(preferences_url, "preferences_url")
         values = [
-            _address_header("To", to_name, _checked_address(to_email, "to_email")),
+            address_header("To", to_name, checked_address(to_email, "to_email")),
             format_datetime(date).encode("ascii"),
             self.message_id(subscriber_id).encode("ascii"),
             b"<" + unsub.encode("ascii") + b">",  # RFC 2369 3.2: URL in angle brackets
@@ -175,26 +174,6 @@ def html_part_bytes(html_pieces: tuple[str | Slot, ...], values: Mapping[str, st
         p if isinstance(p, bytes) else _qp_value(html.escape(values[names[p]], quote=True))
         for p in _qp_pieces(html_pieces, escape_html=True)
     )
-
-
-def check_sender(
-    *, from_header: str, reply_to: str | None, list_id: str, feedback_id: str | None = None
-) -> str:
-    """Validate the edition-wide headers exactly as :meth:`MessageTemplate.build`
-    will; return the bare From address. Raises ``ValueError`` naming the field."""
-    if feedback_id:
-        _checked_feedback_id(feedback_id)
-    _, address = _parse_mailbox(from_header, "from")
-    if reply_to is not None:
-        _parse_mailbox(reply_to, "reply_to")
-    _list_id_header(list_id)
-    return address
-
-
-def list_id_for(site_name: str, from_address_domain: str) -> str:
-    """An RFC 2919 List-Id, e.g. ``The Verdict Weekly <the-verdict-weekly.example.com>``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", site_name.lower()).strip("-") or "digest"
-    return f"{site_name} <{slug}.{from_address_domain}>"
 
 
 def _value_index(name: str, *, escape_html: bool) -> int:
@@ -244,94 +223,3 @@ def _boundary(digest: RenderedDigest, edition_key: str) -> str:
     for piece in (digest.subject, *digest.text, *digest.html):
         h.update(repr(piece).encode("utf-8", "surrogatepass"))
     return f"=_digest_{h.hexdigest()[:32]}"
-
-
-def _clean(text: str) -> str:
-    """Replace every control character by a space (header injection), then strip."""
-    return text.translate(_CONTROLS).strip()
-
-
-def _checked_feedback_id(value: str) -> str:
-    if len(value) > 200 or not value.isascii() or not value.isprintable() or " " in value:
-        raise ValueError(f"feedback_id: printable ASCII without spaces, got {value!r}")
-    return value
-
-
-def _checked_address(address: str, what: str) -> str:
-    if len(address) > 254 or not _ADDRESS.fullmatch(address):
-        raise ValueError(f"{what}: not a normalized ASCII address: {address!r}")
-    return address
-
-
-def _checked_url(url: str, what: str) -> str:
-    if len(url) > _MAX_URL or not _URL.fullmatch(url):
-        raise ValueError(f"{what}: not a printable ASCII http(s) URL: {url[:100]!r}")
-    return url
-
-
-def _parse_mailbox(value: str, what: str) -> tuple[str, str]:
-    pairs = getaddresses([_clean(value)])
-    if len(pairs) != 1:
-        raise ValueError(f"{what}: expected exactly one address, got {value!r}")
-    name, address = pairs[0]
-    return name, _checked_address(address, what)
-
-
-def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 "B" encoded-words of at most 68 characters, never splitting a character."""
-    chunks: list[bytes] = []
-    chunk = b""
-    for char in text:
-        encoded = char.encode("utf-8", "replace")
-        if len(chunk) + len(encoded) > 42:  # 42 octets → 56 base64 chars → 68 in all
-            chunks.append(chunk)
-            chunk = b""
-        chunk += encoded
-    chunks.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks]
-
-
-def _phrase(name: str) -> list[str]:
-    """A display name as header tokens: a quoted-string, or encoded-words (RFC 2047 5.3)."""
-    name = _clean(name)
-    if not name:
-        return []
-    if name.isascii() and "=?" not in name:
-        quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if len(quoted) <= _MAX_LINE - len("Reply-To: "):  # fits on the header's first line
-            return [quoted]
-    return _encoded_words(name)  # encoded-words can be folded anywhere; quoted-strings not
-
-
-def _fold(field: str, tokens: list[str]) -> bytes:
-    """``Field: tok tok…`` CRLF, folded before a token that would pass 78 characters."""
-    lines = [f"{field}:"]
-    for token in tokens:
-        if len(lines[-1]) + 1 + len(token) > _MAX_LINE and lines[-1] != f"{field}:":
-            lines.append("")
-        lines[-1] += " " + token
-    return ("\r\n".join(lines) + "\r\n").encode("ascii")
-
-
-def _address_header(field: str, name: str, address: str) -> bytes:
-    return _fold(field, [*_phrase(name), f"<{address}>"])
-
-
-def _list_id_header(list_id: str) -> bytes:
-    name, _, ident = _clean(list_id).rpartition("<")
-    ident = ident.rstrip(">").strip()
-    if not _ATOM_TEXT.fullmatch(ident) or "." not in ident:
-        raise ValueError(f"list_id: expected 'Name <id.domain>', got {list_id!r}")
-    return _fold("List-Id", [*_phrase(name), f"<{ident}>"])
-
-
-def _subject_header(subject: str) -> bytes:
-    subject = _clean(subject)
-    if "=?" in subject or not subject.isascii():
-        # Our own encoded-words: "=?" would otherwise be decoded as one, and the email
-        # package's folder drops spaces between encoded-words it makes (CPython 3.11).
-        return _fold("Subject", _encoded_words(subject))
-    # ASCII: SMTP.fold keeps short values as they are and folds long ones at spaces
-    # (encoding only a word too long for any line).
-    folded: str = SMTP.fold("Subject", subject)
-    return folded.encode("ascii")

@@ -8,25 +8,22 @@ adds a soft line break (``=`` CRLF) every 76 characters and writes every ``=``
 and every non-ASCII byte as three characters: 8 % more for the sample edition,
 17 % for one rich in non-ASCII text (96,685 decoded bytes, 113,661 on the wire). So
 ``[edition] max_html_bytes`` and the pre-flight's clip check both measure
-:func:`wire_html`, built by the very code that builds each reader's message.
+:func:`wire_html`, built by the very code that builds each reader's message
+(:func:`digest.render.personalize.html_part_bytes`).
 """
 
 from __future__ import annotations
 
 import binascii
-from collections.abc import Mapping
 
-from digest.render.base import Piece
-from digest.render.personalize import html_part_bytes
+# The HTML part's body as sent (quoted-printable, CRLF), slots filled with the
+# values given (HTML-escaped, as in the message): the message builder's own code.
+from digest.render.personalize import html_part_bytes as wire_html
+
+__all__ = ["GMAIL_CLIP_BYTES", "decoded_size", "wire_html", "wire_offset"]
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past about 102 KB of HTML
 _EQUALS, _CRLF = 0x3D, b"\r\n"
-
-
-def wire_html(pieces: tuple[Piece, ...], values: Mapping[str, str]) -> bytes:
-    """The HTML part's body as sent (quoted-printable, CRLF), slots filled with
-    ``values`` (HTML-escaped, as in the message)."""
-    return html_part_bytes(pieces, values)
 
 
 def decoded_size(wire: bytes) -> int:

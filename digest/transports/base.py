@@ -86,7 +86,7 @@ def batch_key(messages: Sequence[OutgoingMessage]) -> str:
     """The idempotency key of a group of messages (64 hex digits), derived only from
     their delivery and message ids, in delivery-id order: the same group sent again,
     however it was ordered, carries the same key. The ledger stores it on each row
-    before the network call (``deliveries.set_batch_key``) so that a retry after a
+    before the network call (``marks.set_batch_key``) so that a retry after a
     crash re-forms exactly this group."""
     digest = hashlib.sha256()
     for m in sorted(messages, key=lambda m: m.delivery_id):

@@ -5,24 +5,7 @@ Each connection carries one transaction at a time. ``batch_size`` messages (defa
 most ``connections × batch_size`` messages in doubt. A larger batch saves the
 ledger's commit per message (``batch_size = 20`` sends about 1.4 times as fast,
 docs/BENCHMARKS.md) at the price of more possible second copies after a crash.
-Every phase's answer is classified (RFC 5321 4.2.1: 2xx done, 4xx transient, 5xx permanent):
-
-=========================================  ==========================================
-MAIL / RCPT / DATA answered 4xx             ``deferred`` (server's words in ``detail``)
-MAIL answered 5xx                           ``failed`` (the sender or session, not the
-                                            recipient, is refused)
-RCPT or DATA answered 5xx                   ``rejected`` (also: an address that could
-                                            inject commands, never written)
-connect / disconnect / timeout before the   ``deferred``: definitely not delivered
-message body was sent
-disconnect after the body was sent, or no   ``unknown``: the server may have queued it
-final reply within ``data_timeout``         ("maybe delivered" in ``detail``)
-DATA answered 250                           ``sent``; ``provider_id`` = the queue id
-DATA answered 5.7.x (policy, DMARC, spam)   ``rejected``, the server's words in
-                                            ``detail``; never a hard bounce (``bounce``
-                                            stays ""): the message, not the address,
-                                            was refused
-=========================================  ==========================================
+How every phase's answer becomes an outcome: :mod:`digest.transports.smtp_outcomes`.
 
 Timeouts: ``timeout`` (default 30 s) for connecting and each command;
 ``data_timeout`` (default 600 s, RFC 5321 4.5.3.2.6) for the reply to the end of
@@ -51,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,23 +41,30 @@ from typing import ClassVar
 
 from digest.errors import TransportUnavailable
 from digest.transports import smtp_wire
-from digest.transports.base import Outcome, OutgoingMessage, SendResult
+from digest.transports.api import check_int, check_number, check_str
+from digest.transports.base import OutgoingMessage, SendResult
 from digest.transports.dkim import DkimSigner
 from digest.transports.pacing import TokenBucket
-from digest.transports.smtp_wire import (
-    Reply,
+from digest.transports.smtp_codec import (
     SmtpAddressError,
     SmtpAuthError,
     SmtpConnectionError,
     SmtpError,
     SmtpReplyError,
-    SmtpSession,
 )
+from digest.transports.smtp_outcomes import (
+    bad_address,
+    describe,
+    lost,
+    refused,
+    sent,
+    unreachable,
+)
+from digest.transports.smtp_wire import SmtpSession
 
 SECURITY = ("none", "starttls", "tls")
 # Connection-level failures: the client's own, plus socket and TLS errors (OSError).
 _CONNECTION_ERRORS = (SmtpError, OSError, TimeoutError)
-_QUEUE_ID = (re.compile(r"queued as\s+([\w.@<>-]+)", re.I), re.compile(r"\bid=([\w.@-]+)"))
 
 
 class _Connection:
@@ -118,18 +107,18 @@ class SmtpTransport:
         DKIM: give ``dkim_domain``, ``dkim_selector`` and ``dkim_key_path`` (a PEM
         private key file) together, or none of them.
         """
-        _check_str("host", host)
-        _check_int("port", port, 1, 65535)
+        check_str("host", host)
+        check_int("port", port, 1, 65535)
         if security not in SECURITY:
             raise ValueError(f"key 'security': must be one of {SECURITY}, got {security!r}")
-        _check_int("connections", connections, 1, 100)
-        _check_int("batch_size", batch_size, 1, 100)
-        _check_number("rate_per_second", rate_per_second, allow_zero=True)
-        _check_number("timeout", timeout, allow_zero=False)
-        _check_number("data_timeout", data_timeout, allow_zero=False)
-        _check_int("max_messages_per_connection", max_messages_per_connection, 1, 10**9)
+        check_int("connections", connections, 1, 100)
+        check_int("batch_size", batch_size, 1, 100)
+        check_number("rate_per_second", rate_per_second, allow_zero=True)
+        check_number("timeout", timeout, allow_zero=False)
+        check_number("data_timeout", data_timeout, allow_zero=False)
+        check_int("max_messages_per_connection", max_messages_per_connection, 1, 10**9)
         if local_hostname is not None:
-            _check_str("local_hostname", local_hostname)
+            check_str("local_hostname", local_hostname)
             local_hostname = local_hostname.strip()
             if any(c.isspace() or not c.isprintable() for c in local_hostname):
                 raise ValueError(
@@ -183,7 +172,7 @@ class SmtpTransport:
             ) from exc
         except _CONNECTION_ERRORS as exc:
             raise TransportUnavailable(
-                f"cannot use SMTP server {self.host}:{self.port} ({_describe(exc)}): check "
+                f"cannot use SMTP server {self.host}:{self.port} ({describe(exc)}): check "
                 f"[transport] host, port and security (now {self.security!r}), that the "
                 "server is reachable from here, and its TLS certificate"
             ) from exc
@@ -217,45 +206,29 @@ class SmtpTransport:
             try:
                 session = await self._connect(slot)
             except _CONNECTION_ERRORS as exc:
-                detail = f"connect to {self.host}:{self.port}: {_describe(exc)}"
-                return SendResult(message.delivery_id, Outcome.deferred, detail=detail)
+                return unreachable(message, exc, f"{self.host}:{self.port}")
         data = message.data if self.dkim is None else self.dkim.sign(message.data)
         canonical = message.crlf and self.dkim is None
         try:
             reply = await session.send(message.sender, message.recipient, data, canonical=canonical)
         except SmtpAddressError as exc:  # refused before a byte was written
-            return SendResult(message.delivery_id, Outcome.rejected, detail=str(exc))
+            return bad_address(message, exc)
         except SmtpReplyError as exc:
             return await self._refused(slot, message, exc)
         except SmtpConnectionError as exc:
             await self._drop(slot)
-            # Once the body went out the server may have the message: never claim either way.
-            if exc.after_body:
-                detail = (
-                    f"{exc.phase}: {_describe(exc)}: the connection ended after the message "
-                    "body was sent and before the final reply: maybe delivered"
-                )
-                return SendResult(message.delivery_id, Outcome.unknown, detail=detail)
-            detail = f"{exc.phase}: {_describe(exc)}: before the message body was sent"
-            return SendResult(message.delivery_id, Outcome.deferred, detail=detail)
+            return lost(message, exc)
         slot.used += 1
         if slot.used >= self.max_messages_per_connection:
             await self._quit(slot)
-        return _sent(message, reply)
+        return sent(message, reply)
 
     async def _refused(
         self, slot: _Connection, message: OutgoingMessage, exc: SmtpReplyError
     ) -> SendResult:
-        detail = f"{exc.phase}: {exc.code} {exc.message}"
         if exc.code == 421 or not await self._reset(slot):
             await self._drop(slot)
-        if 400 <= exc.code < 500:
-            outcome = Outcome.deferred
-        elif 500 <= exc.code < 600:
-            outcome = Outcome.failed if exc.phase == "MAIL" else Outcome.rejected
-        else:  # not an SMTP answer we understand
-            outcome = Outcome.unknown if exc.after_body else Outcome.deferred
-        return SendResult(message.delivery_id, outcome, detail=detail)
+        return refused(message, exc)
 
     async def _connect(self, slot: _Connection) -> SmtpSession:
         await self._drop(slot)
@@ -307,19 +280,6 @@ class SmtpTransport:
             session.close()
 
 
-def _sent(message: OutgoingMessage, reply: Reply) -> SendResult:
-    text = reply.text
-    queue_id = next((m.group(1) for p in _QUEUE_ID if (m := p.search(text))), "")
-    return SendResult(
-        message.delivery_id, Outcome.sent, provider_id=queue_id, detail=f"{reply.code} {text}"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
-
-
 def _is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.localdomain"):
         return True
@@ -332,7 +292,7 @@ def _is_loopback(host: str) -> bool:
 def _check_auth(host: str, security: str, username: str | None, password: str | None) -> None:
     """AUTH needs both; a password without a username is ignored (no AUTH is attempted)."""
     if username is not None:
-        _check_str("username", username)
+        check_str("username", username)
         if not password:
             raise ValueError("key 'username' is set: set DIGEST_SMTP_PASSWORD as well")
         if security == "none" and not _is_loopback(host):
@@ -340,25 +300,6 @@ def _check_auth(host: str, security: str, username: str | None, password: str | 
                 "key 'security': 'none' would send the password in clear text to "
                 f"{host}; use 'starttls' or 'tls' (AUTH without TLS only on loopback)"
             )
-
-
-def _check_str(key: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
-
-
-def _check_int(key: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
-        )
-
-
-def _check_number(key: str, value: object, *, allow_zero: bool) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
 
 
 def _dkim_signer(
@@ -372,6 +313,6 @@ def _dkim_signer(
             "keys 'dkim_domain', 'dkim_selector' and 'dkim_key_path' go together: give all three"
         )
     assert domain is not None and selector is not None and key_path is not None
-    _check_str("dkim_domain", domain)
-    _check_str("dkim_selector", selector)
+    check_str("dkim_domain", domain)
+    check_str("dkim_selector", selector)
     return DkimSigner(domain=domain, selector=selector, key_path=key_path)

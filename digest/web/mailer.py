@@ -9,7 +9,7 @@ ask again once ``[web] confirm_resend_minutes`` has passed.
 - confirmation: transactional (no List-Unsubscribe), To is the bare address,
   nothing the person typed appears in it;
 - welcome: the latest *sent* edition, rendered exactly as the weekly send does
-  (pipeline.render / personal_urls, the same byte template), so it carries
+  (pipeline.render / messages.personal_urls, the same byte template), so it carries
   List-Unsubscribe and the RFC 8058 one-click header. No sent edition: no welcome.
 
 Both come from ``[email] transactional_from`` (default: ``from``), envelope
@@ -29,14 +29,13 @@ from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from digest import editions, pipeline
+from digest import editions, messages, pipeline
 from digest.db import session_scope
 from digest.errors import DigestError
 from digest.render.digest import clean_subject
-from digest.render.personalize import MessageTemplate
 from digest.render.transactional import CONFIRM, build_transactional
 from digest.render.view import SiteView, site_view
-from digest.runtime import Runtime, list_id
+from digest.runtime import Runtime
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.web import catalog
 from subscribers.models import Subscriber
@@ -93,21 +92,13 @@ def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | Non
     )
     digest = dataclasses.replace(digest, subject=clean_subject(subject))
     header, sender = transactional_sender(rt)
-    template = MessageTemplate.build(
-        digest,
-        from_header=header,
-        reply_to=rt.config.email.reply_to,
-        list_id=list_id(rt.config),
-        feedback_id=rt.config.email.feedback_id,
-        edition_key=edition.key,
-        message_id_domain=sender.rpartition("@")[2],
-    )
+    template = messages.message_template(rt, edition.key, digest, sender=(header, sender))
     data = template.render(
         subscriber_id=subscriber_id,
         to_email=subscriber.email,
         to_name=subscriber.name,
         date=rt.now(),
-        **pipeline.personal_urls(rt, subscriber_id),
+        **messages.personal_urls(rt, subscriber_id),
     )
     return OutgoingMessage(
         0,

@@ -45,14 +45,10 @@ from digest.models import WebhookReplay
 from digest.runtime import Runtime
 from digest.web.ratelimit import client_ip
 from digest.webhooks import build_webhooks
-from digest.webhooks.apply import (
-    PENDING_NOTICE,
-    BouncePolicy,
-    apply,
-    store_notice,
-    update_notice,
-)
+from digest.webhooks.apply import BouncePolicy, apply
 from digest.webhooks.base import DeliveryEvent, Verified, Webhook, WebhookRejected, WebhookRequest
+from digest.webhooks.report import PENDING_NOTICE
+from digest.webhooks.store import store_notice, update_notice
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -9,8 +9,9 @@ DO NOTHING``: the second waits for the first and then inserts nothing).
 
 Matching (:mod:`digest.webhooks.matching`): our Message-ID names the delivery,
 else the provider's message id; the reader is the delivery's, else the one with
-the event's address; an event nobody matches is stored only. What ``digest
-status`` shows from the stored events is :mod:`digest.webhooks.report`.
+the event's address; an event nobody matches is stored only. The event rows and
+operator notices: :mod:`digest.webhooks.store`. What ``digest status`` shows from
+the stored events is :mod:`digest.webhooks.report`.
 
 Effects (``policy=True`` events never touch a reader: a reputation or DNS problem
 on our side is not the reader's fault; ``digest status`` and ``digest check`` show
@@ -19,7 +20,7 @@ them instead, see :mod:`digest.policy_incidents`):
 ==============  ==============================================================
 bounced-hard    delivery ``bounced`` (if it was sent); reader bounced, suppressed
 bounced-soft    counted (at most once per message and once per day, see
-                :func:`subscribers.lifecycle.count_soft_bounces`);
+                :func:`subscribers.bounces.count_soft_bounces`);
                 ``soft_bounce_limit`` within the window → as a hard bounce
 complained      reader complained, suppressed
 unsubscribed    reader unsubscribed (source ``webhook``)
@@ -30,39 +31,33 @@ unknown         stored only
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from digest.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.webhooks.base import DeliveryEvent, EventType
-from digest.webhooks.matching import NO_MATCH, Match, match_event, parse_message_id
-from digest.webhooks.report import NOTICE_PREFIX, PENDING_NOTICE, Attention, attention
-from subscribers import lifecycle
+from digest.webhooks.matching import Match, match_event, parse_message_id
+from digest.webhooks.report import Attention, attention
+from digest.webhooks.store import store_event
+from subscribers import bounces, lifecycle
 from subscribers.consent import Context
 from subscribers.models import ConsentSource, Subscriber
 
 __all__ = [
-    "PENDING_NOTICE",
     "ApplySummary",
     "Attention",
     "BouncePolicy",
     "apply",
     "attention",
     "parse_message_id",
-    "store_notice",
-    "update_notice",
 ]
 
 E = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
-MAX_KEY = 200  # event ids longer than the column are stored as their SHA-256
 MAX_DETAIL = 2000  # a delivery's detail keeps the newest notes up to this length
 
 
@@ -102,7 +97,7 @@ def apply(
     summary = ApplySummary(received=len(events))
     for event in events:
         match = match_event(session, event)
-        row_id = _store(session, event, match, now)
+        row_id = store_event(session, event, match, now)
         if row_id is None:
             summary.duplicates += 1
             continue
@@ -113,82 +108,6 @@ def apply(
         summary.outcomes.append(outcome)
         session.execute(E.update().where(E.c.id == row_id).values(outcome=outcome))
     return summary
-
-
-def store_notice(
-    session: Session,
-    *,
-    provider: str,
-    key: str,
-    description: str,
-    raw: dict[str, Any],
-    now: datetime,
-) -> bool:
-    """Store a provider notice that is not a delivery event (an SNS subscription
-    handshake) for the operator, once per ``key``: type ``unknown``, event id
-    ``notice:<key>``, ``description`` as its outcome. Returns whether it was new."""
-    event = DeliveryEvent(
-        provider=provider,
-        event_id=NOTICE_PREFIX + key,
-        type=EventType.unknown,
-        description=description,
-        raw=raw,
-    )
-    return _store(session, event, NO_MATCH, now, outcome=description) is not None
-
-
-def update_notice(session: Session, *, provider: str, key: str, outcome: str) -> None:
-    """Say what became of a notice (e.g. "confirmed automatically")."""
-    stmt = E.update().where(E.c.provider == provider, E.c.event_id == NOTICE_PREFIX + key)
-    session.execute(stmt.values(outcome=outcome))
-
-
-def _store(
-    session: Session, event: DeliveryEvent, match: Match, now: datetime, *, outcome: str = ""
-) -> int | None:
-    """Insert the event row; None when ``(provider, event_id)`` is already stored."""
-    recipient = event.recipient.strip().lower()
-    if not recipient and match.subscriber is not None:
-        recipient = match.subscriber.email
-    values = {
-        "provider": event.provider[:40],
-        "event_id": _key(event),
-        "type": event.type.value,
-        "recipient": recipient[:320],
-        "message_id": event.message_id,
-        "provider_message_id": event.provider_message_id[:200],
-        "delivery_id": match.delivery.id if match.delivery is not None else None,
-        "subscriber_id": match.subscriber.id if match.subscriber is not None else None,
-        "smtp_status": event.smtp_status[:20],
-        "description": event.description,
-        "policy": event.policy,
-        "outcome": outcome,
-        "raw": _jsonable(event.raw),
-        "occurred_at": event.occurred_at,
-        "received_at": now,
-    }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(E)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-        .returning(E.c.id)
-    )
-    row_id = session.execute(stmt).scalar()
-    return int(row_id) if row_id is not None else None
-
-
-def _key(event: DeliveryEvent) -> str:
-    """The event id as stored: verbatim, or its hash when too long or missing."""
-    if event.event_id and len(event.event_id) <= MAX_KEY:
-        return event.event_id
-    basis = event.event_id or json.dumps(_jsonable(event.raw), sort_keys=True)
-    return "sha256:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()
-
-
-def _jsonable(raw: Any) -> Any:
-    """The raw payload as plain JSON values (mappings from a provider may be exotic)."""
-    return json.loads(json.dumps(raw, default=str))
 
 
 def _effect(
@@ -212,14 +131,12 @@ def _effect(
     if event.type is EventType.bounced_soft:
         return _soft_bounce(session, subscriber, note, now, policy)
     if event.type is EventType.bounced_hard:
-        changed = lifecycle.record_bounce(
-            session, subscriber_id=sid, hard=True, detail=note, now=now
-        )
+        changed = bounces.record_bounce(session, subscriber_id=sid, hard=True, detail=note, now=now)
         return (
             "reader suppressed (hard bounce)" if changed else "reader already not mailed"
         ), changed
     if event.type is EventType.complained:
-        changed = lifecycle.record_complaint(session, subscriber_id=sid, detail=note, now=now)
+        changed = bounces.record_complaint(session, subscriber_id=sid, detail=note, now=now)
         return (
             "reader suppressed (complaint)" if changed else "reader already complained"
         ), changed
@@ -236,11 +153,9 @@ def _soft_bounce(
 ) -> tuple[str, bool]:
     """Count this address's soft bounces in the window (this one included, already
     stored), at most one per message and one per day
-    (:func:`subscribers.lifecycle.count_soft_bounces`); at the limit the reader is
+    (:func:`subscribers.bounces.count_soft_bounces`); at the limit the reader is
     suppressed as bounced."""
-    since = lifecycle.soft_bounce_window_start(
-        subscriber, now=now, window=policy.soft_bounce_window
-    )
+    since = bounces.soft_bounce_window_start(subscriber, now=now, window=policy.soft_bounce_window)
     when = func.coalesce(E.c.occurred_at, E.c.received_at)
     stmt = (
         select(when, E.c.delivery_id, E.c.message_id, E.c.provider_message_id, E.c.id)
@@ -252,8 +167,8 @@ def _soft_bounce(
         )
         .order_by(when, E.c.id)
     )
-    count = lifecycle.count_soft_bounces(
-        lifecycle.SoftBounce(at, _message_key(*row)) for at, *row in session.execute(stmt)
+    count = bounces.count_soft_bounces(
+        bounces.SoftBounce(at, _message_key(*row)) for at, *row in session.execute(stmt)
     )
     limit = policy.soft_bounce_limit
     if count < limit:
@@ -261,7 +176,7 @@ def _soft_bounce(
     days = policy.soft_bounce_window.days
     detail = f"{count} soft bounces within {days} days (last: {note})"
     assert subscriber.id is not None
-    changed = lifecycle.record_bounce(
+    changed = bounces.record_bounce(
         session, subscriber_id=subscriber.id, hard=False, detail=detail, now=now
     )
     return (f"reader suppressed ({detail})" if changed else "reader already not mailed"), changed

@@ -18,7 +18,7 @@ from digest.refusals import send_time_blocks
 from digest.webhooks.base import EventType
 
 E = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
-NOTICE_PREFIX = "notice:"  # event ids of operator notices (see apply.store_notice)
+NOTICE_PREFIX = "notice:"  # event ids of operator notices (see store.store_notice)
 PENDING_NOTICE = "subscription confirmation pending"  # such a notice's outcome, until done
 
 # Event types counted for the operator, and under which name.

@@ -26,8 +26,8 @@ APScheduler's defaults are wrong for a weekly send, so every choice is deliberat
   ``repaired``, which :mod:`digest.health` reports as an incident (the operators
   are emailed once). APScheduler 3.11 already drops such a job when it looks for
   due jobs ("Unable to restore job … -- removing it"), but ``get_job``, which every
-  start calls, raises: :class:`_RepairingJobStore` handles it there. Any failure
-  to start gives the scheduler lease back at once.
+  start calls, raises: :class:`~digest.scheduler.jobstore.RepairingJobStore`
+  handles it there. Any failure to start gives the scheduler lease back at once.
 
 The job store pickles a reference to :func:`fire` and two strings, never a
 runtime: :func:`fire` finds the runtime this process opened.
@@ -49,18 +49,17 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.job import Job
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, inspect, text
 
 from digest import alerts, health, jobs, leases
 from digest.config import Config
 from digest.errors import LeaseHeld
 from digest.runtime import Runtime
+from digest.scheduler.jobstore import RepairingJobStore
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class Service:
         _STOPPING.clear()
         _RUNTIMES[self.key] = rt
         grace = int(rt.config.schedule.grace_hours * 3600)
-        store = _RepairingJobStore(engine=rt.engine, tablename=JOBS_TABLE)
+        store = RepairingJobStore(engine=rt.engine, tablename=JOBS_TABLE)
         scheduler = BackgroundScheduler(
             jobstores={"default": store},
             executors={"default": ThreadPoolExecutor(max_workers=3)},
@@ -247,55 +246,6 @@ class Service:
             self.scheduler.shutdown(wait=True)
         leases.release(self.rt.engine, name=LEASE, owner=self.owner)
         _RUNTIMES.pop(self.key, None)
-
-
-class _RepairingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
-    """APScheduler's SQLAlchemy job store, except that looking up a job it cannot
-    restore removes the job and returns None instead of raising.
-
-    ``broken`` maps each removed job's id to why it could not be restored;
-    ``lost_fires`` to its stored next fire (a plain column, readable even when the
-    pickle is not). Uses two APScheduler 3.x internals, ``jobs_t`` and
-    ``_reconstitute_job``, which the ``apscheduler>=3.11.2,<4`` pin keeps stable."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.broken: dict[str, str] = {}
-        self.lost_fires: dict[str, datetime] = {}
-
-    def check_all(self) -> None:
-        """Look up every stored job once, so any that cannot be restored is removed."""
-        with self.engine.begin() as conn:
-            ids = list(conn.execute(select(self.jobs_t.c.id)).scalars())
-        for job_id in ids:
-            self.lookup_job(job_id)
-
-    def lookup_job(self, job_id: str) -> Job | None:
-        table = self.jobs_t
-        with self.engine.begin() as conn:  # a database error here propagates: not a bad job
-            row = conn.execute(
-                select(table.c.job_state, table.c.next_run_time).where(table.c.id == job_id)
-            ).first()
-        if row is None:
-            return None
-        try:
-            job: Job = self._reconstitute_job(row.job_state)
-        # Unpickling runs arbitrary __setstate__/import code and may raise anything
-        # (UnpicklingError, EOFError, LookupError for a function that no longer
-        # imports, ValueError for a newer Job version, …): APScheduler's own loader
-        # catches BaseException for the same reason. The job is unusable either way.
-        except Exception as exc:
-            self._discard(job_id, f"{type(exc).__name__}: {exc}"[:300], row.next_run_time)
-            return None
-        return job
-
-    def _discard(self, job_id: str, why: str, next_run_time: float | None) -> None:
-        log.error("job %s in the job store cannot be restored (%s): removing it", job_id, why)
-        with self.engine.begin() as conn:
-            conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id))
-        self.broken[job_id] = why
-        if next_run_time is not None:
-            self.lost_fires[job_id] = datetime.fromtimestamp(float(next_run_time), UTC)
 
 
 def serve(rt: Runtime, *, stop: threading.Event, on_standby: Callable[[str], None]) -> None:
