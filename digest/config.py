@@ -143,7 +143,13 @@ class WebConfig:
     signups_per_minute: int = 10  # per client IP; more get 429
     welcome_email: bool = True  # send the latest edition when a reader confirms
     consent_version: str = "1"  # version of the consent text shown on the sign-up form
-    trust_forwarded_for: bool = False  # behind a reverse proxy: client IP from X-Forwarded-For
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (addresses or CIDR ranges); the client is the right-most address not in here.
+    trusted_proxies: tuple[str, ...] = ()
+    proof_of_work: bool = False  # sign-ups must solve an ALTCHA challenge (self-hosted)
+    proof_of_work_max_number: int = 100_000  # the challenge's search space (difficulty)
+    proof_of_work_minutes: int = 10  # a challenge expires after this long
+    block_disposable_domains: bool = False  # refuse sign-ups from throwaway-mail domains
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,9 @@ class PreflightConfig:
     link_timeout_seconds: float = 10.0  # per link, connect and read
     link_concurrency: int = 8  # links fetched at once
     subject_max_chars: int = 78  # longer subjects are cut by most inboxes: a warning
+    # Let the link check fetch loopback, private, link-local and CGNAT addresses
+    # (feed content decides what is fetched: off unless the feed is your own LAN).
+    allow_private_addresses: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +314,10 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
             f"[send] key 'lease_seconds' in {source}: at least 10 seconds, got {send.lease_seconds}"
         )
 
+    web = _section(data, "web", source)
+    assert isinstance(web, WebConfig)
+    config_checks.check_web(web, source)
+
     db = _section(data, "database", source)
     assert isinstance(db, DatabaseConfig)
     db_url = _resolve_sqlite(environ.get(ENV_DATABASE_URL) or db.url, base)
@@ -327,7 +340,7 @@ def parse(data: Mapping[str, Any], *, source: Path, environ: Mapping[str, str]) 
         edition=_section(data, "edition", source),  # type: ignore[arg-type]
         send=_section(data, "send", source),  # type: ignore[arg-type]
         paths=PathsConfig(templates=_resolve_path(paths.templates, base)),
-        web=_section(data, "web", source),  # type: ignore[arg-type]
+        web=web,
         preflight=_section(data, "preflight", source),  # type: ignore[arg-type]
         schedule=_schedule(data, site, source),
         operators=_operators(data.get("operators", {}), source),
@@ -465,6 +478,8 @@ def _section(data: Mapping[str, Any], name: str, source: Path) -> object:
     specs = {f.name.rstrip("_"): f for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if (name, key) in _REPLACED:
+            raise ConfigError(f"[{name}] key '{key}' in {source}: {_REPLACED[name, key]}")
         if key not in specs:
             home = [
                 s for s, c in _SECTIONS.items() if key in {f.name.rstrip("_") for f in fields(c)}
@@ -483,8 +498,22 @@ def _section(data: Mapping[str, Any], name: str, source: Path) -> object:
     return cls(**values)
 
 
+# Keys an older version read, with what replaced them.
+_REPLACED = {
+    ("web", "trust_forwarded_for"): (
+        "replaced by trusted_proxies, the addresses of your reverse proxies "
+        '(e.g. trusted_proxies = ["127.0.0.1"]); the client is then the right-most '
+        "X-Forwarded-For address that is not one of them"
+    ),
+}
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
     text = str(annotation)
+    if text == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings in quotes, got {value!r}")
+        return tuple(value)
     if text.startswith("Literal") or text == "UnknownPolicy":
         allowed = get_args(UnknownPolicy)
         if value not in allowed:

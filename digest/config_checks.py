@@ -1,4 +1,4 @@
-"""Checks of single ``[site]`` and ``[email]`` values that need more than a type.
+"""Checks of single ``[site]``, ``[email]`` and ``[web]`` values that need more than a type.
 
 :func:`digest.config.parse` calls :func:`check_site` and :func:`check_email` once
 the sections are typed. Each raises :class:`~digest.errors.ConfigError` with one
@@ -8,6 +8,7 @@ that module stays about loading and typing.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from email.utils import getaddresses
 from pathlib import Path
@@ -45,6 +46,25 @@ class _Email(Protocol):
     def transactional_from(self) -> str | None: ...
     @property
     def feedback_id(self) -> str | None: ...
+
+
+class _Web(Protocol):
+    @property
+    def trusted_proxies(self) -> tuple[str, ...]: ...
+
+
+def check_web(web: _Web, source: Path) -> None:
+    """``[web] trusted_proxies``: each an IP address or a CIDR range (uvicorn's
+    ``forwarded_allow_ips`` takes the same; ``"*"`` is refused: trusting every
+    peer lets anyone choose their address)."""
+    for entry in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry.strip())
+        except ValueError:
+            raise ConfigError(
+                f"[web] key 'trusted_proxies' in {source}: {entry!r} is not an IP address "
+                "or a CIDR range such as '10.0.0.0/8' (host bits zero)"
+            ) from None
 
 
 def check_site(site: _Site, source: Path) -> None:

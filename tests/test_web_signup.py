@@ -78,7 +78,7 @@ def test_signup_sends_a_confirmation_without_the_name_then_post_confirms(site: S
         (ConsentAction.confirmed, ConsentSource.link),
     ]
     for event in site.events():
-        assert event.ip == "testclient" and event.user_agent == UA
+        assert event.ip == "127.0.0.1" and event.user_agent == UA
         assert event.consent_version == "1"
 
 
@@ -144,19 +144,34 @@ def test_the_rate_limit_answers_429_with_retry_after(limited: Site) -> None:
     assert limited.subscriber("r9@example.com") is None
 
 
-def test_forwarded_for_counts_only_when_trusted(tmp_path: Path, db_url: str) -> None:
-    web = {"signups_per_minute": 1, "trust_forwarded_for": True}
+def test_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path, db_url: str) -> None:
+    # The peer (127.0.0.1) is a trusted proxy, and so is 10.0.0.0/8 behind it: the
+    # client is the right-most address that is neither; what it wrote before is noise.
+    web = {"signups_per_minute": 1, "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]}
     for opened in open_site(tmp_path, db_url, web=web):
-        first = {"x-forwarded-for": "203.0.113.5, 10.0.0.1"}
+        first = {"x-forwarded-for": "198.51.100.1, 203.0.113.5, 10.0.0.1"}
+        forged = {"x-forwarded-for": "198.51.100.99, 203.0.113.5"}
         second = {"x-forwarded-for": "203.0.113.6"}
         assert opened.client.post("/subscribe", data={"email": "a@x.com"}, headers=first).is_success
         assert opened.client.post(
             "/subscribe", data={"email": "b@x.com"}, headers=second
         ).is_success
-        again = opened.client.post("/subscribe", data={"email": "c@x.com"}, headers=first)
+        again = opened.client.post("/subscribe", data={"email": "c@x.com"}, headers=forged)
         assert again.status_code == 429
         (event, *_) = opened.events()
         assert event.ip == "203.0.113.5"
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(limited: Site) -> None:
+    for n in range(3):
+        forged = {"x-forwarded-for": f"198.51.100.{n}"}
+        assert limited.client.post(
+            "/subscribe", data={"email": f"f{n}@example.com"}, headers=forged
+        ).is_success
+    forged = {"x-forwarded-for": "198.51.100.77"}
+    refused = limited.client.post("/subscribe", data={"email": "f9@example.com"}, headers=forged)
+    assert refused.status_code == 429
+    assert {e.ip for e in limited.events()} == {"127.0.0.1"}
 
 
 def test_confirm_links_that_are_bad_all_look_alike_and_change_nothing(site: Site) -> None:

@@ -157,6 +157,8 @@ def open_site(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Iterat
     clock = Clock()
     rt = Runtime.open(cfg, clock=clock)
     upgrade(rt.engine)
-    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
+    # A peer address, so [web] trusted_proxies can name it ("127.0.0.1" is no IP).
+    peer = ("127.0.0.1", 50000)
+    with TestClient(create_app(rt), raise_server_exceptions=False, client=peer) as client:
         yield Site(rt, client, clock, tmp_path)
     rt.close()

@@ -196,8 +196,9 @@ def serve(
                 f"cannot listen on {host}:{port}: {problem}. Is another 'digest serve' "
                 "running? Stop it, or choose another --port.",
             )
-        # proxy_headers off: the app reads X-Forwarded-For itself, and only when
-        # [web] trust_forwarded_for is true.
+        # proxy_headers off: create_app installs uvicorn's ProxyHeadersMiddleware
+        # itself, trusting only [web] trusted_proxies (uvicorn's own default would
+        # trust 127.0.0.1, and FORWARDED_ALLOW_IPS from the environment).
         try:
             uvicorn.run(create_app(rt), host=host, port=port, proxy_headers=False)
         except SystemExit as exc:  # uvicorn exits 3 when it could not start

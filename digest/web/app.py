@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest import config as config_mod
 from digest.render.view import site_view
@@ -86,6 +87,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _server_error)
     app.add_middleware(SecurityHeaders)
+    if runtime.config.web.trusted_proxies:
+        # Outermost: every route, rate limit and the consent log see the client
+        # address and scheme as the trusted proxy reported them (uvicorn's rules:
+        # the right-most X-Forwarded-For entry that is not a trusted proxy).
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=list(runtime.config.web.trusted_proxies)
+        )
     install_log_redaction()
     return app
 

@@ -5,10 +5,11 @@ restart forgiving everyone is harmless (the confirmation email itself is limited
 per address in the database, ``[web] confirm_resend_minutes``). Several web
 processes each allow the configured rate.
 
-The client is the socket's peer address, or, only when ``[web]
-trust_forwarded_for`` is true (behind a reverse proxy that sets it), the first
-``X-Forwarded-For`` entry. Trusting that header without a proxy would let anyone
-pick a fresh "address" per request.
+The client is the request's client address (:func:`client_ip`): the socket's
+peer, or, when that peer is one of ``[web] trusted_proxies``, what uvicorn's
+``ProxyHeadersMiddleware`` (installed by :func:`digest.web.app.create_app`) took
+from ``X-Forwarded-For``: the right-most address that is not a trusted proxy. The
+left-most entries are whatever the client wrote and are never believed.
 """
 
 from __future__ import annotations
@@ -61,11 +62,7 @@ class SlidingWindow:
             return None
 
 
-def client_ip(request: Request, *, trust_forwarded_for: bool) -> str:
-    """The client's address as this app should believe it (see module docstring)."""
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first[:64]
-    return request.client.host if request.client is not None else ""
+def client_ip(request: Request) -> str:
+    """The client's address as this app believes it (see module docstring): the
+    same value feeds every rate limit and the consent log."""
+    return request.client.host[:64] if request.client is not None else ""

@@ -65,7 +65,7 @@ async def subscribe_form(request: Request) -> Response:
 async def subscribe(request: Request, background: BackgroundTasks) -> Response:
     w = web_of(request)
     as_json = wants_json(request)
-    ip = client_ip(request, trust_forwarded_for=w.rt.config.web.trust_forwarded_for)
+    ip = client_ip(request)
     retry_after = w.limiter.hit(ip)
     if retry_after is not None:
         headers = {"Retry-After": str(retry_after)}

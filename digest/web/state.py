@@ -53,7 +53,7 @@ class Web:
         cfg = self.rt.config.web
         return Context(
             source=source,
-            ip=client_ip(request, trust_forwarded_for=cfg.trust_forwarded_for),
+            ip=client_ip(request),
             user_agent=request.headers.get("user-agent", ""),
             consent_version=cfg.consent_version,
         )

@@ -118,7 +118,7 @@ async def receive(provider: str, request: Request) -> Response:
         url=str(request.url),
         headers={k.lower(): v for k, v in request.headers.items()},
         body=body,
-        remote_addr=client_ip(request, trust_forwarded_for=hooks.rt.config.web.trust_forwarded_for),
+        remote_addr=client_ip(request),
     )
     now = hooks.rt.now()
     try:

@@ -6,10 +6,11 @@ form, and HTTP Basic with any user name) and/or ``DIGEST_ADMIN_TOKEN``
 Comparisons are constant-time (:func:`hmac.compare_digest`).
 
 A login gives a session cookie: ``HttpOnly``, ``SameSite=Strict``, ``Path=/admin``,
-``Secure`` when the request came over https, signed with ``itsdangerous`` under a
-key derived from the server secret (``DIGEST_SECRET_KEY`` or the stored key) *and*
-the credentials, so changing the password ends every session. It expires after
-:data:`SESSION_SECONDS`.
+``Secure`` when the request came over https (its own scheme, or a trusted
+proxy's ``X-Forwarded-Proto``, applied by ``ProxyHeadersMiddleware``), signed
+with ``itsdangerous`` under a key derived from the server secret
+(``DIGEST_SECRET_KEY`` or the stored key) *and* the credentials, so changing
+the password ends every session. It expires after :data:`SESSION_SECONDS`.
 
 CSRF: every state-changing request must carry a ``csrf`` field equal to an HMAC of
 the session's random id (the login form uses a pre-login cookie the same way).
@@ -160,7 +161,7 @@ class Guard:
             value,
             max_age=age,
             path=COOKIE_PATH,
-            secure=is_https(request, self.rt.config.web.trust_forwarded_for),
+            secure=request.url.scheme == "https",
             httponly=True,
             samesite="strict",
         )
@@ -176,11 +177,3 @@ class Guard:
     def login_csrf_ok(self, request: Request, given: str) -> bool:
         found = self._load(request, PRE_COOKIE, "login", PRE_SECONDS)
         return found is not None and self.check_csrf(str(found["sid"]), given)
-
-
-def is_https(request: Request, trust_forwarded: bool) -> bool:
-    """Served over https: the request's own scheme, or the proxy's word when trusted."""
-    if request.url.scheme == "https":
-        return True
-    proto = request.headers.get("x-forwarded-proto", "") if trust_forwarded else ""
-    return proto.split(",")[0].strip().lower() == "https"

@@ -68,7 +68,7 @@ async def login(request: Request) -> Response:
     desk = desk_of(request)
     fields = await form(request)
     name = fields.first("name").strip()[:MAX_NAME]
-    ip = client_ip(request, trust_forwarded_for=web_of(request).rt.config.web.trust_forwarded_for)
+    ip = client_ip(request)
     if desk.login_limiter.hit(ip) is not None:
         return _page(
             request,
