@@ -33,14 +33,13 @@ pipelines MAIL/RCPT/DATA when the server offers it. Its exceptions stop at this 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from digest.errors import TransportUnavailable
-from digest.transports import smtp_wire
+from digest.transports import smtp_auth, smtp_wire
 from digest.transports.api import check_int, check_number, check_str
 from digest.transports.base import OutgoingMessage, SendResult
 from digest.transports.dkim import DkimSigner
@@ -48,6 +47,7 @@ from digest.transports.pacing import TokenBucket
 from digest.transports.smtp_codec import (
     SmtpAddressError,
     SmtpAuthError,
+    SmtpAuthUnavailable,
     SmtpConnectionError,
     SmtpError,
     SmtpReplyError,
@@ -79,7 +79,10 @@ class _Connection:
 
 class SmtpTransport:
     kind: ClassVar[str] = "smtp"
-    secret_env: ClassVar[Mapping[str, str]] = {"password": "DIGEST_SMTP_PASSWORD"}
+    secret_env: ClassVar[Mapping[str, str]] = {
+        "password": smtp_auth.ENV_PASSWORD,
+        "oauth_token": smtp_auth.ENV_TOKEN,
+    }
 
     def __init__(
         self,
@@ -89,6 +92,8 @@ class SmtpTransport:
         security: str = "starttls",
         username: str | None = None,
         password: str | None = None,
+        auth: str = "auto",
+        oauth_token: str | None = None,
         connections: int = 4,
         rate_per_second: float = 0,
         timeout: float = 30,
@@ -104,8 +109,11 @@ class SmtpTransport:
     ) -> None:
         """Validate the ``[transport]`` keywords; ``ValueError`` names the bad key.
 
-        DKIM: give ``dkim_domain``, ``dkim_selector`` and ``dkim_key_path`` (a PEM
-        private key file) together, or none of them.
+        AUTH (with ``username``): ``auth`` is "auto" (PLAIN, else LOGIN), "plain",
+        "login" (``password``) or "xoauth2" (``oauth_token``, an OAuth 2.0 access
+        token): :mod:`digest.transports.smtp_auth`. DKIM: give ``dkim_domain``,
+        ``dkim_selector`` and ``dkim_key_path`` (a PEM private key file) together, or
+        none of them.
         """
         check_str("host", host)
         check_int("port", port, 1, 65535)
@@ -128,9 +136,16 @@ class SmtpTransport:
             raise ValueError(
                 f"key 'validate_certs': expected true or false, got {validate_certs!r}"
             )
-        _check_auth(host, security, username, password)
+        self._secret = smtp_auth.configured_secret(
+            host=host,
+            security=security,
+            username=username,
+            auth=auth,
+            password=password,
+            token=oauth_token,
+        )
         self.host, self.port, self.security = host, port, security
-        self.username, self._password = username, password
+        self.username, self._password, self.auth = username, password, auth
         self.timeout = float(timeout)
         self.data_timeout = float(data_timeout)
         self.local_hostname = local_hostname
@@ -165,10 +180,18 @@ class SmtpTransport:
         try:
             await self._connect(slot)
         except SmtpAuthError as exc:
+            if self.auth == "xoauth2":
+                secret = f"{smtp_auth.ENV_TOKEN} environment variable (tokens expire)"
+            else:
+                secret = f"{smtp_auth.ENV_PASSWORD} environment variable"
             raise TransportUnavailable(
                 f"SMTP server {self.host}:{self.port} refused authentication as "
                 f"{self.username!r} ({exc.code} {exc.message}): check [transport] "
-                "username and the DIGEST_SMTP_PASSWORD environment variable"
+                f"username and the {secret}"
+            ) from exc
+        except SmtpAuthUnavailable as exc:
+            raise TransportUnavailable(
+                f"SMTP server {exc}: check [transport] auth (now {self.auth!r})"
             ) from exc
         except _CONNECTION_ERRORS as exc:
             raise TransportUnavailable(
@@ -251,8 +274,8 @@ class SmtpTransport:
             data_timeout=self.data_timeout,
         )
         try:
-            if self.username is not None and self._password is not None:
-                await session.login(self.username, self._password)
+            if self.username is not None and self._secret is not None:
+                await session.login(self.username, self._secret, mechanism=self.auth)
         except BaseException:
             session.close()
             raise
@@ -278,28 +301,6 @@ class SmtpTransport:
         session, slot.session = slot.session, None
         if session is not None:
             session.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_auth(host: str, security: str, username: str | None, password: str | None) -> None:
-    """AUTH needs both; a password without a username is ignored (no AUTH is attempted)."""
-    if username is not None:
-        check_str("username", username)
-        if not password:
-            raise ValueError("key 'username' is set: set DIGEST_SMTP_PASSWORD as well")
-        if security == "none" and not _is_loopback(host):
-            raise ValueError(
-                "key 'security': 'none' would send the password in clear text to "
-                f"{host}; use 'starttls' or 'tls' (AUTH without TLS only on loopback)"
-            )
 
 
 def _dkim_signer(

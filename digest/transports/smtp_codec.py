@@ -4,8 +4,10 @@ session reads and writes, without the session. Errors::
     SmtpError                   anything the client raises on purpose
     ├── SmtpReplyError          the server answered, but not with success
     │   └── SmtpAuthError       AUTH refused (535 …)
+    ├── SmtpAuthUnavailable     the server offers no AUTH mechanism we may use
     └── SmtpConnectionError     (also a ConnectionError) refused, lost, TLS failed,
-        │                       STARTTLS not offered; the session is closed
+        │                       STARTTLS not offered, data sent between the STARTTLS
+        │                       reply and the handshake; the session is closed
         ├── SmtpTimeout         (also a TimeoutError) no answer in time
         └── SmtpProtocolError   a reply we cannot parse: the session is out of step
     SmtpAddressError            (a ValueError) a mailbox that could inject commands;
@@ -48,6 +50,10 @@ class SmtpReplyError(SmtpError):
 
 class SmtpAuthError(SmtpReplyError):
     """The server refused our credentials (or the mechanism)."""
+
+
+class SmtpAuthUnavailable(SmtpError):
+    """The server does not offer the AUTH mechanism asked for; nothing was sent."""
 
 
 class SmtpConnectionError(SmtpError, ConnectionError):
@@ -149,6 +155,31 @@ async def read_reply(reader: asyncio.StreamReader, *, where: str) -> Reply:
         texts.append(line[4:].decode("utf-8", "replace"))
         if sep != b"-":
             return Reply(int(code), "\n".join(texts))
+
+
+def refuse_early_data(reader: asyncio.StreamReader, where: str, *, handshake_done: bool) -> None:
+    """Raise :class:`SmtpConnectionError` (phase "STARTTLS") if ``reader`` holds bytes
+    no command asked for, after the ``220`` to STARTTLS or after the handshake.
+
+    A server sends nothing between its ``220`` and the handshake (RFC 3207), nor
+    before our EHLO. Such bytes came in clear, perhaps from a man in the middle, to
+    be read as the first replies inside TLS (response injection, like CVE-2011-0411
+    and aiosmtplib GHSA-vxj7-4xrp-5vr4): refused, never used. Bytes arriving once
+    the clear-text reads stopped go to the TLS layer and fail the handshake.
+    """
+    # StreamReader has no public way to ask; ``_buffer`` is CPython's own (should it
+    # ever go, this fails with AttributeError: closed, not open).
+    buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+    if buffered:
+        when = (
+            "after the TLS handshake, before our EHLO"
+            if handshake_done
+            else "after its STARTTLS reply, before the TLS handshake"
+        )
+        error = SmtpConnectionError(
+            f"{where} sent data {when}: refusing (possible response injection)"
+        )
+        raise lost(error, "STARTTLS", False)
 
 
 def expect(reply: Reply, expected: int, phase: str) -> None:

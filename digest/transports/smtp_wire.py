@@ -1,10 +1,11 @@
 """A small SMTP client session on asyncio streams (RFC 5321, 2920, 3207, 4954).
 
 Just what :mod:`digest.transports.smtp` needs: connect (plain, implicit TLS or
-STARTTLS), EHLO, AUTH PLAIN/LOGIN, one-recipient transactions (pipelined when the
-server offers PIPELINING), RSET and QUIT. Every read has a timeout. The errors,
-replies and command lines are :mod:`digest.transports.smtp_codec`'s (its docstring
-draws the error tree).
+STARTTLS, refusing clear-text bytes read past its ``220``: ``refuse_early_data``),
+EHLO, AUTH (PLAIN, LOGIN, XOAUTH2: :mod:`digest.transports.smtp_auth`), one-recipient
+transactions (pipelined when the server offers PIPELINING), RSET and QUIT. Every
+read has a timeout. The errors, replies and command lines are
+:mod:`digest.transports.smtp_codec`'s (its docstring draws the error tree).
 
 Timeouts: ``timeout`` bounds connecting and each command's reply; the reply to the
 end of the message body (the final ``.``) has its own, ``data_timeout``, because a
@@ -21,22 +22,22 @@ import re
 import socket
 import ssl
 
+from digest.transports import smtp_auth
 from digest.transports.smtp_codec import (
     Extensions,
     Reply,
     SmtpAddressError,
-    SmtpAuthError,
     SmtpConnectionError,
     SmtpError,
     SmtpProtocolError,
     SmtpReplyError,
     SmtpTimeout,
-    b64,
     check_address,
     envelope,
     expect,
     lost,
     read_reply,
+    refuse_early_data,
 )
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
@@ -157,30 +158,11 @@ class SmtpSession:
         """False once closed, or once the server hung up (EOF with nothing left to read)."""
         return not (self._closed or self._writer.is_closing() or self._reader.at_eof())
 
-    async def login(self, username: str, password: str) -> None:
-        """AUTH PLAIN (RFC 4616), or LOGIN when PLAIN is not offered or not accepted (504).
-
-        Raises :class:`SmtpAuthError` when refused, :class:`SmtpError` when the server
-        offers neither mechanism.
-        """
-        offered = self.extensions.auth
-        if "PLAIN" not in offered and "LOGIN" not in offered:
-            names = " ".join(sorted(offered)) or "no AUTH at all"
-            raise SmtpError(f"{self.where} offers no AUTH PLAIN or LOGIN ({names})")
-        if "PLAIN" in offered:
-            token = b64(b"\0" + username.encode() + b"\0" + password.encode())
-            reply = await self._command(b"AUTH PLAIN " + token + b"\r\n", "AUTH")
-            if reply.code == 235:
-                return
-            if reply.code != 504 or "LOGIN" not in offered:
-                raise SmtpAuthError(reply.code, reply.text, "AUTH")
-        reply = await self._command(b"AUTH LOGIN\r\n", "AUTH")
-        for secret in (username, password):
-            if reply.code != 334:
-                break
-            reply = await self._command(b64(secret.encode()) + b"\r\n", "AUTH")
-        if reply.code != 235:
-            raise SmtpAuthError(reply.code, reply.text, "AUTH")
+    async def login(self, username: str, secret: str, *, mechanism: str = "auto") -> None:
+        """AUTH with a password (or for ``"xoauth2"`` an access token); the mechanisms
+        and errors: :mod:`digest.transports.smtp_auth`."""
+        auth = smtp_auth.authenticate
+        await auth(self._command, self.extensions.auth, self.where, username, secret, mechanism)
 
     async def send(
         self, sender: str, recipient: str, data: bytes, *, canonical: bool = False
@@ -263,6 +245,10 @@ class SmtpSession:
                 f"{self.where} does not offer STARTTLS; not continuing without TLS"
             )
         expect(await self._command(b"STARTTLS\r\n", "STARTTLS"), 220, "STARTTLS")
+        self.extensions = Extensions()  # RFC 3207 4.2: forget what was said in clear
+        # start_tls() stops the clear-text reads before it yields (bar a full write
+        # buffer); the check after the handshake catches what came in between.
+        refuse_early_data(self._reader, self.where, handshake_done=False)
         try:
             await self._writer.start_tls(
                 starttls, server_hostname=host, ssl_handshake_timeout=self.timeout
@@ -271,7 +257,7 @@ class SmtpSession:
             raise SmtpConnectionError(f"TLS with {self.where} failed: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             raise SmtpConnectionError(f"STARTTLS with {self.where} failed: {exc}") from exc
-        self.extensions = Extensions()  # RFC 3207 4.2: forget what was said in clear
+        refuse_early_data(self._reader, self.where, handshake_done=True)
         await self._hello(name)
 
     async def _hello(self, name: str) -> None:
