@@ -204,7 +204,7 @@ class Lease(SQLModel, table=True):
 
 
 class RunRecord(SQLModel, table=True):
-    """One run of a scheduled or cron-started job, for ``digest status`` and ``/healthz``."""
+    """One run of a scheduled or cron-started job, for ``digest status`` and ``digest check``."""
 
     __tablename__ = "run_record"
     __table_args__ = (Index("ix_run_record_job_started", "job", "started_at"),)
@@ -297,3 +297,21 @@ class WebhookReplay(SQLModel, table=True):
     provider: str = Field(sa_column=Column(String(40), primary_key=True))
     key: str = Field(sa_column=Column(String(200), primary_key=True))
     expires_at: datetime = _ts()
+
+
+class AdminSession(SQLModel, table=True):
+    """A signed-in operator desk session (:mod:`digest.web.admin.auth`).
+
+    Keyed by the SHA-256 of the session id, never the id itself: the id travels
+    only inside the signed cookie. A cookie counts only while its row is here, not
+    ended (``ended_at``: signed out) and not expired; such rows are deleted at a
+    later sign-in.
+    """
+
+    __tablename__ = "admin_session"
+
+    sid_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    ended_at: datetime | None = _ts(nullable=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -25,9 +26,11 @@ from sqlalchemy import func, select
 from digest import config as config_mod
 from digest import desk, editions, pipeline
 from digest.db import session_scope, upgrade
-from digest.models import Delivery, Edition
+from digest.models import AdminSession, Delivery, Edition
 from digest.runtime import Runtime
 from digest.transports.memory import MemoryTransport
+from digest.web.admin import LOGIN_ATTEMPTS_PER_MINUTE, FailedAttempts
+from digest.web.admin.auth import sid_hash
 from digest.web.app import create_app
 from subscribers import repository
 from tests.browser_support import html_of
@@ -125,6 +128,7 @@ def all_routes(routes: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, s
 
 
 def test_every_admin_route_refuses_an_anonymous_request(app: FastAPI, client: TestClient) -> None:
+    app.state.admin.attempts = FailedAttempts(10_000)  # refusals here, not the rate limit
     checked = 0
     for path, methods in all_routes(app.routes):
         if not path.startswith("/admin") or path == "/admin/login":
@@ -353,3 +357,124 @@ def test_approve_edition_approves_a_clean_edition(rt: Runtime) -> None:
     approval = desk.approve_edition(rt, key=key, by="cli", now=NOW)
     assert approval.report.ok and not approval.forced
     assert approval.edition.approved_by == "cli"
+
+
+# --- throttling wrong credentials, server-side sessions --------------------------------
+
+
+class Ticks:
+    """A monotonic clock for :class:`FailedAttempts` that tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"op:{password}".encode()).decode()}
+
+
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+
+
+def test_wrong_basic_bearer_and_form_credentials_share_one_limit(
+    app: FastAPI, client: TestClient
+) -> None:
+    ticks = Ticks()
+    app.state.admin.attempts = FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE, clock=ticks)
+    assert login(client).status_code == 303  # a session from before the attack
+    for _ in range(50):  # right credentials never count
+        assert client.get("/admin/editions", headers=BEARER).status_code == 200
+    for i in range(LOGIN_ATTEMPTS_PER_MINUTE):
+        wrong = basic("guess") if i % 3 == 0 else {"authorization": "Bearer guess"}
+        if i % 3 == 2:
+            assert login(client, "guess").status_code == 401
+        else:
+            assert client.get("/admin/editions", headers=wrong).status_code == 401
+    for right in (BEARER, basic(PASSWORD), basic("guess")):  # now even the right one waits
+        refused = client.get("/admin/editions", headers=right)
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+    form = login(client)
+    assert form.status_code == 429 and form.headers["retry-after"]
+    stale = client.post("/admin/login", data={"password": PASSWORD, "csrf": "stale"})
+    assert stale.status_code == 429  # nothing is checked while the client waits
+    # No credential at all: neither counted nor refused (the session cookie still works,
+    # a browser without one is still sent to the login page).
+    assert client.get("/admin/editions").status_code == 200
+    client.cookies.clear()
+    page = client.get("/admin/editions", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/admin/login")
+    ticks.now += 61  # the window has passed
+    assert client.get("/admin/editions", headers=BEARER).status_code == 200
+    assert login(client).status_code == 303
+
+
+def test_the_limit_is_per_client_address(rt: Runtime) -> None:
+    app = create_app(rt)
+    with (
+        TestClient(app, client=("203.0.113.7", 1)) as attacker,
+        TestClient(app, client=("198.51.100.1", 1)) as operator,
+    ):
+        for _ in range(LOGIN_ATTEMPTS_PER_MINUTE):
+            assert attacker.get("/admin/editions", headers=basic("guess")).status_code == 401
+        assert attacker.get("/admin/editions", headers=BEARER).status_code == 429
+        assert operator.get("/admin/editions", headers=BEARER).status_code == 200
+
+
+def stored_sessions(rt: Runtime) -> list[Any]:
+    with rt.engine.connect() as conn:
+        return list(conn.execute(select(AdminSession.__table__)))  # type: ignore[attr-defined]
+
+
+def test_logout_ends_the_session_on_the_server(rt: Runtime, client: TestClient) -> None:
+    login(client)
+    cookie = client.cookies["digest_admin"]
+    sid = client.app.state.admin.guard._serializer("session").loads(cookie)["sid"]  # type: ignore[attr-defined]
+    (row,) = stored_sessions(rt)
+    assert row.sid_hash == sid_hash(sid) and sid not in row  # the id itself is not stored
+    assert row.name == "Ada" and row.ended_at is None
+    csrf = csrf_of(client.get("/admin/editions").text)
+    out = client.post("/admin/logout", data={"csrf": csrf})
+    assert out.status_code == 303 and "digest_admin" not in client.cookies
+    (row,) = stored_sessions(rt)
+    assert row.ended_at == NOW
+    client.cookies.set("digest_admin", cookie, path="/admin")  # a copy kept by someone
+    assert client.get("/admin/editions").status_code == 401
+    page = client.get("/admin/editions", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/admin/login")
+    # The next sign-in prunes ended (and expired) sessions.
+    login(client)
+    assert [r.ended_at for r in stored_sessions(rt)] == [None]
+
+
+def test_an_expired_session_is_refused(rt: Runtime, client: TestClient) -> None:
+    login(client)
+    assert client.get("/admin/editions").status_code == 200
+    with rt.engine.begin() as conn:
+        table = AdminSession.__table__  # type: ignore[attr-defined]
+        conn.execute(table.update().values(expires_at=NOW))
+    assert client.get("/admin/editions").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "changed", [{"DIGEST_ADMIN_PASSWORD": "a new password"}, {"DIGEST_ADMIN_TOKEN": "tok-new"}]
+)
+def test_changing_the_password_or_token_ends_every_session(
+    rt: Runtime, client: TestClient, changed: dict[str, str]
+) -> None:
+    login(client)
+    cookie = client.cookies["digest_admin"]
+
+    def desk_with(env: dict[str, str]) -> FastAPI:
+        config = dataclasses.replace(rt.config, env={**rt.config.env, **env})
+        return create_app(
+            Runtime(config, rt.engine, rt.feed_adapter, rt.transport_adapter, rt.clock)
+        )
+
+    for env, allowed in (({}, True), (changed, False)):  # the same stored session both times
+        with TestClient(desk_with(env), follow_redirects=False) as other:
+            other.cookies.set("digest_admin", cookie, path="/admin")
+            assert (other.get("/admin/editions").status_code == 200) is allowed, env
+    assert [r.ended_at for r in stored_sessions(rt)] == [None]  # refused by the key alone

@@ -6,6 +6,12 @@ for a browser's page request, 401 otherwise) and, for any method but GET/HEAD, a
 form without the session's CSRF token (403). Only ``/admin/login`` is outside it.
 No credential in the environment: :func:`install` mounts nothing and says so.
 
+Wrong credentials (login form, HTTP Basic, Bearer) count against one limit per
+client address, :data:`LOGIN_ATTEMPTS_PER_MINUTE` failures a minute; past it every
+credential attempt from that client gets 429 with ``Retry-After``, the right one
+too, until the window passes (:class:`FailedAttempts`). Successes and requests
+without a credential are not counted.
+
 =======  ========================================  ====================================
 GET      /admin/login, POST /admin/login            sign in (password form)
 POST     /admin/logout                              sign out
@@ -20,11 +26,17 @@ POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
@@ -36,12 +48,13 @@ from digest.web.admin.auth import (
     Guard,
     NotAuthenticated,
     Operator,
+    TooManyAttempts,
 )
 from digest.web.forms import BadBody, Fields, read_fields
-from digest.web.ratelimit import SlidingWindow
+from digest.web.ratelimit import MAX_CLIENTS, client_ip
 
 log = logging.getLogger(__name__)
-LOGIN_ATTEMPTS_PER_MINUTE = 10
+LOGIN_ATTEMPTS_PER_MINUTE = 10  # wrong credentials per client address, then 429
 # The desk's pages: no scripts; the previews are framed from this origin only.
 ADMIN_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
@@ -50,10 +63,64 @@ ADMIN_CSP = (
 PAGE_HEADERS = {"Content-Security-Policy": ADMIN_CSP}
 
 
+class FailedAttempts:
+    """Failed credential checks per client in a sliding window, in memory, per process.
+
+    Unlike :class:`~digest.web.ratelimit.SlidingWindow`, which counts every event,
+    only failures count here, and a client at ``limit`` failures is refused every
+    credential attempt (:meth:`blocked`) until its oldest failure leaves the window.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_CLIENTS,
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit, self.window, self.clock, self.max_keys = limit, window, clock, max_keys
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()  # the guard runs on the event loop, forms too
+
+    def blocked(self, key: str) -> int | None:
+        """None when ``key`` may try a credential, else whole seconds to wait."""
+        with self._lock:
+            return self._wait(key, self.clock())
+
+    def attempt(self, key: str, ok: bool) -> int | None:
+        """One credential check whose result was ``ok``: None to answer it on its
+        merits (a failure is counted), else seconds to wait (nothing counted)."""
+        now = self.clock()
+        with self._lock:
+            wait = self._wait(key, now)
+            if wait is None and not ok:
+                self._failures.setdefault(key, deque()).append(now)
+                self._failures.move_to_end(key)
+                while len(self._failures) > self.max_keys:
+                    self._failures.popitem(last=False)  # the least recently failed
+            return wait
+
+    def _wait(self, key: str, now: float) -> int | None:
+        failures = self._failures.get(key)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+            return None
+        if len(failures) < self.limit:
+            return None
+        return max(1, math.ceil(failures[0] + self.window - now))
+
+
 @dataclass
 class Desk:
     guard: Guard
-    login_limiter: SlidingWindow
+    attempts: FailedAttempts  # wrong credentials, every way of presenting one
 
 
 def desk_of(request: Request) -> Desk:
@@ -64,9 +131,20 @@ def desk_of(request: Request) -> Desk:
 
 async def operator(request: Request) -> Operator:
     """The router-wide guard: authenticated, and CSRF-checked for state changes.
-    Raises NotAuthenticated / CsrfRefused (answered by the handlers below)."""
-    guard = desk_of(request).guard
-    found = guard.authenticate(request)
+    Raises NotAuthenticated / CsrfRefused / TooManyAttempts (answered below).
+
+    A Basic or Bearer credential is checked in memory and counted when wrong; with
+    none, the session cookie is looked up in the database (in a worker thread)."""
+    desk = desk_of(request)
+    guard = desk.guard
+    given = guard.presented(request)
+    if given is None:
+        found = await run_in_threadpool(guard.session_of, request)
+    else:
+        found = guard.check(*given)
+        retry_after = desk.attempts.attempt(client_ip(request), found is not None)
+        if retry_after is not None:
+            raise TooManyAttempts(retry_after)
     if found is None:
         raise NotAuthenticated
     if request.method not in SAFE_METHODS and found.via != "token":
@@ -103,7 +181,7 @@ def install(app: FastAPI, rt: Runtime) -> bool:
         return False
     from digest.web.admin import routes_editions, routes_login, routes_preview
 
-    app.state.admin = Desk(Guard(rt, credentials), SlidingWindow(LOGIN_ATTEMPTS_PER_MINUTE))
+    app.state.admin = Desk(Guard(rt, credentials), FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE))
     app.include_router(routes_login.public_router())
     router = APIRouter(prefix="/admin", dependencies=[Depends(operator)], include_in_schema=False)
     for module in (routes_login, routes_editions, routes_preview):
@@ -111,6 +189,7 @@ def install(app: FastAPI, rt: Runtime) -> bool:
     app.include_router(router)
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
+    app.add_exception_handler(TooManyAttempts, _too_many_attempts)
     ways = " and ".join(
         w for w, on in (("password", credentials.password), ("token", credentials.token)) if on
     )
@@ -139,4 +218,14 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
         "403 Forbidden: the form's CSRF token is missing or wrong; nothing was changed. "
         "Reload the page and try again.\n",
         status_code=403,
+    )
+
+
+async def _too_many_attempts(request: Request, exc: Exception) -> Response:
+    wait = exc.retry_after if isinstance(exc, TooManyAttempts) else 60
+    return PlainTextResponse(
+        "429 Too Many Requests: too many wrong credentials from this address. "
+        f"Wait {wait} seconds.\n",
+        status_code=429,
+        headers={"Retry-After": str(wait)},
     )

@@ -5,12 +5,21 @@ form, and HTTP Basic with any user name) and/or ``DIGEST_ADMIN_TOKEN``
 (``Authorization: Bearer …``, for scripts). Neither set: the desk is off.
 Comparisons are constant-time (:func:`hmac.compare_digest`).
 
+Guessing is throttled per client address (:class:`digest.web.admin.FailedAttempts`):
+every wrong password or token, by form, Basic or Bearer, counts; a client with
+too many in the last minute gets 429 for any credential, even the right one,
+until the window passes. A request carrying no credential (a browser sent to the
+login page, a session cookie) is neither counted nor refused.
+
 A login gives a session cookie: ``HttpOnly``, ``SameSite=Strict``, ``Path=/admin``,
 ``Secure`` when the request came over https (its own scheme, or a trusted
 proxy's ``X-Forwarded-Proto``, applied by ``ProxyHeadersMiddleware``), signed
 with ``itsdangerous`` under a key derived from the server secret
 (``DIGEST_SECRET_KEY`` or the stored key) *and* the credentials, so changing
-the password ends every session. It expires after :data:`SESSION_SECONDS`.
+the password or the token ends every session. The session also lives on the
+server (:class:`~digest.models.AdminSession`, keyed by a hash of its random id):
+the cookie counts only while that row exists, is not ended (signing out ends
+it) and is younger than :data:`SESSION_SECONDS`.
 
 CSRF: every state-changing request must carry a ``csrf`` field equal to an HMAC of
 the session's random id (the login form uses a pre-login cookie the same way).
@@ -25,13 +34,16 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import or_, select
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digest.models import AdminSession
 from digest.runtime import Runtime
 
 ENV_PASSWORD = "DIGEST_ADMIN_PASSWORD"  # noqa: S105  (variable names, not secrets)
@@ -42,6 +54,7 @@ COOKIE_PATH = "/admin"
 SESSION_SECONDS = 12 * 3600
 PRE_SECONDS = 3600
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+S = AdminSession.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +96,21 @@ class CsrfRefused(Exception):
     """A state-changing request without a valid CSRF token: 403, nothing changed."""
 
 
+class TooManyAttempts(Exception):
+    """Too many wrong credentials from this client: 429, nothing checked."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 def _same(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def sid_hash(sid: str) -> str:
+    """What the database keeps of a session id (never the id itself)."""
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 class Guard:
@@ -107,21 +133,67 @@ class Guard:
     def check_password(self, given: str) -> bool:
         return _same(given, self.credentials.password)
 
-    def authenticate(self, request: Request) -> Operator | None:
-        """The operator behind ``request``, or None."""
+    def presented(self, request: Request) -> tuple[str, str] | None:
+        """The credential in the ``Authorization`` header, as ("token", token) or
+        ("basic", password); None when there is none (a cookie is not one)."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
-            return Operator("token") if _same(value.strip(), self.credentials.token) else None
+            return "token", value.strip()
         if scheme.lower() == "basic":
             try:
                 _, _, password = base64.b64decode(value.strip()).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                return None
-            return Operator("basic") if self.check_password(password) else None
-        session = self._load(request, SESSION_COOKIE, "session", SESSION_SECONDS)
-        if session is None:
+                password = ""  # unreadable: a wrong password like any other
+            return "basic", password
+        return None
+
+    def check(self, via: str, secret: str) -> Operator | None:
+        """The operator behind a :meth:`presented` credential, or None."""
+        expected = self.credentials.token if via == "token" else self.credentials.password
+        return Operator(via) if _same(secret, expected) else None
+
+    # --- sessions (database: call from a worker thread) --------------------------------
+
+    def open_session(self, name: str) -> str:
+        """Store a new session (and drop ended and expired ones); the cookie value."""
+        sid = secrets.token_urlsafe(24)
+        now = self.rt.now()
+        with self.rt.engine.begin() as conn:
+            conn.execute(S.delete().where(or_(S.c.ended_at.is_not(None), S.c.expires_at <= now)))
+            conn.execute(
+                S.insert().values(
+                    sid_hash=sid_hash(sid),
+                    name=name,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=SESSION_SECONDS),
+                )
+            )
+        return str(self._serializer("session").dumps({"sid": sid}))
+
+    def session_of(self, request: Request) -> Operator | None:
+        """The operator of the request's session cookie: signed by the current key,
+        and its session stored, not ended, not expired (one primary-key read)."""
+        found = self._load(request, SESSION_COOKIE, "session", SESSION_SECONDS)
+        if found is None:
             return None
-        return Operator("session", str(session.get("sid", "")), str(session.get("name", "")))
+        sid = str(found["sid"])
+        columns = (S.c.name, S.c.expires_at, S.c.ended_at)
+        with self.rt.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(S.c.sid_hash == sid_hash(sid))).first()
+        if row is None or row.ended_at is not None or row.expires_at <= self.rt.now():
+            return None
+        return Operator("session", sid, str(row.name))
+
+    def close_session(self, sid: str) -> None:
+        """End the session ``sid`` on the server (its cookie is refused from now on)."""
+        if not sid:
+            return
+        with self.rt.engine.begin() as conn:
+            conn.execute(
+                S.update()
+                .where(S.c.sid_hash == sid_hash(sid), S.c.ended_at.is_(None))
+                .values(ended_at=self.rt.now())
+            )
 
     def _load(self, request: Request, cookie: str, purpose: str, age: int) -> dict[str, Any] | None:
         raw = request.cookies.get(cookie, "")
@@ -135,12 +207,11 @@ class Guard:
 
     # --- cookies --------------------------------------------------------------------
 
-    def start_session(self, request: Request, response: Response, *, name: str) -> None:
-        value = self._serializer("session").dumps({"sid": secrets.token_urlsafe(24), "name": name})
-        self._set(request, response, SESSION_COOKIE, str(value), SESSION_SECONDS)
+    def set_session_cookie(self, request: Request, response: Response, value: str) -> None:
+        self._set(request, response, SESSION_COOKIE, value, SESSION_SECONDS)
         response.delete_cookie(PRE_COOKIE, path=COOKIE_PATH)
 
-    def end_session(self, response: Response) -> None:
+    def clear_session_cookie(self, response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
 
     def login_sid(self, request: Request) -> tuple[str, str]:

@@ -1,14 +1,20 @@
 """Sign in and out of the operator desk (``/admin/login``, ``/admin/logout``).
 
 The login form is the only desk route open without the credential. It is CSRF
-protected by a signed pre-login cookie, rate limited per client address
-(:data:`~digest.web.admin.LOGIN_ATTEMPTS_PER_MINUTE`), and answers a wrong
-password with the same page and nothing more.
+protected by a signed pre-login cookie and answers a wrong password with the same
+page and nothing more. Wrong passwords count against the client address's limit
+(:data:`~digest.web.admin.LOGIN_ATTEMPTS_PER_MINUTE`, shared with HTTP Basic and
+Bearer); past it every sign-in gets 429 until the window passes.
+
+Signing in stores a session on the server (:meth:`Guard.open_session
+<digest.web.admin.auth.Guard.open_session>`); signing out ends it there, so the
+cookie is refused from then on even if a copy of it was kept.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -39,15 +45,24 @@ def _next(raw: str) -> str:
 
 
 def _page(
-    request: Request, *, status: int = 200, error: str = "", name: str = "", next_url: str = ""
+    request: Request,
+    *,
+    status: int = 200,
+    error: str = "",
+    name: str = "",
+    next_url: str = "",
+    retry_after: int | None = None,
 ) -> Response:
     guard = desk_of(request).guard
     sid, cookie = guard.login_sid(request)
+    headers = dict(PAGE_HEADERS)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     response = web_of(request).pages.page(
         request,
         "admin/login",
         status=status,
-        headers=PAGE_HEADERS,
+        headers=headers,
         title="Operator sign-in",
         csrf=guard.csrf_token(sid),
         next=_next(next_url or request.query_params.get("next", "")),
@@ -69,35 +84,47 @@ async def login(request: Request) -> Response:
     fields = await form(request)
     name = fields.first("name").strip()[:MAX_NAME]
     ip = client_ip(request)
-    if desk.login_limiter.hit(ip) is not None:
+    retry_after = desk.attempts.blocked(ip)
+    if retry_after is None:
+        if not desk.guard.login_csrf_ok(request, fields.first("csrf")):
+            return _page(
+                request,
+                status=403,
+                error="The form expired. Please try again.",
+                name=name,
+                next_url=fields.first("next"),
+            )
+        ok = desk.guard.check_password(fields.first("password"))
+        retry_after = desk.attempts.attempt(ip, ok)
+        if retry_after is None and not ok:
+            return _page(
+                request,
+                status=401,
+                error="Wrong password.",
+                name=name,
+                next_url=fields.first("next"),
+            )
+    if retry_after is not None:
         return _page(
             request,
             status=429,
             error="Too many attempts. Wait a minute.",
             name=name,
             next_url=fields.first("next"),
+            retry_after=retry_after,
         )
-    if not desk.guard.login_csrf_ok(request, fields.first("csrf")):
-        return _page(
-            request,
-            status=403,
-            error="The form expired. Please try again.",
-            name=name,
-            next_url=fields.first("next"),
-        )
-    if not desk.guard.check_password(fields.first("password")):
-        return _page(
-            request, status=401, error="Wrong password.", name=name, next_url=fields.first("next")
-        )
-    target = _next(fields.first("next"))
-    response = RedirectResponse(target, status_code=303)
-    desk.guard.start_session(request, response, name=name)
+    cookie = await run_in_threadpool(desk.guard.open_session, name)
+    response = RedirectResponse(_next(fields.first("next")), status_code=303)
+    desk.guard.set_session_cookie(request, response, cookie)
     return response
 
 
 async def logout(request: Request, who: Authenticated) -> Response:
+    """Sign out: the session ends on the server and the cookie is dropped."""
+    guard = desk_of(request).guard
+    await run_in_threadpool(guard.close_session, who.sid)
     response = RedirectResponse("/admin/login", status_code=303)
-    desk_of(request).guard.end_session(response)
+    guard.clear_session_cookie(response)
     return response
 
 
