@@ -61,7 +61,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def _sqlite_engine(url: Any, **kwargs: Any) -> Engine:
     database = url.database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(database))
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -80,6 +80,22 @@ def _sqlite_engine(url: Any, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _make_folder(database: Path) -> None:
+    """Create the SQLite file's folder; ConfigError (one line) when that cannot be."""
+    folder = database.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else ""
+        why = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError):
+            why = "a file, not a folder, is in the way"
+        raise ConfigError(
+            f"[database] url (or DIGEST_DATABASE_URL): the SQLite database {str(database)!r} "
+            f"needs the folder {str(folder)!r}, which cannot be created{where}: {why}"
+        ) from None
 
 
 @contextmanager

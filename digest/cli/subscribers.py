@@ -20,7 +20,7 @@ from rich.table import Table
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from digest.cli.common import EXIT_USAGE, fail, out, runtime
+from digest.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out, runtime
 from digest.db import ensure_current, session_scope
 from digest.models import Delivery, DeliveryEventRecord, Edition
 from subscribers import consent, csvio, lifecycle, repository
@@ -91,27 +91,34 @@ def import_(
         str | None, typer.Option("--source", help='Where consent came from, e.g. "signup form".')
     ] = None,
 ) -> None:
-    """Import subscribers from CSV: pending unless --consented; bad rows reported by line."""
+    """Import subscribers from CSV (UTF-8): pending unless --consented; bad rows reported by
+    line. A file that is not UTF-8 text or leaves a quote open is refused whole (exit 2);
+    exit 1 when every row is rejected."""
     if consented and not (source or "").strip():
         fail(EXIT_USAGE, '--consented needs --source "…": say where the consent came from')
     if source is not None and not consented:
         fail(EXIT_USAGE, "--source says where consent came from; it goes with --consented")
     try:
-        stream = file.open(encoding="utf-8-sig", newline="")
+        stream = file.open("rb")  # decoded by csvio: a bad byte is named with its offset
     except OSError as exc:
         fail(EXIT_USAGE, f"cannot read {file}: {exc.strerror}")
     started = time.perf_counter()
     with stream, runtime() as rt:
         ensure_current(rt.engine)
         with session_scope(rt.engine) as session:
-            report = csvio.import_csv(
-                session,
-                stream=stream,
-                source=f"import:{file.name}",
-                now=rt.now(),
-                consent_source=source.strip() if source else None,
-            )
+            try:
+                report = csvio.import_csv(
+                    session,
+                    stream=stream,
+                    source=f"import:{file.name}",
+                    now=rt.now(),
+                    consent_source=source.strip() if source else None,
+                )
+            except csvio.CsvFileError as exc:  # the whole file refused, nothing written
+                fail(EXIT_USAGE, exc.about(str(file)))
     _print_import(file, report, time.perf_counter() - started)
+    if report.all_rejected:
+        fail(EXIT_FAILED, f"every row of {file} was rejected; nothing was imported")
 
 
 def _print_import(file: Path, report: csvio.ImportReport, elapsed: float) -> None:
