@@ -26,6 +26,9 @@ forced; warnings never do. Links are fetched with httpx, at most ``[preflight]
 link_concurrency`` at a time, each within ``link_timeout_seconds``, each URL once
 per run (HEAD, then GET when a server refuses HEAD). The personal links and the
 edition's own "View in browser" page (public only once sent) are not fetched.
+The feed chose those links: one that resolves (or redirects) to a loopback,
+private, link-local or CGNAT address is refused, not fetched, and is an error
+(:mod:`digest.netguard`), unless ``[preflight] allow_private_addresses = true``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import httpx
 from digest import desk, pipeline
 from digest.errors import DigestTooLarge
 from digest.linkcheck import LinkChecker, LinkResult
+from digest.netguard import AddressPolicy, Resolver
 from digest.render.base import SLOT_NAMES, RenderedDigest, fill
 from digest.render.size import GMAIL_CLIP_BYTES, decoded_size, wire_html, wire_offset
 from digest.render.view import safe_url
@@ -100,11 +104,13 @@ def run_preflight(
     key: str | None,
     check_links: bool | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    resolver: Resolver | None = None,
 ) -> PreflightReport:
     """Check edition ``key`` (None / ``"next"``: this week's, composed or not).
 
-    ``check_links`` overrides ``[preflight] check_links``; ``transport`` is for
-    tests. Must not be called from a running event loop (it runs its own). Raises
+    ``check_links`` overrides ``[preflight] check_links``; ``transport`` (replaces
+    the address guard) and ``resolver`` (host name to addresses) are for tests.
+    Must not be called from a running event loop (it runs its own). Raises
     DigestError when there is no such edition (or nothing to preview)."""
     started = time.monotonic()
     content = desk.edition_content(rt, key)
@@ -133,7 +139,11 @@ def run_preflight(
     if wanted and targets:
         clock = time.monotonic()
         checker = LinkChecker(
-            timeout=cfg.link_timeout_seconds, concurrency=cfg.link_concurrency, transport=transport
+            timeout=cfg.link_timeout_seconds,
+            concurrency=cfg.link_concurrency,
+            transport=transport,
+            policy=AddressPolicy(allow_private=cfg.allow_private_addresses),
+            resolver=resolver,
         )
         results = asyncio.run(checker.check(targets))
         report.links_checked = len(results)

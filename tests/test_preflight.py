@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from digest import desk, pipeline, preflight
 from digest.cli import app as cli_app
 from digest.linkcheck import LinkChecker
+from digest.netguard import AddressPolicy
 from digest.preflight import GMAIL_CLIP_BYTES, PreflightReport, run_preflight
 from digest.render.size import wire_html
 from digest.segments import Skip
@@ -24,6 +25,9 @@ from tests.support import SAMPLE_FEED
 from tests.test_admin import open_runtime
 
 BROKEN_TITLE = "Lumen Notebook vs Quill Agents (sample data)"
+# These tests' link servers listen on loopback, which the link check refuses by
+# default (tests/test_ssrf_guard.py): allowed here.
+LOOPBACK_OK = {"allow_private_addresses": True}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -93,7 +97,7 @@ def test_a_link_answering_404_fails_the_preflight_naming_link_and_comparison(
 ) -> None:
     base, handler = server
     feed = feed_with_links(tmp_path, base, BROKEN_TITLE)
-    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight={})
+    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight=LOOPBACK_OK)
     try:
         started = time.monotonic()
         report = run_preflight(rt, key=None)
@@ -116,7 +120,7 @@ def test_check_edition_command_exits_1_and_names_the_broken_link(
     # The command runs on the real clock: comparisons published an hour ago.
     recent = datetime.now(UTC) - timedelta(hours=1)
     feed = feed_with_links(tmp_path, base, BROKEN_TITLE, published=recent)
-    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight={})
+    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight=LOOPBACK_OK)
     rt.close()
     env = {"DIGEST_SECRET_KEY": "test-key", "COLUMNS": "300"}
     result = CliRunner().invoke(
@@ -212,7 +216,7 @@ def test_a_clean_edition_passes_and_headers_are_checked(
 ) -> None:
     base, _ = server
     feed = feed_with_links(tmp_path, base, broken="none")
-    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight={})
+    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(feed)}, preflight=LOOPBACK_OK)
     try:
         report = run_preflight(rt, key=None)
     finally:
@@ -227,7 +231,7 @@ async def test_link_checker_bounds_concurrency_and_falls_back_to_get(
     base, handler = server
     handler.delay = 0.05
     urls = [f"{base}/ok/{i}" for i in range(8)] + [f"{base}/nohead", f"{base}/ok/0"]
-    checker = LinkChecker(timeout=5, concurrency=2, transport=None)
+    checker = LinkChecker(timeout=5, concurrency=2, policy=AddressPolicy(allow_private=True))
     results = await checker.check(urls)
     assert handler.most <= 2
     assert all(r.ok for r in results.values()) and len(results) == 9
@@ -237,7 +241,7 @@ async def test_link_checker_bounds_concurrency_and_falls_back_to_get(
 
 
 async def test_an_unreachable_link_is_an_error_within_the_timeout() -> None:
-    checker = LinkChecker(timeout=0.5, concurrency=1)
+    checker = LinkChecker(timeout=0.5, concurrency=1, policy=AddressPolicy(allow_private=True))
     started = time.monotonic()
     results = await checker.check(["http://127.0.0.1:9/"])  # discard port: refused
     assert not results["http://127.0.0.1:9/"].ok and time.monotonic() - started < 3

@@ -3,6 +3,9 @@ helpers behind ``digest preview --as`` and ``digest send --test``.
 
 ``digest check-edition KEY`` exits 1 when the pre-flight finds an error (warnings
 alone exit 0); ``digest approve KEY`` refuses such an edition unless ``--force``.
+A link that resolves or redirects to a loopback, private or link-local address is
+refused, not fetched (an error: ``link … refused: …``), unless ``[preflight]
+allow_private_addresses = true`` (:mod:`digest.netguard`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ def check_edition(
     key: Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48, or 'next'.")] = "next",
     links: Annotated[
         bool | None,
-        typer.Option("--links/--no-links", help="Fetch every link (default: [preflight])."),
+        typer.Option(
+            "--links/--no-links",
+            help="Fetch every link (default: [preflight] check_links); links to internal "
+            "addresses are refused unless [preflight] allow_private_addresses.",
+        ),
     ] = None,
 ) -> None:
     """Pre-flight checks of an edition: size, images, links, subject, text, headers.
@@ -65,7 +72,7 @@ def print_report(console: Console, report: PreflightReport) -> None:
             f"  [{colour}]{finding.level}[/] {escape(finding.describe())}", highlight=False
         )
     links = (
-        f"{report.links_checked} links fetched in {report.link_seconds:.1f} s"
+        f"{report.links_checked} links checked in {report.link_seconds:.1f} s"
         if report.links_checked
         else "links not fetched"
     )

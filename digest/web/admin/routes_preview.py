@@ -7,10 +7,17 @@ of every category. The HTML is framed twice (375 px and 600 px) from
 ``preview.html``, served with a CSP ``sandbox`` and framed with ``sandbox=""``:
 no scripts, no forms, no navigation. Everything is built by
 :mod:`digest.desk`, with the sending code; nothing here sends but the test send.
+
+The page runs the pre-flight without fetching links: a GET (a prefetch, a link
+in a mail) must not make the server request feed-chosen URLs. The "Check links"
+button POSTs (with the CSRF token) to ``check-links``, which runs it with links
+(through :mod:`digest.netguard`) and shows the results; this process keeps the
+last check per edition (:data:`KEPT_CHECKS` of them) for the page to show again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +28,7 @@ from starlette.responses import Response
 
 from digest import desk
 from digest.errors import DigestError, TransportError
-from digest.preflight import PreflightReport, run_preflight
+from digest.preflight import Finding, PreflightReport, run_preflight
 from digest.runtime import Runtime
 from digest.transports.base import Outcome
 from digest.web.admin import PAGE_HEADERS, Authenticated, desk_of, form
@@ -38,12 +45,26 @@ FRAME_HEADERS = {
 }
 WIDTHS = (375, 600)
 _RAW = {"html": "text/html; charset=utf-8", "txt": "text/plain; charset=utf-8"}
+KEPT_CHECKS = 20  # editions whose last link check the page can show again
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCheck:
+    """The last "Check links" run of an edition, in this process."""
+
+    at: str  # when, for the page
+    report: PreflightReport
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for f in self.report.findings if f.check == "links"]
 
 
 def register(router: APIRouter) -> None:
     router.add_api_route("/editions/{key}/preview", preview_page, methods=["GET"])
     router.add_api_route("/editions/{key}/preview.{part}", preview_part, methods=["GET"])
     router.add_api_route("/editions/{key}/test-send", test_send, methods=["POST"])
+    router.add_api_route("/editions/{key}/check-links", check_links, methods=["POST"])
 
 
 def _viewer_query(email: str, segment: str) -> dict[str, str]:
@@ -60,11 +81,26 @@ def _checked(rt: Runtime, key: str, links: bool) -> PreflightReport:
     return run_preflight(rt, key=key, check_links=links)
 
 
+def _checks(request: Request) -> dict[str, LinkCheck]:
+    """The last link check per edition key (the app's, in this process)."""
+    kept = getattr(request.app.state, "admin_link_checks", None)
+    if not isinstance(kept, dict):
+        kept = request.app.state.admin_link_checks = {}
+    return kept
+
+
 async def preview_page(request: Request, key: str, who: Authenticated) -> Response:
     params = request.query_params
     return await _render(
         request, who, key, params.get("as", "").strip(), params.get("segment", "").strip()
     )
+
+
+async def check_links(request: Request, key: str, who: Authenticated) -> Response:
+    """The "Check links" button: the pre-flight with every link fetched (POST only)."""
+    fields = await form(request)
+    email, segment = fields.first("as").strip(), fields.first("segment").strip()
+    return await _render(request, who, key, email, segment, links=True)
 
 
 async def _render(
@@ -77,9 +113,9 @@ async def _render(
     notice: str = "",
     problem: str = "",
     status: int = 200,
+    links: bool = False,
 ) -> Response:
     w = web_of(request)
-    links = request.query_params.get("links") == "1"
     try:
         shown = await run_in_threadpool(_build, w.rt, key, email, segment)
         report = await run_in_threadpool(_checked, w.rt, key, links)
@@ -92,12 +128,19 @@ async def _render(
             title="No preview",
             message=str(exc),
         )
+    kept = _checks(request)
+    if links:
+        kept.pop(report.edition_key, None)
+        kept[report.edition_key] = LinkCheck(f"{w.rt.now():%Y-%m-%d %H:%M %Z}".strip(), report)
+        while len(kept) > KEPT_CHECKS:
+            kept.pop(next(iter(kept)))
     query = urlencode(_viewer_query(email, segment))
     context: dict[str, Any] = {
         "key": key,
         "shown": shown,
         "report": report,
         "links_checked": links,
+        "last_check": None if links else kept.get(report.edition_key),
         "email": email,
         "segment": segment,
         "widths": WIDTHS,
