@@ -1,7 +1,10 @@
 """Telling the operators (``[operators] emails``): drafts to approve and incidents.
 
 An incident (:class:`~digest.health.Incident`) is stored as an :class:`Alert` row
-named after it. :func:`sync` opens rows for new incidents, resolves the ones that
+named after it. Its name and summary never hold a URL's credential: every URL in
+them is redacted when the incident is made (:func:`digest.redaction.redact_text`),
+and again when a stored row is read for an email or a listing (rows written by an
+older version). :func:`sync` opens rows for new incidents, resolves the ones that
 went away, and emails each opening and each resolution once: the right to send a
 notice is taken with a conditional ``UPDATE`` (``notified_at IS NULL``), so the
 scheduler and a cron ``digest check`` racing on the same incident send one email.
@@ -20,6 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from digest.errors import DigestError
 from digest.models import Alert
+from digest.redaction import redact_text
 from digest.render.transactional import EmailTemplates, build_transactional
 from digest.render.view import site_view
 from digest.runtime import Runtime
@@ -42,6 +46,10 @@ class Incident:
 
     name: str  # e.g. "feed:examples/feed.json", "missed:2026-W48", "paused:2026-W48"
     summary: str  # one sentence
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", redact_text(self.name))
+        object.__setattr__(self, "summary", redact_text(self.summary))
 
 
 async def notify(rt: Runtime, subject: str, lines: Sequence[str], link: str = "") -> bool:
@@ -160,7 +168,7 @@ def _unnotified(rt: Runtime) -> list[tuple[str, str, bool]]:
         rows = conn.execute(
             select(A.c.name, A.c.detail, A.c.resolved_at).where(A.c.notified_at.is_(None))
         ).all()
-    return [(r.name, r.detail, r.resolved_at is not None) for r in rows]
+    return [(r.name, redact_text(r.detail), r.resolved_at is not None) for r in rows]
 
 
 def _take(rt: Runtime, name: str, now: datetime) -> bool:
@@ -183,4 +191,4 @@ def open_alerts(conn: Connection) -> list[tuple[str, str, datetime]]:
         .where(A.c.resolved_at.is_(None))
         .order_by(A.c.opened_at)
     )
-    return [(r.name, r.detail, r.opened_at) for r in conn.execute(stmt)]
+    return [(redact_text(r.name), redact_text(r.detail), r.opened_at) for r in conn.execute(stmt)]

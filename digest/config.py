@@ -397,10 +397,11 @@ def _operators(table: Mapping[str, Any], source: Path) -> OperatorsConfig:
 
 def _refuse_secrets(name: str, table: Mapping[str, Any], source: Path) -> None:
     for key in table:
-        if "password" in key or "secret" in key or key.endswith("_key"):
+        if "password" in key or "secret" in key or "token" in key or key.endswith("_key"):
             raise ConfigError(
                 f"[{name}] key '{key}' in {source}: secrets never go in the config "
-                "file; set them in the environment (e.g. DIGEST_SMTP_PASSWORD)"
+                "file; set them in the environment (e.g. DIGEST_SMTP_PASSWORD, "
+                "DIGEST_SMTP_OAUTH_TOKEN, DIGEST_FEED_TOKEN)"
             )
 
 

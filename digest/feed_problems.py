@@ -5,7 +5,8 @@ the "best" one) into ``(path, reason)`` pairs an operator can read, e.g.
 ``tools[0].panel_ship_pct: 140 is more than 100`` or ``pricing: 'cheap' is not one
 of: free, paid, freemium, open-source``: never a Python repr of the whole object.
 Values are shown short (strings cut at 40 characters, objects and lists by kind)
-and printable (control characters escaped), because they come from the feed.
+and printable (control characters escaped), because they come from the feed; a URL
+is shown without user-info or secret-looking query values (:mod:`digest.redaction`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jsonschema import ValidationError
+
+from digest.redaction import redact_text
 
 Path = list[str | int]
 Problem = tuple[Path, str]
@@ -48,6 +51,7 @@ def json_path(parts: Iterable[str | int]) -> str:
 def show(value: Any) -> str:
     """A short, printable rendering of a feed value for a message."""
     if isinstance(value, str):
+        value = redact_text(value) if "://" in value else value
         cut = value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 3] + "..."
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
         return "'" + text.replace("'", "\\'") + "'"

@@ -1,9 +1,11 @@
 """Is everything all right? One evaluation for ``digest check``, ``digest status``
-and ``/healthz``.
+and the operator desk.
 
 Incidents (each needs a human; :func:`incidents`):
 
-- ``feed:<feed>``: the feed failed ``[operators] feed_failures`` polls in a row;
+- ``feed:<feed>``: the feed failed ``[operators] feed_failures`` polls in a row
+  (``<feed>`` is its key: for the http feed the URL without user-info or
+  secret-looking query values; every URL shown here is redacted again on output);
 - ``missed:<week>``: the scheduled time plus ``[schedule] grace_hours`` has passed
   and the week's edition has not gone out (none composed though at least
   ``[edition] min_comparisons`` were waiting, or composed and never sent): the dead
@@ -37,6 +39,7 @@ from digest import deliveries, editions, policy_incidents, scheduler, weekly
 from digest.alerts import Incident
 from digest.db import session_scope
 from digest.models import Comparison, Edition, EditionStatus, FeedState, RunRecord
+from digest.redaction import redact_text
 from digest.runtime import Runtime
 
 C = Comparison.__table__  # type: ignore[attr-defined]
@@ -156,7 +159,7 @@ def running_since(conn: Connection) -> datetime | None:
 
 
 def report(rt: Runtime, *, now: datetime) -> dict[str, Any]:
-    """Everything ``digest status`` and ``/healthz`` show, as JSON-ready values."""
+    """Everything ``digest status`` shows, as JSON-ready values."""
     found = incidents(rt, now=now)
     fires = scheduler.next_fires(rt.engine)
     with session_scope(rt.engine) as session:
@@ -183,7 +186,7 @@ def last_runs(conn: Connection) -> dict[str, dict[str, str]]:
             "finished_at": r.finished_at.isoformat() if r.finished_at else "",
             "trigger": r.trigger,
             "outcome": r.outcome or "running",
-            "detail": r.detail,
+            "detail": redact_text(r.detail),
         }
         for r in rows
     }
@@ -192,11 +195,11 @@ def last_runs(conn: Connection) -> dict[str, dict[str, str]]:
 def _feeds(conn: Connection) -> list[dict[str, Any]]:
     return [
         {
-            "feed": r.feed,
+            "feed": redact_text(r.feed),
             "last_success_at": r.last_success_at.isoformat() if r.last_success_at else "",
             "last_attempt_at": r.last_attempt_at.isoformat() if r.last_attempt_at else "",
             "consecutive_failures": r.consecutive_failures,
-            "last_error": r.last_error,
+            "last_error": redact_text(r.last_error),
         }
         for r in conn.execute(select(F).order_by(F.c.feed))
     ]

@@ -34,6 +34,7 @@ from digest.db import session_scope
 from digest.errors import FeedError, FeedUnavailable, InvalidComparison
 from digest.feeds.base import Feed, FeedCursor, FetchResult, IsKnown, Progress
 from digest.models import FeedState
+from digest.redaction import redact_text
 
 LAST_ERROR_MAX = 2000  # characters of the error kept in feed_state.last_error
 STOP_GRACE_SECONDS = 3.0  # how long a stopped fetch may take to store what it read
@@ -224,4 +225,6 @@ def _record_failure(engine: Engine, key: str, *, now: datetime, error: str) -> N
 def _note_failure(state: FeedState, *, now: datetime, error: str) -> None:
     state.last_attempt_at = now
     state.consecutive_failures += 1
-    state.last_error = error[:LAST_ERROR_MAX]
+    # The feed's messages show URLs redacted already; this also covers any other
+    # adapter's (last_error is shown by 'digest status' and in incidents).
+    state.last_error = redact_text(error)[:LAST_ERROR_MAX]

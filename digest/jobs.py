@@ -30,6 +30,7 @@ from digest import alerts, editions, health, leases, pipeline
 from digest.db import ensure_current, session_scope
 from digest.errors import FeedError, LeaseHeld
 from digest.models import Edition, EditionStatus, RunRecord
+from digest.redaction import redact_text
 from digest.runtime import Runtime
 from digest.sending import EXIT_INCOMPLETE, SendReport
 
@@ -86,6 +87,8 @@ def recorded(rt: Runtime, job: str, trigger: str) -> Iterator[JobResult]:
         result.outcome, result.detail = FAILED, f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        # An exception's text or a feed error may quote a URL: stored and logged redacted.
+        result.detail = redact_text(result.detail)
         with rt.engine.begin() as conn:
             conn.execute(
                 update(R)

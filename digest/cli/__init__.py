@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from digest import config as config_mod
+from digest import redaction
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import register as register_desk
 from digest.cli.desk import write_viewer_preview
@@ -72,6 +73,7 @@ def _main(
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
     )
+    redaction.install()  # no URL credential, token or Bearer value in any log line
 
 
 @app.command()

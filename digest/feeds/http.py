@@ -15,8 +15,11 @@ What it does, per the feed contract (``/work/shared/feed/README.md``):
   returned with :attr:`FetchResult.error` set (and the cursor the caller handed in,
   so the next poll asks for everything again). A failure on the first page raises.
 
-URLs in messages and in :attr:`key` have user-info and secret-looking query values
-replaced (:func:`~digest.feeds.limits.redact_url`).
+The credential comes from the environment (``DIGEST_FEED_TOKEN``, or
+``DIGEST_FEED_USERNAME`` and ``DIGEST_FEED_PASSWORD``), never from the URL, and
+goes only to the origin of ``[feed] url``; another origin (a redirect, a
+``next_url``) is fetched through the address guard (:mod:`digest.feeds.clients`).
+URLs in messages and in :attr:`key` are redacted (:func:`~digest.redaction.redact_url`).
 """
 
 from __future__ import annotations
@@ -25,22 +28,31 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from contextlib import AsyncExitStack
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from digest import __version__
 from digest.errors import FeedError, FeedUnavailable
 from digest.feeds.base import FeedCursor, FeedEntry, FetchResult, IsKnown, Progress
+from digest.feeds.clients import open_clients
 from digest.feeds.document import parse_document
 from digest.feeds.http_get import (
     Getter,
     Limits,
     Page,
     is_absolute_http_url,
-    open_client,
     out_of_time,
     retry_after_seconds,
 )
-from digest.feeds.limits import Budget, redact_url
+from digest.feeds.limits import (
+    ENV_PASSWORD,
+    ENV_TOKEN,
+    ENV_USERNAME,
+    Budget,
+    Credential,
+    redact_url,
+)
 
 DEFAULT_USER_AGENT = f"verdicts-digest/{__version__}"
 STOP_POLL_SECONDS = 0.2  # how often a running fetch looks at the caller's stop event
@@ -50,7 +62,14 @@ __all__ = ["DEFAULT_USER_AGENT", "HttpFeed", "is_absolute_http_url", "retry_afte
 
 
 class HttpFeed:
-    """Read the feed from ``url``; keyword arguments are the ``[feed]`` table's keys."""
+    """Read the feed from ``url``; keyword arguments are the ``[feed]`` table's keys,
+    but ``token``, ``username`` and ``password``, which come from the environment."""
+
+    secret_env: ClassVar[Mapping[str, str]] = {
+        "token": ENV_TOKEN,
+        "username": ENV_USERNAME,
+        "password": ENV_PASSWORD,
+    }
 
     def __init__(
         self,
@@ -63,11 +82,25 @@ class HttpFeed:
         user_agent: str = DEFAULT_USER_AGENT,
         deadline_seconds: float = 60.0,
         max_bytes: int = 20_000_000,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        allow_private_addresses: bool = False,
     ) -> None:
         if not isinstance(url, str) or not is_absolute_http_url(url):
             shown = redact_url(url) if isinstance(url, str) else url
             raise ValueError(f"'url' must be an absolute http:// or https:// URL, got {shown!r}")
+        if "@" in urlsplit(url).netloc:
+            raise ValueError(
+                f"key 'url': {redact_url(url)!r} holds a user name or password; remove it "
+                f"from the URL and set {ENV_TOKEN} (a bearer token) or {ENV_USERNAME} and "
+                f"{ENV_PASSWORD} (HTTP Basic) in the environment instead"
+            )
+        if not isinstance(allow_private_addresses, bool):
+            raise ValueError("'allow_private_addresses' must be true or false")
+        self.allow_private_addresses = allow_private_addresses
         self.url = url
+        self.credential = Credential.from_env(url, token, username, password)
         self.limits = Limits(
             timeout=_number("timeout", timeout, minimum=0.0, inclusive=False),
             max_attempts=_count("max_attempts", max_attempts),
@@ -80,6 +113,10 @@ class HttpFeed:
         if not (isinstance(user_agent, str) and user_agent.strip() and user_agent.isprintable()):
             raise ValueError(f"'user_agent' must be a non-empty line of text, got {user_agent!r}")
         self.user_agent = user_agent
+
+    def __repr__(self) -> str:
+        how = self.credential.source if self.credential else "no credential"
+        return f"HttpFeed({redact_url(self.url)!r}, {how})"
 
     @property
     def key(self) -> str:
@@ -157,8 +194,11 @@ class _Fetch:
 
     async def _read(self, cursor: FeedCursor, is_known: IsKnown, progress: Progress | None) -> None:
         feed, result = self.feed, self.result
-        async with open_client(feed.user_agent) as client:
-            getter = Getter(client, feed.limits, self.budget)
+        async with AsyncExitStack() as stack:
+            clients = await open_clients(
+                stack, feed.url, feed.user_agent, allow_private=feed.allow_private_addresses
+            )
+            getter = Getter(clients, feed.limits, self.budget, feed.credential)
             page = await getter.get(self.url, _conditional_headers(cursor))
             if page.status == 304:
                 result.not_modified = True

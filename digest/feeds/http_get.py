@@ -3,9 +3,15 @@
 The only module that uses httpx for the feed (DESIGN.md: "httpx behind one client
 factory that applies deadlines, size caps …"):
 
-- :func:`open_client` asks for ``gzip, deflate`` only and never follows redirects
-  itself: httpx would read a redirect's whole body into memory. :class:`Getter`
-  follows at most :data:`MAX_REDIRECTS`, to absolute http(s) URLs only.
+- The clients (:mod:`digest.feeds.clients`) never follow redirects themselves:
+  :class:`Getter` follows at most :data:`MAX_REDIRECTS`, to absolute http(s) URLs
+  only, each hop on the configured origin's client or, elsewhere, on the guarded
+  one (no loopback or private address on behalf of feed content).
+- The feed's :class:`Credential` (``Authorization``) goes with a request only when
+  its URL has the origin of ``[feed] url`` (scheme, host and port alike): never to
+  another host a redirect or a ``next_url`` points at, nor over a downgrade from
+  https to http. Redirects are followed here, not by httpx, so this is the rule
+  that applies (httpx's own would keep it on an http→https redirect).
 - Bodies are streamed into a :class:`~digest.feeds.limits.CappedBody`: past
   ``[feed] max_bytes`` of decoded bytes the page is refused and nothing more is read.
 - Each request's timeouts are ``min([feed] timeout, time left)``; the whole fetch
@@ -32,8 +38,18 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from digest import netguard, redaction
 from digest.errors import FeedUnavailable
-from digest.feeds.limits import BodyTooLarge, Budget, CappedBody, UnsupportedEncoding, redact_url
+from digest.feeds.clients import Clients
+from digest.feeds.limits import (
+    BodyTooLarge,
+    Budget,
+    CappedBody,
+    Credential,
+    UnsupportedEncoding,
+    origin_of,
+    redact_url,
+)
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -69,13 +85,6 @@ def is_absolute_http_url(url: str) -> bool:
     except (httpx.InvalidURL, TypeError):
         return False
     return parsed.scheme in ("http", "https") and bool(parsed.host)
-
-
-def open_client(user_agent: str) -> httpx.AsyncClient:
-    """The feed's HTTP client: JSON, gzip/deflate only, redirects left to :class:`Getter`."""
-    headers = {"User-Agent": user_agent, "Accept": "application/json"}
-    headers["Accept-Encoding"] = "gzip, deflate"  # what CappedBody can decode
-    return httpx.AsyncClient(headers=headers, follow_redirects=False)
 
 
 def out_of_time(url: str, budget: Budget, detail: str = "") -> FeedUnavailable:
@@ -118,12 +127,20 @@ class _Retry(Exception):
 
 
 class Getter:
-    """GETs pages with ``client`` within ``limits`` and the fetch's ``budget``."""
+    """GETs pages with ``client`` within ``limits`` and the fetch's ``budget``, adding
+    ``credential`` to the requests whose URL has its origin."""
 
-    def __init__(self, client: httpx.AsyncClient, limits: Limits, budget: Budget) -> None:
-        self.client = client
+    def __init__(
+        self,
+        clients: Clients,
+        limits: Limits,
+        budget: Budget,
+        credential: Credential | None = None,
+    ) -> None:
+        self.clients = clients
         self.limits = limits
         self.budget = budget
+        self.credential = credential
 
     async def get(self, url: str, headers: Mapping[str, str]) -> Page:
         """GET ``url`` with bounded retries. Raises :class:`FeedUnavailable`."""
@@ -150,19 +167,26 @@ class Getter:
             return await self._follow(url, headers, httpx.Timeout(seconds), attempt)
         except httpx.TimeoutException as exc:
             raise _Retry(f"timed out after {seconds:g} s", self._backoff(attempt)) from exc
+        except netguard.Refused as exc:  # feed content pointed inward: never retried
+            raise FeedUnavailable(f"feed {redact_url(url)}: {exc}") from exc
         except httpx.TransportError as exc:
-            detail = f"failed to connect ({exc.__class__.__name__}: {exc})"
+            detail = (
+                f"failed to connect ({exc.__class__.__name__}: {redaction.redact_text(str(exc))})"
+            )
             raise _Retry(detail, self._backoff(attempt)) from exc
         except httpx.HTTPError as exc:  # anything else httpx refuses
-            detail = f"{exc.__class__.__name__}: {exc}"
+            detail = f"{exc.__class__.__name__}: {redaction.redact_text(str(exc))}"
             raise FeedUnavailable(f"feed {redact_url(url)}: {detail}") from exc
 
     async def _follow(
         self, url: str, headers: Mapping[str, str], timeout: httpx.Timeout, attempt: int
     ) -> Page:
         for _ in range(MAX_REDIRECTS + 1):
-            request = self.client.build_request("GET", url, headers=dict(headers), timeout=timeout)
-            response = await self.client.send(request, stream=True)
+            client = self.clients.for_url(url)
+            request = client.build_request("GET", url, headers=dict(headers), timeout=timeout)
+            if self.credential is not None and self.credential.allows(request.url):
+                request.headers["Authorization"] = self.credential.authorization
+            response = await client.send(request, stream=True)
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
@@ -194,6 +218,10 @@ class Getter:
             raise _Retry(detail, self._server_wait(url, response, attempt))
         if status >= 500:
             raise _Retry(detail, self._backoff(attempt))
+        if status in (401, 403):
+            raise FeedUnavailable(
+                f"feed {redact_url(url)}: {detail}; not retried: {self._denied(url)}"
+            )
         raise FeedUnavailable(
             f"feed {redact_url(url)}: {detail}; not retried: check [feed] url and the server's "
             "access rules"
@@ -240,6 +268,22 @@ class Getter:
                 f"({self.limits.max_retry_after:g} s); fetch again later"
             )
         return wait
+
+    def _denied(self, url: str) -> str:
+        """What to check after a 401 or 403."""
+        credential = self.credential
+        if credential is None:
+            return (
+                "if the feed needs a credential, set DIGEST_FEED_TOKEN (a bearer token) or "
+                "DIGEST_FEED_USERNAME and DIGEST_FEED_PASSWORD (HTTP Basic)"
+            )
+        if origin_of(url) != credential.origin:
+            return (
+                f"the credential ({credential.source}) is sent only to {credential.origin}, "
+                "the origin of [feed] url, and this page was elsewhere (a redirect or "
+                "next_url): point [feed] url at the server that serves the feed"
+            )
+        return f"check the credential in {credential.source} and the server's access rules"
 
     def _backoff(self, attempt: int) -> float:
         # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential

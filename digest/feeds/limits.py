@@ -1,4 +1,4 @@
-"""What bounds one feed fetch, and how a feed URL is shown.
+"""What bounds one feed fetch: its time, its bytes, where its credential may go.
 
 - :class:`Budget`: the whole fetch's deadline (``[feed] deadline_seconds``, on the
   monotonic clock) and the caller's stop signal (SIGTERM in ``digest run``).
@@ -6,43 +6,116 @@
   deflate) chunk by chunk, never holding more than ``[feed] max_bytes`` of decoded
   bytes: a 0.4 MB gzip bomb that inflates to 400 MB is stopped after ``max_bytes``
   (zlib's ``max_length`` bounds each step, so no single chunk can blow up either).
-- :func:`redact_url`: a URL without its user-info and secret-looking query values,
-  for every message, log line and ``feed_state`` key.
+- :class:`Credential`: the http feed's ``Authorization`` value, built from the
+  environment (``DIGEST_FEED_TOKEN``, or ``DIGEST_FEED_USERNAME`` and
+  ``DIGEST_FEED_PASSWORD``), and the one origin it may be sent to: that of
+  ``[feed] url``, compared on httpx's own parse of each request's URL (the parser
+  that decides where the request goes).
+- :func:`redact_url` (from :mod:`digest.redaction`): a URL without its user-info and
+  secret-looking query values, for every message, log line and ``feed_state`` key.
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import logging
 import re
 import threading
 import time
 import zlib
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass, field
 
-# Query parameter names whose values are secrets (api_key, token, sig, X-Amz-Signature, …).
-_SECRET_NAME = re.compile(r"token|key|secret|pass|pwd|sig|auth|session|credential|code", re.I)
-REDACTED = "***"
+import httpx
+
+# Kept importable from here (the feed modules and their tests use this name); the
+# implementation lives in digest.redaction, which the logging filter shares.
+from digest.redaction import REDACTED as REDACTED
+from digest.redaction import redact_url as redact_url
+
 _STEP = 1 << 20  # decoded bytes per zlib call
+ENV_TOKEN = "DIGEST_FEED_TOKEN"  # noqa: S105  (variable names, not secrets)
+ENV_USERNAME = "DIGEST_FEED_USERNAME"
+ENV_PASSWORD = "DIGEST_FEED_PASSWORD"  # noqa: S105
+_HEADER_SAFE = re.compile(r"[!-~]+")  # visible ASCII: what a bearer token may hold
+log = logging.getLogger(__name__)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with user-info and secret-looking query values replaced by ``***``.
-
-    Never raises: a URL that cannot be parsed is cut to its scheme and host, or to "?".
-    """
+def origin_of(url: str | httpx.URL) -> str:
+    """``scheme://host:port`` of an absolute URL as httpx parses it, the port always
+    written out; "" when ``url`` is not absolute."""
     try:
-        parts = urlsplit(url)
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return ""
+    if not parsed.host:
+        return ""
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """The feed's ``Authorization`` value and the one origin it may be sent to."""
+
+    origin: str  # origin_of([feed] url)
+    authorization: str = field(repr=False)
+    source: str  # the environment variables it came from, for messages
+
+    def allows(self, url: str | httpx.URL) -> bool:
+        """True when a request to ``url`` may carry the credential (same origin)."""
+        return bool(self.origin) and origin_of(url) == self.origin
+
+    @classmethod
+    def from_env(
+        cls, url: str, token: str | None, username: str | None, password: str | None
+    ) -> Credential | None:
+        """The credential the environment's variables give (None: none set). Raises
+        ``ValueError`` naming the variables, never their values."""
+        if token and (username or password):
+            raise ValueError(
+                f"both {ENV_TOKEN} and {ENV_USERNAME} / {ENV_PASSWORD} are set: set only "
+                "one (a bearer token, or HTTP Basic)"
+            )
+        if token:
+            if not _HEADER_SAFE.fullmatch(token):
+                raise ValueError(
+                    f"{ENV_TOKEN} holds a space, a line break or a character that cannot go "
+                    "in an HTTP header (its value is not shown)"
+                )
+            credential = cls(origin_of(url), f"Bearer {token}", ENV_TOKEN)
+        elif username or password:
+            if not (username and password):
+                missing = ENV_PASSWORD if username else ENV_USERNAME
+                raise ValueError(
+                    f"{missing} is not set: HTTP Basic needs {ENV_USERNAME} and {ENV_PASSWORD}"
+                )
+            if ":" in username or not (username.isprintable() and password.isprintable()):
+                raise ValueError(
+                    f"{ENV_USERNAME} may not hold ':' (RFC 7617), and neither it nor "
+                    f"{ENV_PASSWORD} a control character (values not shown)"
+                )
+            basic = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            credential = cls(origin_of(url), f"Basic {basic}", f"{ENV_USERNAME} / {ENV_PASSWORD}")
+        else:
+            return None
+        parsed = httpx.URL(url)
+        if parsed.scheme == "http" and not _loopback(parsed.host):
+            log.warning(
+                "the feed credential (%s) goes over plain http to %s, readable on the way: "
+                "use an https [feed] url",
+                credential.source,
+                parsed.host,
+            )
+        return credential
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return url.split("://", 1)[0] + "://?" if "://" in url else "?"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, REDACTED if _SECRET_NAME.search(k) and v else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        return False
 
 
 class Budget:
