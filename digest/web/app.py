@@ -14,6 +14,8 @@ scripts from a CDN):
 GET      /subscribe             the sign-up form
 POST     /subscribe             ask to subscribe (form or JSON); same answer for
                                 every address; 400 bad address; 429 rate limit
+GET      /subscribe/challenge   an ALTCHA challenge; only with [web] proof_of_work
+GET      /static/altcha/{file}  the vendored ALTCHA widget; only with proof_of_work
 GET      /confirm/{token}       a "Confirm subscription" button (changes nothing)
 POST     /confirm/{token}       confirm; welcome email with the latest edition
 GET      /u/{token}             an "Unsubscribe" button (changes nothing)
@@ -45,9 +47,18 @@ from starlette.responses import RedirectResponse, Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest import config as config_mod
+from digest import redaction
 from digest.render.view import site_view
 from digest.runtime import Runtime
-from digest.web import admin, archive, healthz, routes_links, routes_subscribe, webhooks
+from digest.web import (
+    admin,
+    archive,
+    healthz,
+    proof_of_work,
+    routes_links,
+    routes_subscribe,
+    webhooks,
+)
 from digest.web.mailer import Mailer
 from digest.web.pages import Pages, Problem
 from digest.web.ratelimit import SlidingWindow
@@ -76,6 +87,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         mailer=Mailer(runtime),
     )
     app.include_router(routes_subscribe.router)
+    proof_of_work.install(app, runtime)  # /subscribe/challenge, /static/altcha/: only when on
     app.include_router(routes_links.router)
     app.include_router(archive.router)
     app.include_router(healthz.router)
@@ -95,6 +107,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             ProxyHeadersMiddleware, trusted_hosts=list(runtime.config.web.trusted_proxies)
         )
     install_log_redaction()
+    redaction.install()  # URLs, tokens and Bearer values out of every log line
     return app
 
 

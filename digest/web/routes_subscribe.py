@@ -7,6 +7,12 @@ the confirmation email goes out in a background task after the response, so the
 timing does not tell either. A filled honeypot gets that same answer and nothing
 is stored or sent. Only an unusable address gets a different answer (400), and
 it names the problem with the address, not the address's state.
+
+Optional checks (``[web]``): ``proof_of_work`` needs a solved, unexpired, unused
+ALTCHA challenge in the field ``altcha`` (form or JSON; :mod:`digest.web.proof_of_work`),
+checked before anything else about the request; ``block_disposable_domains``
+refuses throwaway-mail domains (:mod:`digest.web.disposable`). Either refusal is a
+400 with one sentence, and nothing is stored or sent.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from digest.db import session_scope
-from digest.web import catalog
+from digest.web import catalog, disposable, proof_of_work
 from digest.web.forms import BadBody, Fields, openapi_body, read_fields, wants_json
 from digest.web.pages import Problem
 from digest.web.ratelimit import client_ip
@@ -40,6 +46,11 @@ _SIGNUP_FIELDS = {
         "description": "feed categories; none = all",
     },
     HONEYPOT: {"type": "string", "description": "honeypot: leave empty"},
+    proof_of_work.FIELD: {
+        "type": "string",
+        "description": "the ALTCHA widget's payload (base64); needed when [web] proof_of_work "
+        "is on (challenge: GET /subscribe/challenge)",
+    },
 }
 _EMPTY_FORM = {"email": "", "name": "", "categories": ()}
 
@@ -58,7 +69,10 @@ async def subscribe_form(request: Request) -> Response:
     openapi_extra=openapi_body(_SIGNUP_FIELDS, required=["email"], json_too=True),
     responses={
         200: {"description": '\'Check your inbox\' page, or {"status": "ok"} for JSON'},
-        400: {"description": "The address (or the body) cannot be used; says why"},
+        400: {
+            "description": "The address (or the body) cannot be used, or the anti-robot check "
+            "failed; says why"
+        },
         429: {"description": "Too many sign-ups from this client; see Retry-After"},
     },
 )
@@ -76,25 +90,40 @@ async def subscribe(request: Request, background: BackgroundTasks) -> Response:
         fields = await read_fields(request)
     except BadBody as exc:
         return await _refuse(w, request, Fields(is_json=as_json), str(exc))
+    solved: proof_of_work.Solved | None = None
+    pow_ = proof_of_work.of(request)
+    if pow_ is not None:
+        solved = await run_in_threadpool(pow_.check, fields.first(proof_of_work.FIELD))
+        if solved is None:
+            return await _refuse(w, request, fields, proof_of_work.FAILED)
     if fields.first(HONEYPOT).strip():
         return _accepted(w, request, as_json)
     email = fields.first("email").strip()
     if not email:
         return await _refuse(w, request, fields, "Please enter your email address.")
+    if w.rt.config.web.block_disposable_domains and disposable.is_disposable(email):
+        return await _refuse(w, request, fields, disposable.REFUSED)
     context = w.context(request, ConsentSource.form)
     try:
-        to_send = await run_in_threadpool(_request, w, fields, context)
+        to_send = await run_in_threadpool(_request, w, fields, context, solved)
     except SubscriberInputError as exc:
         return await _refuse(w, request, fields, f"This address cannot be used: {exc}")
+    except proof_of_work.AlreadyUsed:
+        return await _refuse(w, request, fields, proof_of_work.FAILED)
     if to_send is not None:
         background.add_task(w.mailer.send_confirmation, *to_send)
     return _accepted(w, request, as_json)
 
 
-def _request(w: Web, fields: Fields, context: Context) -> tuple[int, str] | None:
-    """Record the request (committed on return). Returns (subscriber id, address)
-    when a confirmation email should go out now. Raises SubscriberInputError."""
+def _request(
+    w: Web, fields: Fields, context: Context, solved: proof_of_work.Solved | None
+) -> tuple[int, str] | None:
+    """Record the request (committed on return) and claim its proof-of-work solution
+    in the same transaction. Returns (subscriber id, address) when a confirmation
+    email should go out now. Raises SubscriberInputError, proof_of_work.AlreadyUsed."""
     with session_scope(w.rt.engine) as session:
+        if solved is not None:
+            proof_of_work.claim(session, solved, w.rt.now())
         known = set(catalog.feed_categories(session))
         result = lifecycle.request_subscription(
             session,
@@ -145,10 +174,13 @@ def _form_page(
     problem: str,
     status: int,
 ) -> Response:
+    widget = proof_of_work.of(request) is not None
     return w.pages.page(
         request,
         "subscribe",
         status=status,
+        headers={"Content-Security-Policy": proof_of_work.SIGNUP_CSP} if widget else None,
+        proof_of_work=widget,
         title="Subscribe",
         categories=categories,
         form=form,

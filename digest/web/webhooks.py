@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -41,8 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from digest.db import session_scope
-from digest.models import WebhookReplay
 from digest.runtime import Runtime
+from digest.web import once
 from digest.web.ratelimit import client_ip
 from digest.webhooks import build_webhooks
 from digest.webhooks.apply import BouncePolicy, apply
@@ -52,7 +51,6 @@ from digest.webhooks.store import store_notice, update_notice
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-R = WebhookReplay.__table__  # type: ignore[attr-defined]
 DEFAULT_REPLAY_TTL = timedelta(days=1)  # when an adapter gives a key but no lifetime
 RETRY_AFTER_SECONDS = 60
 CONFIRM_TIMEOUT_SECONDS = 10.0
@@ -104,7 +102,16 @@ class _Replayed(Exception):
     """The replay key was seen before: roll back, answer 200 with nothing applied."""
 
 
-@router.post("/webhooks/{provider}", summary="Delivery events from the email provider")
+@router.post(
+    "/webhooks/{provider}",
+    summary="Delivery events from the email provider",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+        }
+    },
+)
 async def receive(provider: str, request: Request) -> Response:
     hooks = hooks_of(request)
     adapter = hooks.adapters.get(provider)
@@ -166,10 +173,8 @@ def _record(
 ) -> dict[str, Any]:
     """The replay key and the events, in one transaction. Raises _Replayed."""
     with session_scope(hooks.rt.engine) as session:
-        if verified.replay_key:
-            session.execute(R.delete().where(R.c.expires_at < now))  # opportunistic purge
-            if not _claim_replay_key(session, provider, verified, now):
-                raise _Replayed
+        if verified.replay_key and not _claim_replay_key(session, provider, verified, now):
+            raise _Replayed
         if verified.confirm_url:
             _store_confirmation(session, provider, verified.confirm_url, now)
         summary = apply(session, events, now=now, policy=hooks.policy)
@@ -177,20 +182,9 @@ def _record(
 
 
 def _claim_replay_key(session: Session, provider: str, verified: Verified, now: datetime) -> bool:
-    """Record the key; False when it is already recorded and not expired. An expired
-    row is taken over in the same statement (``ON CONFLICT … DO UPDATE … WHERE``)."""
-    key = verified.replay_key
-    if len(key) > 200:
-        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    """Record the key; False when it is already recorded and not expired."""
     ttl = timedelta(seconds=verified.replay_ttl_seconds) or DEFAULT_REPLAY_TTL
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(R).values(provider=provider, key=key, expires_at=now + ttl)
-    stmt = insert.on_conflict_do_update(
-        index_elements=["provider", "key"],
-        set_={"expires_at": insert.excluded.expires_at},
-        where=R.c.expires_at < now,
-    ).returning(R.c.key)
-    return session.execute(stmt).first() is not None
+    return once.claim(session, provider, verified.replay_key, now + ttl, now)
 
 
 def _store_confirmation(session: Session, provider: str, url: str, now: datetime) -> None:
