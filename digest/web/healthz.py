@@ -36,12 +36,12 @@ NO_STORE = {"Cache-Control": "no-store"}
 router = APIRouter()
 
 
-@router.get("/healthz", include_in_schema=False)
+@router.get("/healthz", summary="Liveness: the process serves", tags=["health"])
 async def healthz() -> JSONResponse:
     return JSONResponse({"ok": True}, headers=NO_STORE)
 
 
-@router.get("/readyz", include_in_schema=False)
+@router.get("/readyz", summary="Readiness: the database answers", tags=["health"])
 async def readyz(request: Request) -> JSONResponse:
     probe = getattr(request.app.state, "readiness", None)
     if not isinstance(probe, Probe):

@@ -50,16 +50,51 @@ class SlidingWindow:
         number of seconds until the next event would be allowed (for Retry-After)."""
         now = self.clock()
         with self._lock:
-            events = self._events.pop(key, None) or deque()
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            self._events[key] = events  # now the most recently seen key
-            if len(events) >= self.limit:
-                return max(1, math.ceil(events[0] + self.window - now))
-            events.append(now)
-            while len(self._events) > self.max_keys:
-                self._events.popitem(last=False)
+            wait = self._wait(key, now)
+            if wait is None:
+                self._record(key, now)
+            return wait
+
+    def _wait(self, key: str, now: float) -> int | None:
+        """Seconds until ``key`` may have another event (None: now), counting nothing."""
+        events = self._events.get(key)
+        if events is None:
             return None
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return None
+        if len(events) < self.limit:
+            return None
+        return max(1, math.ceil(events[0] + self.window - now))
+
+    def _record(self, key: str, now: float) -> None:
+        self._events.setdefault(key, deque()).append(now)
+        self._events.move_to_end(key)  # the most recently counted key
+        while len(self._events) > self.max_keys:
+            self._events.popitem(last=False)
+
+
+class FailedAttempts(SlidingWindow):
+    """Failed credential checks per client: only failures count, and a client at
+    ``limit`` failures is refused every credential attempt (:meth:`blocked`), even
+    a correct one, until its oldest failure leaves the window."""
+
+    def blocked(self, key: str) -> int | None:
+        """None when ``key`` may try a credential, else whole seconds to wait."""
+        with self._lock:
+            return self._wait(key, self.clock())
+
+    def attempt(self, key: str, ok: bool) -> int | None:
+        """One credential check whose result was ``ok``: None to answer it on its
+        merits (a failure is counted), else seconds to wait (nothing counted)."""
+        now = self.clock()
+        with self._lock:
+            wait = self._wait(key, now)
+            if wait is None and not ok:
+                self._record(key, now)
+            return wait
 
 
 def client_ip(request: Request) -> str:

@@ -24,19 +24,26 @@ from digest.db import session_scope
 from digest.errors import DigestError
 from digest.models import Edition, EditionStatus
 from digest.runtime import Runtime
-from digest.web.admin import PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator
 from digest.web.admin.selection import Selection, explain
+from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
 STATES = ("queued", "sending", "sent", "failed", "bounced", "skipped", "unknown")
 DONE = {"approve": "approved", "pause": "paused", "resume": "resumed"}
+_ACTION_FIELDS = {"reason": {"type": "string"}, "force": {"type": "string", "enum": ["1"]}}
 
 
 def register(router: APIRouter) -> None:
     router.add_api_route("/editions", editions_page, methods=["GET"])
     for action in ("approve", "pause", "resume"):
-        router.add_api_route(f"/editions/{{key}}/{action}", _ACTIONS[action], methods=["POST"])
+        router.add_api_route(
+            f"/editions/{{key}}/{action}",
+            _ACTIONS[action],
+            methods=["POST"],
+            openapi_extra=openapi_body({**_ACTION_FIELDS, **CSRF_FIELD}),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,27 +13,40 @@ cookie is refused from then on even if a copy of it was kept.
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from digest.web.admin import PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin import CSRF_FIELD, DESK_TAG, PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.forms import openapi_body
 from digest.web.ratelimit import client_ip
 from digest.web.state import web_of
 
 MAX_NAME = 80
+_TEXT = {"type": "string"}
 
 
 def public_router() -> APIRouter:
-    public = APIRouter(prefix="/admin", include_in_schema=False)
+    public = APIRouter(prefix="/admin", tags=[DESK_TAG])
     public.add_api_route("/login", login_page, methods=["GET"], response_class=HTMLResponse)
-    public.add_api_route("/login", login, methods=["POST"], response_class=HTMLResponse)
+    fields = {"name": _TEXT, "password": _TEXT, "next": _TEXT, **CSRF_FIELD}
+    public.add_api_route(
+        "/login",
+        login,
+        methods=["POST"],
+        response_class=HTMLResponse,
+        openapi_extra=openapi_body(fields),
+    )
     return public
 
 
 def register(router: APIRouter) -> None:
-    router.add_api_route("/logout", logout, methods=["POST"])
+    router.add_api_route(
+        "/logout", logout, methods=["POST"], openapi_extra=openapi_body(CSRF_FIELD)
+    )
     router.add_api_route("", home, methods=["GET"])
 
 
@@ -84,35 +97,18 @@ async def login(request: Request) -> Response:
     fields = await form(request)
     name = fields.first("name").strip()[:MAX_NAME]
     ip = client_ip(request)
+    again = partial(_page, request, name=name, next_url=fields.first("next"))
     retry_after = desk.attempts.blocked(ip)
     if retry_after is None:
         if not desk.guard.login_csrf_ok(request, fields.first("csrf")):
-            return _page(
-                request,
-                status=403,
-                error="The form expired. Please try again.",
-                name=name,
-                next_url=fields.first("next"),
-            )
+            return again(status=403, error="The form expired. Please try again.")
         ok = desk.guard.check_password(fields.first("password"))
         retry_after = desk.attempts.attempt(ip, ok)
         if retry_after is None and not ok:
-            return _page(
-                request,
-                status=401,
-                error="Wrong password.",
-                name=name,
-                next_url=fields.first("next"),
-            )
+            return again(status=401, error="Wrong password.")
     if retry_after is not None:
-        return _page(
-            request,
-            status=429,
-            error="Too many attempts. Wait a minute.",
-            name=name,
-            next_url=fields.first("next"),
-            retry_after=retry_after,
-        )
+        error = "Too many attempts. Wait a minute."
+        return again(status=429, error=error, retry_after=retry_after)
     cookie = await run_in_threadpool(desk.guard.open_session, name)
     response = RedirectResponse(_next(fields.first("next")), status_code=303)
     desk.guard.set_session_cookie(request, response, cookie)

@@ -31,8 +31,9 @@ from digest.errors import DigestError, TransportError
 from digest.preflight import Finding, PreflightReport, run_preflight
 from digest.runtime import Runtime
 from digest.transports.base import Outcome
-from digest.web.admin import PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator
+from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
 FRAME_HEADERS = {
@@ -60,11 +61,26 @@ class LinkCheck:
         return [f for f in self.report.findings if f.check == "links"]
 
 
+_TEXT = {"type": "string"}
+
+
 def register(router: APIRouter) -> None:
     router.add_api_route("/editions/{key}/preview", preview_page, methods=["GET"])
     router.add_api_route("/editions/{key}/preview.{part}", preview_part, methods=["GET"])
-    router.add_api_route("/editions/{key}/test-send", test_send, methods=["POST"])
-    router.add_api_route("/editions/{key}/check-links", check_links, methods=["POST"])
+    viewer = {"as": _TEXT, "segment": _TEXT, **CSRF_FIELD}
+    to = {"to": {"type": "array", "items": _TEXT}}
+    router.add_api_route(
+        "/editions/{key}/test-send",
+        test_send,
+        methods=["POST"],
+        openapi_extra=openapi_body({**viewer, **to}),
+    )
+    router.add_api_route(
+        "/editions/{key}/check-links",
+        check_links,
+        methods=["POST"],
+        openapi_extra=openapi_body(viewer),
+    )
 
 
 def _viewer_query(email: str, segment: str) -> dict[str, str]:
