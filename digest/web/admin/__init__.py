@@ -19,6 +19,7 @@ GET      /admin, /admin/editions                    editions, ledger counts, sel
 GET      /admin/editions/{key}/preview              preview page (key "next": uncomposed)
 GET      /admin/editions/{key}/preview.html|.txt|.eml   the raw parts (sandboxed HTML)
 POST     /admin/editions/{key}/test-send            a [TEST] copy to any addresses
+POST     /admin/editions/{key}/check-links          pre-flight with every link fetched
 POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|resume`` do
 =======  ========================================  ====================================
 """
