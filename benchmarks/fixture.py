@@ -1,6 +1,6 @@
 """A fresh instance to measure: a config in a temp folder, N readers, one edition.
 
-Everything goes through the real code: the schema by Alembic (``digest.db.upgrade``),
+Everything goes through the real code: the schema by Alembic (``digest.store.db.upgrade``),
 readers by ``subscribers.repository.bulk_insert`` (the CSV import's fast path),
 comparisons by ``pipeline.fetch`` from a files feed, the edition by
 ``pipeline.compose``. Only the config file and the feed are written here.
@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from digest import config, pipeline
-from digest.db import make_engine, upgrade
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.db import make_engine, upgrade
 from subscribers.models import Subscriber
 from subscribers.repository import bulk_insert
 
@@ -83,7 +83,7 @@ def write_config(root: Path, *, transport: dict[str, Any], send: dict[str, Any])
             "postal_address": "Verdicts Media, 1 Example Street, 10115 Berlin, Germany",
             "timezone": "Europe/Berlin",
         },
-        "database": {"url": "sqlite:///digest.db"},
+        "database": {"url": "sqlite:///digest.store.db"},
         "feed": {"kind": "files", "path": str(root / "feed.json")},
         "email": {"from": FROM, "reply_to": "editors@verdicts.example.com"},
         "transport": transport,

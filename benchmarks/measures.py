@@ -22,9 +22,12 @@ from typing import Any
 
 from benchmarks import fixture, procs
 from benchmarks.fixture import Instance
-from digest import deliveries, editions, messages, pipeline
-from digest.db import make_engine, session_scope
-from digest.segments import distinct_categories
+from digest import pipeline
+from digest.delivery import ledger as deliveries
+from digest.delivery import messages
+from digest.editions import lifecycle as editions
+from digest.editions.segments import distinct_categories
+from digest.store.db import make_engine, session_scope
 
 Samples = dict[str, list[float]]
 ENV = {"DIGEST_SECRET_KEY": fixture.SECRET_KEY, "COLUMNS": "200"}
@@ -50,9 +53,9 @@ class Setup:
         """A copy of the seeded database with its own config, ready to send."""
         root = self.root / name
         root.mkdir(exist_ok=True)
-        fixture.copy_sqlite(self.template, root / "digest.db")
+        fixture.copy_sqlite(self.template, root / "digest.store.db")
         shutil.copyfile(self.root / "feed.json", root / "feed.json")
-        instance = Instance(root, f"sqlite:///{root / 'digest.db'}", dict(PROVIDER_ENV))
+        instance = Instance(root, f"sqlite:///{root / 'digest.store.db'}", dict(PROVIDER_ENV))
         fixture.write_config(root, transport=transport, send=send)
         return instance
 

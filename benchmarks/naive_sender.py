@@ -25,7 +25,8 @@ import mjml
 from sqlalchemy import create_engine, select
 from sqlmodel import Session
 
-from digest import config, editions
+from digest import config
+from digest.editions import lifecycle as editions
 from digest.render.templates import TemplateSet
 from digest.render.view import edition_view, site_view
 from subscribers.models import Subscriber

@@ -4,7 +4,7 @@
     feeds      editions    render/    deliveries + transports
 
 Every stage is a function of the runtime and an explicit ``now`` from its clock;
-preview runs the very same render and personalize code (:mod:`digest.messages`) as
+preview runs the very same render and personalize code (:mod:`digest.delivery.messages`) as
 sending and never sends.
 """
 
@@ -16,18 +16,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from digest import editions, ingest, localtime, messages, sending
-from digest.db import ensure_current, session_scope
-from digest.deliveries import RetryPolicy
-from digest.editions import ComposeResult
+from digest.comparisons import fetch as ingest
+from digest.comparisons.fetch import FetchReport
+from digest.config.runtime import Runtime
+from digest.delivery import localtime, messages, sending
+from digest.delivery.leases import new_owner
+from digest.delivery.ledger import RetryPolicy
+from digest.delivery.sending import SendOptions, SendReport
+from digest.editions import lifecycle as editions
+from digest.editions.lifecycle import ComposeResult
 from digest.errors import DigestError, LeaseHeld
-from digest.ingest import FetchReport
-from digest.leases import new_owner
-from digest.models import Comparison, Edition, EditionStatus
 from digest.render.base import RenderedDigest
 from digest.render.digest import render_digest
-from digest.runtime import Runtime
-from digest.sending import SendOptions, SendReport
+from digest.store.db import ensure_current, session_scope
+from digest.store.models import Comparison, Edition, EditionStatus
 
 
 def fetch(rt: Runtime, *, progress: Callable[[int], None] | None = None) -> FetchReport:
@@ -119,7 +121,7 @@ async def send(
 ) -> SendReport:
     """Send ``edition`` (resuming where any earlier run stopped). Raises LeaseHeld
     (SQLite: another process is sending it). ``stop`` ends the run gracefully.
-    ``others_working``: see :func:`digest.sending.send_edition` (helper processes)."""
+    ``others_working``: see :func:`digest.delivery.sending.send_edition` (helper processes)."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
     if edition.status in (EditionStatus.paused, EditionStatus.cancelled):

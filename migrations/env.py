@@ -1,6 +1,6 @@
-"""Alembic environment: the engine is handed in by ``digest.db.upgrade``.
+"""Alembic environment: the engine is handed in by ``digest.store.db.upgrade``.
 
-Run from the command line with ``alembic -x url=sqlite:///digest.db upgrade head``
+Run from the command line with ``alembic -x url=sqlite:///digest.store.db upgrade head``
 if ever needed; ``digest init`` is the normal way.
 """
 
@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import digest.models  # noqa: F401  (registers every table on SQLModel.metadata)
+import digest.store.models  # noqa: F401  (registers every table on SQLModel.metadata)
 
 config = context.config
 target_metadata = SQLModel.metadata

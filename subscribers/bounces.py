@@ -1,7 +1,7 @@
 """What providers report about a reader: a hard bounce, soft bounces past the limit,
 a complaint; and the rule that counts soft bounces.
 
-:mod:`digest.webhooks.apply` and :mod:`digest.refusals` call these; each writes
+:mod:`digest.delivery.events` and :mod:`digest.delivery.refusals` call these; each writes
 the consent log and the suppression list like the rest of
 :mod:`subscribers.lifecycle` (which re-exports them), and sends no mail.
 """

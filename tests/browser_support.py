@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import select
 
-from digest.db import make_engine, session_scope
+from digest.store.db import make_engine, session_scope
 from subscribers.consent import suppression_of
 from subscribers.models import Subscriber, Suppression
 from tests.support import REPO, write_config

@@ -41,11 +41,11 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from digest import config, pipeline
-from digest.db import session_scope, upgrade
-from digest.models import Delivery
+from digest.config.runtime import Runtime
+from digest.delivery.sending import SendReport
 from digest.render.base import RenderedDigest, Slot
-from digest.runtime import Runtime
-from digest.sending import SendReport
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Delivery
 from digest.transports.base import InDoubt, OutgoingMessage, Personal, SendResult, SharedContent
 from digest.transports.postmark import PostmarkTransport
 from subscribers import repository

@@ -19,10 +19,11 @@ import time_machine
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
-from digest import config, scheduler
-from digest.db import session_scope, upgrade
-from digest.models import Edition, RunRecord
-from digest.runtime import Runtime
+from digest import config
+from digest.config.runtime import Runtime
+from digest.ops import scheduler
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Edition, RunRecord
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
 from tests.smtp_sink import SmtpSink

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from digest.deliveries import Recipient, RetryPolicy
-from digest.models import Edition
-from digest.sending import SendOptions, SendReport, send_edition
+from digest.delivery.ledger import Recipient, RetryPolicy
+from digest.delivery.sending import SendOptions, SendReport, send_edition
+from digest.store.models import Edition
 from digest.transports.memory import MemoryTransport
 
 

@@ -24,10 +24,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from digest import config as config_mod
-from digest import desk, editions, pipeline
-from digest.db import session_scope, upgrade
-from digest.models import AdminSession, Delivery, Edition
-from digest.runtime import Runtime
+from digest import pipeline
+from digest.config.runtime import Runtime
+from digest.desk import preview as desk
+from digest.editions import lifecycle as editions
+from digest.store.db import session_scope, upgrade
+from digest.store.models import AdminSession, Delivery, Edition
 from digest.transports.memory import MemoryTransport
 from digest.web.admin import LOGIN_ATTEMPTS_PER_MINUTE, FailedAttempts
 from digest.web.admin.auth import sid_hash

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from digest import editions
-from digest.db import session_scope
-from digest.models import Comparison, EditionStatus
+from digest.editions import lifecycle as editions
+from digest.store.db import session_scope
+from digest.store.models import Comparison, EditionStatus
 from tests.scheduling_support import OPERATOR, approval_monday, at, sink_operator_subjects
 from tests.smtp_sink import SmtpSink
 

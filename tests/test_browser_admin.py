@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select
 
-from digest.db import make_engine, session_scope
-from digest.models import Edition
+from digest.store.db import make_engine, session_scope
+from digest.store.models import Edition
 from tests.browser_support import (
     SCREENSHOTS,
     Site,
@@ -106,7 +106,7 @@ def test_operator_previews_sends_a_test_and_approves(tmp_path: Path, page: Page)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with SmtpSink() as sink:
-        site = DeskSite(tmp_path, f"sqlite:///{tmp_path / 'digest.db'}")
+        site = DeskSite(tmp_path, f"sqlite:///{tmp_path / 'digest.store.db'}")
         site.smtp_port = sink.port
         site.write_config()
         site.digest("init")

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from digest.comparison_validation import validate
-from digest.comparisons import ingest, known_checker
-from digest.db import session_scope
+from digest.comparisons.store import ingest, known_checker
+from digest.comparisons.validation import validate
 from digest.errors import InvalidComparison
 from digest.feeds.base import FeedEntry
 from digest.feeds.document import parse_document
-from digest.models import Comparison
+from digest.store.db import session_scope
+from digest.store.models import Comparison
 
 SAMPLE_FEED = Path(__file__).resolve().parent.parent / "examples" / "feed.json"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

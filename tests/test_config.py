@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from digest import config
+from digest.config.registry import build_feed, build_transport
 from digest.errors import ConfigError
-from digest.feeds import build_feed
-from digest.transports import build_transport
 from tests.support import write_config
 
 
@@ -17,7 +16,7 @@ def test_repository_config_loads_with_paths_relative_to_the_file() -> None:
     repo = Path(__file__).resolve().parent.parent
     cfg = config.load(repo / "config.toml", environ={})
     assert cfg.site.timezone == "Europe/Berlin"
-    assert cfg.database.url == f"sqlite:///{repo / 'digest.db'}"
+    assert cfg.database.url == f"sqlite:///{repo / 'digest.store.db'}"
     assert cfg.feed.kind == "files"
     assert cfg.feed.options["path"] == repo / "examples" / "feed.json"
     assert cfg.transport.options["path"] == repo / "outbox"
@@ -113,7 +112,7 @@ def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path: Path) -> Non
 def test_bad_email_headers_fail_when_the_runtime_opens(
     tmp_path: Path, email: dict, key: str
 ) -> None:
-    from digest.runtime import Runtime
+    from digest.config.runtime import Runtime
 
     cfg = config.load(write_config(tmp_path, email=email), environ={})
     with pytest.raises(ConfigError, match=f"\\[email\\] key {key}"):
@@ -121,7 +120,7 @@ def test_bad_email_headers_fail_when_the_runtime_opens(
 
 
 def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
-    from digest.db import make_engine
+    from digest.store.db import make_engine
 
     with pytest.raises(ConfigError) as info:
         make_engine("nosuchdriver://user:hunter2@db.example/x")

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest import config, pipeline
-from digest.db import session_scope, upgrade
+from digest.config.runtime import Runtime
 from digest.errors import ConfigError
-from digest.runtime import Runtime
+from digest.store.db import session_scope, upgrade
 from subscribers import repository
 from tests.smtp_sink import SmtpSink
 from tests.support import write_config

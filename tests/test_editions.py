@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from digest import editions
-from digest.db import session_scope
-from digest.models import Comparison
+from digest.editions import lifecycle as editions
+from digest.store.db import session_scope
+from digest.store.models import Comparison
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -11,9 +11,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from digest import config, pipeline
-from digest.db import session_scope, upgrade
-from digest.models import Delivery
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Delivery
 from subscribers import repository
 from tests.smtp_sink import free_port
 from tests.support import write_config

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from digest.comparisons.fetch import fetch_and_store
 from digest.errors import FeedUnavailable
 from digest.feeds.base import FeedCursor
 from digest.feeds.http import HttpFeed
 from digest.feeds.limits import CappedBody, redact_url
-from digest.ingest import fetch_and_store
-from digest.models import Comparison, FeedState
+from digest.store.models import Comparison, FeedState
 from tests.feed_servers import (
     MB,
     FeedServer,

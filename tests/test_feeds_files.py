@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from digest.config import AdapterConfig, load
+from digest.config.registry import build_feed
 from digest.errors import ConfigError, FeedDocumentError, FeedUnavailable
-from digest.feeds import FEEDS, FilesFeed, HttpFeed, build_feed
+from digest.feeds import FEEDS, FilesFeed, HttpFeed
 from digest.feeds.base import FeedCursor
 from digest.feeds.document import parse_document, parse_timestamp
 from tests.support import write_config

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from digest.comparisons.fetch import fetch_and_store
 from digest.errors import FeedDocumentError, FeedUnavailable
 from digest.feeds import http_get
 from digest.feeds.base import FeedCursor
 from digest.feeds.http import HttpFeed, retry_after_seconds
-from digest.ingest import fetch_and_store
-from digest.models import Comparison, FeedState
+from digest.store.models import Comparison, FeedState
 from tests.feed_servers import page
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
-from digest import answers, claims, deliveries, marks
-from digest.db import session_scope
-from digest.deliveries import Recipient, RetryPolicy
-from digest.models import Delivery, Edition
-from digest.segments import Skip
-from digest.sending import EXIT_INCOMPLETE, SendReport
+from digest.delivery import answers, claims, marks
+from digest.delivery import ledger as deliveries
+from digest.delivery.ledger import Recipient, RetryPolicy
+from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
+from digest.editions.segments import Skip
+from digest.store.db import session_scope
+from digest.store.models import Delivery, Edition
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.memory import MemoryTransport
 from subscribers import repository

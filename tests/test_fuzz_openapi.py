@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from digest import config as config_mod
-from digest.db import upgrade
-from digest.models import EditionStatus
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.db import upgrade
+from digest.store.models import EditionStatus
 from digest.web.app import create_app
 from subscribers.tokens import Purpose
 from tests.support import write_config

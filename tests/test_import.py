@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from digest.db import make_engine, session_scope, upgrade
+from digest.store.db import make_engine, session_scope, upgrade
 from subscribers import consent, csvio, repository
 from subscribers.addresses import normalize_email
 from subscribers.errors import SubscriberInputError

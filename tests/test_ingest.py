@@ -10,11 +10,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from digest.comparisons.fetch import fetch_and_store
 from digest.errors import FeedDocumentError, FeedError, FeedUnavailable
 from digest.feeds.base import FeedCursor, FeedEntry, FetchResult, IsKnown, Progress
 from digest.feeds.files import FilesFeed
-from digest.ingest import fetch_and_store
-from digest.models import Comparison, FeedState
+from digest.store.models import Comparison, FeedState
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 MIXED_FEED = Path(__file__).resolve().parent / "data" / "feeds" / "mixed.json"

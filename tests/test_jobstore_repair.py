@@ -21,8 +21,8 @@ import pytest
 import time_machine
 from sqlalchemy import text
 
-from digest import scheduler
-from digest.models import Lease
+from digest.ops import scheduler
+from digest.store.models import Lease
 from tests.scheduling_support import (
     Site,
     at,

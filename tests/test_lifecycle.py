@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine
 
-from digest.db import session_scope
+from digest.store.db import session_scope
 from subscribers import consent, csvio, lifecycle, repository
 from subscribers.consent import Context
 from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus

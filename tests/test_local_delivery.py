@@ -22,11 +22,11 @@ from sqlalchemy import select
 
 from digest import config, pipeline
 from digest.cli.output import print_ledger, print_status
-from digest.db import session_scope, upgrade
-from digest.localtime import due_for
-from digest.models import Delivery, Edition
-from digest.runtime import Runtime
-from digest.sending import SendReport
+from digest.config.runtime import Runtime
+from digest.delivery.localtime import due_for
+from digest.delivery.sending import SendReport
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Delivery, Edition
 from digest.transports.memory import MemoryTransport
 from subscribers import csvio, repository
 from subscribers.errors import SubscriberInputError

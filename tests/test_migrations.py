@@ -7,8 +7,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
-import digest.models  # noqa: F401  (registers the tables)
-from digest.db import HEAD_REVISION, current_revision, head_revision, upgrade
+import digest.store.models  # noqa: F401  (registers the tables)
+from digest.store.db import HEAD_REVISION, current_revision, head_revision, upgrade
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -27,7 +27,7 @@ def test_upgrading_a_populated_first_schema_keeps_readers(db_url: str) -> None:
     from alembic import command
     from sqlalchemy import text
 
-    from digest.db import _alembic_config, make_engine
+    from digest.store.db import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     command.upgrade(_alembic_config(engine), "0001")

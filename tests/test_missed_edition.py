@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import time_machine
 
-from digest import health, jobs
+from digest.ops import health, jobs
 from tests.scheduling_support import Site, at
 
 BERLIN = ZoneInfo("Europe/Berlin")

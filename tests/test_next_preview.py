@@ -12,12 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from digest import desk, editions, pipeline
+from digest import pipeline
 from digest.cli.output import write_preview
-from digest.db import session_scope
+from digest.config.runtime import Runtime
+from digest.desk import preview as desk
+from digest.editions import lifecycle as editions
 from digest.errors import DigestError
-from digest.models import Comparison, EditionStatus
-from digest.runtime import Runtime
+from digest.store.db import session_scope
+from digest.store.models import Comparison, EditionStatus
 from digest.web.app import create_app
 from tests.test_admin import NOW, add_reader, compose, login, open_runtime
 

@@ -7,8 +7,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-from digest import alerts, config
-from digest.runtime import Runtime
+from digest import config
+from digest.config.runtime import Runtime
+from digest.ops import alerts
 from tests.support import write_config
 
 OPERATOR = "ops@test.example"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from digest import config, editions, pipeline
-from digest.db import session_scope, upgrade
-from digest.models import EditionStatus
-from digest.runtime import Runtime
+from digest import config, pipeline
+from digest.config.runtime import Runtime
+from digest.editions import lifecycle as editions
+from digest.store.db import session_scope, upgrade
+from digest.store.models import EditionStatus
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
 from tests.support import run_digest, write_config
@@ -76,7 +77,7 @@ def test_cancel_skips_what_is_left(tmp_path: Path, db_url: str) -> None:
     edition = pipeline.compose(rt).edition
     assert edition is not None
     with session_scope(rt.engine) as session:
-        from digest import deliveries
+        from digest.delivery import ledger as deliveries
 
         deliveries.plan(session.connection(), edition_id=edition.id or 0, now=rt.now())
     with session_scope(rt.engine) as session:

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest import desk, pipeline, preflight
+from digest import pipeline
 from digest.cli import app as cli_app
-from digest.linkcheck import LinkChecker
-from digest.netguard import AddressPolicy
-from digest.preflight import GMAIL_CLIP_BYTES, PreflightReport, run_preflight
+from digest.common.netguard import AddressPolicy
+from digest.desk import preflight
+from digest.desk import preview as desk
+from digest.desk.linkcheck import LinkChecker
+from digest.desk.preflight import GMAIL_CLIP_BYTES, PreflightReport, run_preflight
+from digest.editions.segments import Skip
 from digest.render.size import wire_html
-from digest.segments import Skip
 from tests.support import SAMPLE_FEED
 from tests.test_admin import open_runtime
 

@@ -15,14 +15,14 @@ import pytest
 import time_machine
 from sqlalchemy import Engine, select
 
-from digest import policy_incidents
-from digest.db import session_scope
-from digest.deliveries import Recipient
-from digest.models import Delivery, DeliveryEventRecord, DeliveryState, Edition, EditionStatus
-from digest.refusals import is_policy_refusal, suppresses
-from digest.refusals import suppress_refused as suppress_hard_bounces
+from digest.delivery.events import attention
+from digest.delivery.ledger import Recipient
+from digest.delivery.refusals import is_policy_refusal, suppresses
+from digest.delivery.refusals import suppress_refused as suppress_hard_bounces
+from digest.ops import policy_incidents
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryEventRecord, DeliveryState, Edition, EditionStatus
 from digest.transports.base import Outcome, SendResult
-from digest.webhooks.apply import attention
 from subscribers import consent
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.repository import add

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from digest.errors import DigestTooLarge, RenderError
-from digest.models import Comparison
 from digest.render.base import SLOT_NAMES, RenderedDigest, Slot
 from digest.render.digest import TYPICAL_SLOT_VALUE, clean_subject, html_size, render_digest
 from digest.render.mjml import compile_mjml
@@ -39,6 +38,7 @@ from digest.render.view import (
     shorten,
     week_label,
 )
+from digest.store.models import Comparison
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FEED = REPO / "examples" / "feed.json"

@@ -19,8 +19,8 @@ import time_machine
 from packaging.requirements import Requirement
 from sqlalchemy import text
 
-from digest import scheduler
-from digest.models import EditionStatus
+from digest.ops import scheduler
+from digest.store.models import EditionStatus
 from tests.scheduling_support import HOUR, Site, at, running, settle, wait_for
 from tests.support import REPO
 

@@ -29,13 +29,13 @@ from sqlalchemy import Engine
 from uvicorn.logging import AccessFormatter
 
 from digest import config as config_mod
-from digest import redaction
+from digest.common import redaction
+from digest.common.redaction import RedactSecrets, install, redact_text, redact_url
+from digest.config.registry import build_feed
 from digest.errors import ConfigError, FeedUnavailable
-from digest.feeds import build_feed
 from digest.feeds.base import FeedCursor
 from digest.feeds.http import HttpFeed
 from digest.feeds.limits import Credential
-from digest.redaction import RedactSecrets, install, redact_text, redact_url
 from tests.feed_servers import FeedServer, Handler, feed_server, json_body, page
 from tests.support import run_digest, write_config
 
@@ -402,7 +402,7 @@ def test_user_info_in_the_url_is_refused(tmp_path: Path) -> None:
         build_feed(cfg.feed, cfg.env)
     message = str(caught.value)
     assert SECRET not in message and "\n" not in message
-    # Today "[feed] in FILE: key 'url': …" (digest.registry's wording for a value an
+    # Today "[feed] in FILE: key 'url': …" (digest.config.registry's wording for a value an
     # adapter refuses); "[feed] key 'url' in FILE: …" would do as well.
     assert message.startswith("[feed] ") and "key 'url'" in message and str(config) in message
     assert "'https://***@feed.example/v1?api_key=***'" in message
@@ -512,7 +512,7 @@ def test_a_secret_query_value_is_never_shown(
 
 
 def test_incidents_and_alert_rows_hold_redacted_urls() -> None:
-    from digest.alerts import Incident
+    from digest.ops.alerts import Incident
 
     raw = f"http://bob:{SECRET}@h.example/feed.json?api_key={SECRET}"
     incident = Incident(f"feed:{raw}", f"the feed {raw} failed 3 polls in a row")
@@ -521,7 +521,7 @@ def test_incidents_and_alert_rows_hold_redacted_urls() -> None:
 
 
 def test_feed_problems_show_urls_redacted() -> None:
-    from digest.feed_problems import show
+    from digest.comparisons.problems import show
 
     shown = show(f"https://x.example/?token={SECRET}")
     assert SECRET not in shown and "token=***" in shown

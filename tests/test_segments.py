@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from digest import config, pipeline
-from digest.db import session_scope, upgrade
-from digest.models import Delivery
-from digest.runtime import Runtime
-from digest.segments import segment_for, skip_reason
+from digest.config.runtime import Runtime
+from digest.editions.segments import segment_for, skip_reason
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Delivery
 from digest.transports.memory import MemoryTransport
 from subscribers import repository
 from subscribers.models import Subscriber

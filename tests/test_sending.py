@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
-from digest import deliveries, leases
-from digest.db import session_scope
-from digest.deliveries import Recipient
+from digest.delivery import leases
+from digest.delivery import ledger as deliveries
+from digest.delivery.ledger import Recipient
+from digest.delivery.sending import SendReport, send_edition
 from digest.errors import LeaseHeld
-from digest.models import Delivery, DeliveryState, Edition, EditionStatus
-from digest.sending import SendReport, send_edition
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryState, Edition, EditionStatus
 from digest.transports.base import OutgoingMessage
 from digest.transports.memory import MemoryTransport
 from subscribers import repository

@@ -21,8 +21,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from digest.config import AdapterConfig
+from digest.config.registry import build_transport
 from digest.errors import ConfigError, TransportUnavailable
-from digest.transports import build_transport, smtp_wire
+from digest.transports import smtp_wire
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
 from digest.transports.smtp import SmtpTransport
 from digest.transports.smtp_auth import oauth_status, xoauth2_response

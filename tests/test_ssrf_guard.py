@@ -23,8 +23,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from digest.cli import app as cli_app
-from digest.linkcheck import LinkChecker
-from digest.netguard import (
+from digest.common.netguard import (
     AddressPolicy,
     GuardedBackend,
     GuardedTransport,
@@ -32,7 +31,8 @@ from digest.netguard import (
     blocked_because,
     guarded_client,
 )
-from digest.preflight import run_preflight
+from digest.desk.linkcheck import LinkChecker
+from digest.desk.preflight import run_preflight
 from digest.web.app import create_app
 from tests.test_admin import csrf_of, login, open_runtime
 from tests.test_preflight import feed_with_links

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine
 
-from digest.db import session_scope
+from digest.store.db import session_scope
 from subscribers import csvio, repository
 from subscribers.addresses import clean_name, normalize_email
 from subscribers.errors import SubscriberInputError

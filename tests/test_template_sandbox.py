@@ -18,11 +18,11 @@ from typer.testing import CliRunner, Result
 
 from digest import config as config_mod
 from digest.cli import app as cli_app
+from digest.config.runtime import Runtime
 from digest.errors import RenderError
-from digest.models import Edition
 from digest.render.digest import render_digest
 from digest.render.templates import TemplateSet
-from digest.runtime import Runtime
+from digest.store.models import Edition
 from tests.support import run_digest
 from tests.test_admin import compose, open_runtime
 from tests.test_render import SITE, sample_comparisons

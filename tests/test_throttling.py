@@ -10,8 +10,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from digest import config, pipeline
-from digest.db import session_scope, upgrade
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.db import session_scope, upgrade
 from subscribers import repository
 from tests.smtp_sink import RecordingHandler, free_port
 from tests.support import write_config

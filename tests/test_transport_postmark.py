@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from digest.config import AdapterConfig
+from digest.config.registry import build
 from digest.errors import ConfigError, TransportUnavailable
-from digest.registry import build
 from digest.render.base import RenderedDigest, Slot
 from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, Personal, Transport

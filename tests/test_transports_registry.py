@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from digest.config import AdapterConfig
+from digest.config.registry import build_transport
 from digest.errors import ConfigError, TransportUnavailable
-from digest.transports import TRANSPORTS, build_transport
+from digest.transports import TRANSPORTS
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.memory import MemoryTransport
 from digest.transports.outbox import OutboxTransport

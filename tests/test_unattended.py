@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 
 import time_machine
 
-from digest import editions, jobs
-from digest.db import session_scope
-from digest.models import EditionStatus
+from digest.editions import lifecycle as editions
+from digest.ops import jobs
+from digest.store.db import session_scope
+from digest.store.models import EditionStatus
 from tests.scheduling_support import (
     OPERATOR,
     Site,
@@ -205,7 +206,7 @@ def test_healthz_is_liveness_only_and_check_names_the_incident(
     check` and `digest status` are where the missed edition shows."""
     from fastapi.testclient import TestClient
 
-    from digest import health
+    from digest.ops import health
     from digest.web.app import create_app
 
     site = Site(tmp_path, sqlite_url)

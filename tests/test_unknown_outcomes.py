@@ -10,7 +10,7 @@ run`` / ``digest send`` as an operator runs them (a subprocess per command).
 These need both halves of issue 12: the transports say ``unknown`` and can be asked
 (``digest/transports``), and the ledger records ``unknown`` rows, calls the
 transport's ``reconcile`` and only then applies ``[send] unknown_policy``
-(``digest/sending.py``, ``digest/deliveries.py``). Without the ledger's half, the
+(``digest/delivery/sending.py``, ``digest/delivery/ledger.py``). Without the ledger's half, the
 unknown rows go to ``unknown_policy = "resend"`` and the Postmark test counts
 duplicates.
 """

@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from sqlalchemy import text
 
-from digest.models import EditionStatus
+from digest.store.models import EditionStatus
 from tests.test_web_support import Site, open_site
 
 ATOM = "{http://www.w3.org/2005/Atom}"

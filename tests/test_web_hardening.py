@@ -28,7 +28,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from digest.db import make_engine
+from digest.store.db import make_engine
 from digest.web.healthz import Probe
 from subscribers.models import ConsentEvent
 from tests.browser_support import free_port, wait_for

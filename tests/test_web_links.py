@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digest import messages
+from digest.delivery import messages
 from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus
 from subscribers.tokens import Purpose
 from tests.test_web_support import Site, open_site

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.models import EditionStatus
+from digest.store.models import EditionStatus
 from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus
 from subscribers.tokens import Purpose
 from tests.test_web_support import Site, bodies, confirm_path, open_site

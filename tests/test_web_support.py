@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from digest import config as config_mod
 from digest import pipeline
-from digest.db import session_scope, upgrade
-from digest.models import Comparison, Edition, EditionComparison, EditionStatus
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.db import session_scope, upgrade
+from digest.store.models import Comparison, Edition, EditionComparison, EditionStatus
 from digest.web.app import create_app
 from subscribers.models import ConsentEvent, Subscriber, Suppression
 from tests.support import write_config

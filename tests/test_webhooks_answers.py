@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from digest.db import session_scope
-from digest.models import WebhookReplay
+from digest.store.db import session_scope
+from digest.store.models import WebhookReplay
 from digest.webhooks.mailgun import DEFAULT_RETRY_WINDOW, ENV_SIGNING_KEY
 from subscribers.models import SubscriberStatus
 from tests.support import write_config

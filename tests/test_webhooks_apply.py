@@ -11,9 +11,9 @@ from rich.console import Console
 from sqlalchemy import Engine, func, select
 
 from digest.cli.output import print_attention
-from digest.db import session_scope
-from digest.models import Delivery, DeliveryEventRecord, DeliveryState
-from digest.webhooks.apply import ApplySummary, BouncePolicy, apply, attention, parse_message_id
+from digest.delivery.events import ApplySummary, BouncePolicy, apply, attention, parse_message_id
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.webhooks.base import DeliveryEvent, EventType
 from subscribers.models import (
     ConsentAction,

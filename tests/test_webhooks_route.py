@@ -21,10 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from digest import config as config_mod
-from digest.db import session_scope
+from digest.config.runtime import Runtime
 from digest.errors import ConfigError
-from digest.models import Delivery, DeliveryEventRecord, DeliveryState
-from digest.runtime import Runtime
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.web import webhooks as route
 from digest.web.app import create_app
 from digest.webhooks.postmark import ENV_CREDENTIALS

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from digest.config import AdapterConfig
+from digest.config.registry import build
 from digest.errors import ConfigError
-from digest.registry import build
 from digest.webhooks import sns_certs
 from digest.webhooks.base import EventType, Webhook, WebhookRejected, WebhookRequest
 from digest.webhooks.ses import SesWebhook

@@ -53,8 +53,8 @@ from typing import Any, ClassVar
 import pytest
 
 from digest.config import AdapterConfig
+from digest.config.registry import build
 from digest.errors import ConfigError
-from digest.registry import build
 from digest.webhooks.base import (
     DeliveryEvent,
     EventType,
@@ -142,7 +142,7 @@ class WebhookCases:
 
     # -- helpers ---------------------------------------------------------------------
     def make_adapter(self, env: Mapping[str, str]) -> Webhook:
-        """Build the adapter the way ``digest.registry.build`` passes secrets."""
+        """Build the adapter the way ``digest.config.registry.build`` passes secrets."""
         secret_env: Mapping[str, str] = self.adapter_class.secret_env
         kwargs = {kw: env[var] for kw, var in secret_env.items() if env.get(var)}
         adapter: Webhook = self.adapter_class(**kwargs)

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from digest import config as config_mod
-from digest.db import session_scope, upgrade
-from digest.models import (
+from digest.config.runtime import Runtime
+from digest.store.db import session_scope, upgrade
+from digest.store.models import (
     Delivery,
     DeliveryEventRecord,
     DeliveryState,
@@ -27,7 +28,6 @@ from digest.models import (
     EditionStatus,
     WebhookReplay,
 )
-from digest.runtime import Runtime
 from digest.web.app import create_app
 from subscribers.models import ConsentEvent, Subscriber, Suppression
 from subscribers.repository import add

@@ -19,7 +19,6 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from digest import config as config_mod
-from digest import redaction
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import register as register_desk
 from digest.cli.desk import write_viewer_preview
@@ -37,7 +36,8 @@ from digest.cli.output import (
 )
 from digest.cli.sending import register as register_sending
 from digest.cli.subscribers import subscribers_app
-from digest.sending import EXIT_INCOMPLETE
+from digest.common import redaction
+from digest.delivery.sending import EXIT_INCOMPLETE
 
 app = typer.Typer(
     name="digest",
@@ -79,7 +79,7 @@ def _main(
 @app.command()
 def init() -> None:
     """Create the database schema, or upgrade it to this version."""
-    from digest.db import upgrade
+    from digest.store.db import upgrade
 
     with runtime() as rt:
         before, after = upgrade(rt.engine)
@@ -143,7 +143,7 @@ def run() -> None:
     a run while another works on the edition says so and exits 0. Exit codes: 0 done,
     nothing to do, in progress elsewhere or awaiting approval; 1 failed; 2 bad config;
     3 interrupted or deliveries left pending: run 'digest send' to finish."""
-    from digest import jobs
+    from digest.ops import jobs
 
     with runtime() as rt:
         with send_progress(out) as progress:
@@ -172,7 +172,7 @@ def run() -> None:
 @app.command()
 def status() -> None:
     """Editions with their delivery counts, and subscribers by status."""
-    from digest import health
+    from digest.ops import health
 
     with runtime() as rt:
         print_status(out, rt)

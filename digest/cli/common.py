@@ -2,7 +2,7 @@
 
 Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
 configuration; 3 interrupted or incomplete, resumable
-(:data:`digest.sending.EXIT_INCOMPLETE`). Errors are one readable message, never a
+(:data:`digest.delivery.sending.EXIT_INCOMPLETE`). Errors are one readable message, never a
 traceback.
 """
 
@@ -23,8 +23,8 @@ from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from digest import config as config_mod
+from digest.config.runtime import Runtime
 from digest.errors import ConfigError, DigestError, LeaseHeld
-from digest.runtime import Runtime
 from subscribers.errors import SubscriberInputError
 
 # soft_wrap: long lines (paths, server answers) stay whole for logs and grep; tables

@@ -5,7 +5,7 @@ helpers behind ``digest preview --as`` and ``digest send --test``.
 alone exit 0); ``digest approve KEY`` refuses such an edition unless ``--force``.
 A link that resolves or redirects to a loopback, private or link-local address is
 refused, not fetched (an error: ``link … refused: …``), unless ``[preflight]
-allow_private_addresses = true`` (:mod:`digest.netguard`).
+allow_private_addresses = true`` (:mod:`digest.common.netguard`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from digest import desk
 from digest.cli.common import fail, out, run_until_signalled, runtime
-from digest.preflight import PreflightReport, run_preflight
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.desk import preview as desk
+from digest.desk.preflight import PreflightReport, run_preflight
 from digest.transports.base import Outcome
 
 

@@ -23,9 +23,9 @@ import typer
 from rich.markup import escape
 
 from digest.cli.common import State, err
-from digest.models import Edition
-from digest.runtime import Runtime
-from digest.sending import EXIT_INCOMPLETE, SendReport
+from digest.config.runtime import Runtime
+from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
+from digest.store.models import Edition
 
 
 class Helpers:

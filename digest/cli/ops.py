@@ -33,7 +33,7 @@ def schedule() -> None:
 
     One scheduler per database: a second one stands by and takes over when the
     first stops. Logs each fire, its outcome and the next fire time."""
-    from digest import scheduler
+    from digest.ops import scheduler
 
     logging.getLogger("digest").setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.INFO)
@@ -59,7 +59,7 @@ def check() -> None:
     """Exit 1 when something needs a human (feed failing, a missed or paused
     edition); email the operators once per incident. For monitoring and cron.
     Also cancels drafts past their approval deadline (telling the operators)."""
-    from digest import alerts, health, jobs
+    from digest.ops import alerts, health, jobs
 
     with runtime() as rt:
         expired = asyncio.run(jobs.expire_drafts(rt))

@@ -20,15 +20,18 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy import Connection
 
-from digest import deliveries, editions, messages, pipeline
-from digest.db import session_scope
-from digest.editions import ComposeResult
-from digest.ingest import FetchReport
-from digest.models import EditionStatus
-from digest.runtime import Runtime
-from digest.sending import SendReport
-from digest.webhooks.apply import Attention
-from digest.webhooks.apply import attention as webhook_attention
+from digest import pipeline
+from digest.comparisons.fetch import FetchReport
+from digest.config.runtime import Runtime
+from digest.delivery import ledger as deliveries
+from digest.delivery import messages
+from digest.delivery.events import Attention
+from digest.delivery.events import attention as webhook_attention
+from digest.delivery.sending import SendReport
+from digest.editions import lifecycle as editions
+from digest.editions.lifecycle import ComposeResult
+from digest.store.db import session_scope
+from digest.store.models import EditionStatus
 from subscribers.repository import count_by_status
 
 

@@ -17,7 +17,7 @@ from digest.cli.common import err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import send_test
 from digest.cli.helpers import Helpers, finish
 from digest.cli.output import print_ledger, print_send, send_progress
-from digest.sending import EXIT_INCOMPLETE, SendReport
+from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
 
 EditionKey = Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")]
 
@@ -82,8 +82,8 @@ def pause(
     reason: Annotated[str, typer.Option(help="Why, for 'digest status'.")] = "by the operator",
 ) -> None:
     """Pause an edition: senders stop at their next batch; 'digest resume' goes on."""
-    from digest import editions
-    from digest.db import session_scope
+    from digest.editions import lifecycle as editions
+    from digest.store.db import session_scope
 
     with runtime() as rt, session_scope(rt.engine) as session:
         editions.pause(session, key=key, note=reason, now=rt.now())
@@ -92,8 +92,9 @@ def pause(
 
 def resume(key: EditionKey) -> None:
     """Resume a paused edition and send the rest of it now."""
-    from digest import editions, pipeline
-    from digest.db import session_scope
+    from digest import pipeline
+    from digest.editions import lifecycle as editions
+    from digest.store.db import session_scope
 
     with runtime() as rt:
         with session_scope(rt.engine) as session:
@@ -112,8 +113,8 @@ def cancel(
     reason: Annotated[str, typer.Option(help="Why, kept on the edition.")] = "by the operator",
 ) -> None:
     """Cancel an edition: nothing more of it is sent; its queued deliveries are skipped."""
-    from digest import editions
-    from digest.db import session_scope
+    from digest.editions import lifecycle as editions
+    from digest.store.db import session_scope
 
     with runtime() as rt, session_scope(rt.engine) as session:
         _, skipped = editions.cancel(

@@ -21,8 +21,8 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from digest.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out, runtime
-from digest.db import ensure_current, session_scope
-from digest.models import Delivery, DeliveryEventRecord, Edition
+from digest.store.db import ensure_current, session_scope
+from digest.store.models import Delivery, DeliveryEventRecord, Edition
 from subscribers import consent, csvio, lifecycle, repository
 from subscribers.addresses import normalize_email
 from subscribers.consent import Context

@@ -2,7 +2,7 @@
 
 The configured origin is the operator's choice and may be on loopback or the
 LAN. Any other origin reached through a redirect or a page's ``next_url`` was
-chosen by feed content, so it goes through :mod:`digest.netguard`: its name is
+chosen by feed content, so it goes through :mod:`digest.common.netguard`: its name is
 resolved first and a loopback, private, link-local or CGNAT address is refused
 (on every hop) unless ``[feed] allow_private_addresses = true``.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from digest import netguard, redaction
+from digest.common import netguard, redaction
 from digest.feeds.limits import origin_of
 
 GUARD_SETTING = "[feed] allow_private_addresses"

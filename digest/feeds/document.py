@@ -2,7 +2,7 @@
 
 Only the document level is checked here (a JSON object with ``version`` "1", an RFC
 3339 ``generated_at``, a ``comparisons`` array and an optional ``next_url``); each
-comparison is validated on its own later (``digest.comparisons``), so one bad
+comparison is validated on its own later (``digest.comparisons.store``), so one bad
 comparison never costs the rest of the document.
 
 Two JSON details matter for what comes after:

@@ -19,7 +19,7 @@ The credential comes from the environment (``DIGEST_FEED_TOKEN``, or
 ``DIGEST_FEED_USERNAME`` and ``DIGEST_FEED_PASSWORD``), never from the URL, and
 goes only to the origin of ``[feed] url``; another origin (a redirect, a
 ``next_url``) is fetched through the address guard (:mod:`digest.feeds.clients`).
-URLs in messages and in :attr:`key` are redacted (:func:`~digest.redaction.redact_url`).
+URLs in messages and in :attr:`key` are redacted (:func:`~digest.common.redaction.redact_url`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from digest import netguard, redaction
+from digest.common import netguard, redaction
 from digest.errors import FeedUnavailable
 from digest.feeds.clients import Clients
 from digest.feeds.limits import (

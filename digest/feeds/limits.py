@@ -11,7 +11,7 @@
   ``DIGEST_FEED_PASSWORD``), and the one origin it may be sent to: that of
   ``[feed] url``, compared on httpx's own parse of each request's URL (the parser
   that decides where the request goes).
-- :func:`redact_url` (from :mod:`digest.redaction`): a URL without its user-info and
+- :func:`redact_url` (from :mod:`digest.common.redaction`): a URL without its user-info and
   secret-looking query values, for every message, log line and ``feed_state`` key.
 """
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import httpx
 
 # Kept importable from here (the feed modules and their tests use this name); the
-# implementation lives in digest.redaction, which the logging filter shares.
-from digest.redaction import REDACTED as REDACTED
-from digest.redaction import redact_url as redact_url
+# implementation lives in digest.common.redaction, which the logging filter shares.
+from digest.common.redaction import REDACTED as REDACTED
+from digest.common.redaction import redact_url as redact_url
 
 _STEP = 1 << 20  # decoded bytes per zlib call
 ENV_TOKEN = "DIGEST_FEED_TOKEN"  # noqa: S105  (variable names, not secrets)

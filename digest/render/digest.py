@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from digest.errors import DigestTooLarge, RenderError
-from digest.models import Comparison
 from digest.render.base import SLOT_NAMES, Piece, RenderedDigest, Slot
 from digest.render.mjml import compile_mjml
 from digest.render.size import wire_html
 from digest.render.templates import TemplateSet
 from digest.render.view import edition_view, shorten, site_view
+from digest.store.models import Comparison
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"

@@ -56,9 +56,9 @@ _PROCESS_MODULES = (
     "socket",
     "sqlalchemy",
     "sqlmodel",
-    "digest.runtime",
+    "digest.config.runtime",
     "digest.config",
-    "digest.db",
+    "digest.store.db",
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from digest.errors import RenderError
-from digest.models import Comparison
+from digest.store.models import Comparison
 
 LENS_ORDER: tuple[str, ...] = ("builder", "skeptic", "futurist", "buyer")
 QUOTE_LIMIT = 180

@@ -1,16 +1,12 @@
-"""Ways out for messages: the ``TRANSPORTS`` registry and :func:`build_transport`.
+"""Ways out for messages: the ``TRANSPORTS`` registry (built by ``digest.config.registry``).
 
 ``[transport] kind = "…"`` picks the class; the rest of the table becomes its
-constructor keywords (see :mod:`digest.registry`). The contract every kind keeps
+constructor keywords (see :mod:`digest.config.registry`). The contract every kind keeps
 is in :mod:`digest.transports.base`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from digest.config import AdapterConfig
-from digest.registry import build
 from digest.transports.base import Outcome, OutgoingMessage, SendResult, Transport
 from digest.transports.mailgun import MailgunTransport
 from digest.transports.memory import MemoryTransport
@@ -31,11 +27,6 @@ TRANSPORTS: dict[str, type[Transport]] = {
 }
 
 
-def build_transport(cfg: AdapterConfig, env: Mapping[str, str]) -> Transport:
-    """Build the ``[transport]`` table's transport; raises ``ConfigError`` naming the key."""
-    return build(TRANSPORTS, cfg, env)
-
-
 __all__ = [
     "TRANSPORTS",
     "MemoryTransport",
@@ -45,5 +36,4 @@ __all__ = [
     "SendResult",
     "SmtpTransport",
     "Transport",
-    "build_transport",
 ]

@@ -47,9 +47,9 @@ from starlette.responses import RedirectResponse, Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest import config as config_mod
-from digest import redaction
+from digest.common import redaction
+from digest.config.runtime import Runtime
 from digest.render.view import site_view
-from digest.runtime import Runtime
 from digest.web import (
     admin,
     archive,

@@ -16,10 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from digest import editions, pipeline
-from digest.db import session_scope
-from digest.models import Edition
+from digest import pipeline
+from digest.editions import lifecycle as editions
 from digest.render.view import week_label
+from digest.store.db import session_scope
+from digest.store.models import Edition
 from digest.web import catalog
 from digest.web.atom import FeedEntry, build_feed
 from digest.web.pages import Problem

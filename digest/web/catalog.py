@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from digest.models import Comparison, Edition, EditionComparison, EditionStatus
+from digest.store.models import Comparison, Edition, EditionComparison, EditionStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ class Probe:
 
 def _select_one(engine: Engine, outcome: Future[None]) -> None:
     """A pooled DBAPI connection, not a SQLAlchemy transaction: on SQLite those
-    start with ``BEGIN IMMEDIATE`` (:mod:`digest.db`), which would wait for a
+    start with ``BEGIN IMMEDIATE`` (:mod:`digest.store.db`), which would wait for a
     writer's lock and call a busy database unready."""
     if not outcome.set_running_or_notify_cancel():
         return

@@ -29,13 +29,15 @@ from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from digest import editions, messages, pipeline
-from digest.db import session_scope
+from digest import pipeline
+from digest.config.runtime import Runtime
+from digest.delivery import messages
+from digest.editions import lifecycle as editions
 from digest.errors import DigestError
 from digest.render.digest import clean_subject
 from digest.render.transactional import CONFIRM, build_transactional
 from digest.render.view import SiteView, site_view
-from digest.runtime import Runtime
+from digest.store.db import session_scope
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.web import catalog
 from subscribers.models import Subscriber

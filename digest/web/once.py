@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from digest.models import WebhookReplay
+from digest.store.models import WebhookReplay
 
 R = WebhookReplay.__table__  # type: ignore[attr-defined]
 MAX_KEY = 200  # the column's width; longer keys are stored as their hash

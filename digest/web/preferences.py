@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from digest.db import session_scope
+from digest.store.db import session_scope
 from digest.web import catalog
 from digest.web.forms import Fields
 from digest.web.pages import Problem

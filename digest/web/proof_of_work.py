@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
 from digest.web import once
 from digest.web.ratelimit import SlidingWindow, client_ip
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from digest.db import session_scope
+from digest.store.db import session_scope
 from digest.web.forms import BadBody, Fields, openapi_body, read_fields
 from digest.web.pages import Problem
 from digest.web.preferences import preferences_page, save_preferences

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from digest.db import session_scope
+from digest.store.db import session_scope
 from digest.web import catalog, disposable, proof_of_work
 from digest.web.forms import BadBody, Fields, openapi_body, read_fields, wants_json
 from digest.web.pages import Problem

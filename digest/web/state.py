@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
 from digest.web.mailer import Mailer
 from digest.web.pages import Pages
 from digest.web.ratelimit import SlidingWindow, client_ip

@@ -8,7 +8,7 @@ there, so the app refuses to start — and adds the route. Per request:
 2. ``verify`` (in a worker thread: SNS may fetch a certificate) and ``parse``; a
    :class:`WebhookRejected` → its status (401/403/400) and nothing is written;
 3. one transaction: the replay key (``webhook_replay``), then
-   :func:`digest.webhooks.apply.apply`. A replay key seen before and not expired
+   :func:`digest.delivery.events.apply`. A replay key seen before and not expired
    means this very request was processed already: 200 with ``"replayed": true``
    and nothing applied. Not 409: providers retry any answer that is not 2xx, and
    some disable an endpoint that keeps refusing (docs/WEBHOOKS.md, "Answers");
@@ -39,15 +39,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digest.db import session_scope
-from digest.runtime import Runtime
+from digest.config.registry import build_webhooks
+from digest.config.runtime import Runtime
+from digest.delivery.event_report import PENDING_NOTICE
+from digest.delivery.event_store import store_notice, update_notice
+from digest.delivery.events import BouncePolicy, apply
+from digest.store.db import session_scope
 from digest.web import once
 from digest.web.ratelimit import client_ip
-from digest.webhooks import build_webhooks
-from digest.webhooks.apply import BouncePolicy, apply
 from digest.webhooks.base import DeliveryEvent, Verified, Webhook, WebhookRejected, WebhookRequest
-from digest.webhooks.report import PENDING_NOTICE
-from digest.webhooks.store import store_notice, update_notice
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -1,13 +1,13 @@
-"""Delivery events from email providers: the ``WEBHOOKS`` registry and
-:func:`build_webhooks`.
+"""Delivery events from email providers: the ``WEBHOOKS`` registry (built by
+:func:`digest.config.registry.build_webhooks`). Adapters only: payload and
+signature in, :class:`DeliveryEvent` out; no config, no database, no ledger.
 
 ``[webhooks] providers = ["postmark", …]`` enables one route per provider
 (``POST /webhooks/{provider}``, see ``digest/web/webhooks.py``); each provider's
 ``[webhooks.<provider>]`` table becomes its adapter's constructor keywords (see
-:mod:`digest.registry`), its secrets come from the environment (``secret_env``).
+:mod:`digest.config.registry`), its secrets come from the environment (``secret_env``).
 The contract every adapter keeps is in :mod:`digest.webhooks.base`; what the
-events do to the ledger and the readers is :mod:`digest.webhooks.apply` (the
-caller's side, not an adapter: the one module here that touches the database).
+events do to the ledger and the readers is :mod:`digest.delivery.events`.
 
 Each provider lives in its own module, ``digest/webhooks/<provider>.py``, holding
 one class whose ``name`` is the provider. A module that is not there (yet) leaves
@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Mapping
 from typing import cast
 
-from digest.config import WebhooksConfig
-from digest.errors import ConfigError
-from digest.registry import build
 from digest.webhooks.base import (
     DeliveryEvent,
     EventType,
@@ -64,26 +60,6 @@ def _registry() -> dict[str, type[Webhook]]:
 WEBHOOKS: dict[str, type[Webhook]] = _registry()
 
 
-def build_webhooks(cfg: WebhooksConfig, env: Mapping[str, str]) -> dict[str, Webhook]:
-    """One adapter per enabled provider, by its name in ``providers`` (the route's
-    path segment; the adapter kind is the same unless its table names another).
-
-    Raises :class:`ConfigError` for an unknown provider, an unknown key in its
-    table, or a missing secret (the message names the environment variable): a
-    webhook without its secret refuses to start.
-    """
-    adapters: dict[str, Webhook] = {}
-    for provider in cfg.providers:
-        table = cfg.adapters[provider]
-        if table.kind not in WEBHOOKS:
-            known = ", ".join(sorted(WEBHOOKS)) or "none installed"
-            raise ConfigError(
-                f"{table.describe('kind')}: unknown provider {table.kind!r} (choose from: {known})"
-            )
-        adapters[provider] = build(WEBHOOKS, table, env)
-    return adapters
-
-
 __all__ = [
     "PROVIDERS",
     "WEBHOOKS",
@@ -93,5 +69,4 @@ __all__ = [
     "Webhook",
     "WebhookRejected",
     "WebhookRequest",
-    "build_webhooks",
 ]

@@ -4,7 +4,7 @@ payload into :class:`DeliveryEvent` values in our vocabulary.
 Adapters import nothing from the pipeline, the database or ``subscribers``. The
 web route (``digest/web/webhooks.py``) calls :meth:`Webhook.verify` first — a
 request that fails it changes nothing and gets a 4xx — then :meth:`Webhook.parse`,
-and hands the events to ``digest.webhooks.apply``. Unknown event kinds map to
+and hands the events to ``digest.delivery.events``. Unknown event kinds map to
 ``EventType.unknown`` with the raw payload kept; they never crash the route.
 
 Secrets come from the environment: each class names its variables in

@@ -17,7 +17,7 @@ behind it is accepted as usual, and one up to ``retry_window_seconds`` (default
 8 h 30 min) behind it is accepted as a late retry: the signature is checked all
 the same, the token (the replay key) is kept for the whole window, and the event
 id decides the rest — a new one is applied, a known one is answered 200 and
-ignored (``digest.webhooks.apply``). Anything older is refused (401). Payloads:
+ignored (``digest.delivery.events``). Anything older is refused (401). Payloads:
 https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payloads
 
 Mapping: delivered → delivered; failed → bounced-hard (severity "permanent") or

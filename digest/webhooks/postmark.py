@@ -156,7 +156,7 @@ class PostmarkWebhook:
         if kind is EventType.bounced_soft and not policy and raw.get("Inactive") is True:
             # Postmark deactivated the address: every later send to it is refused
             # with ErrorCode 406 "inactive recipient", which suppresses the reader at
-            # send time (digest.refusals); say so now. A policy block stays one.
+            # send time (digest.delivery.refusals); say so now. A policy block stays one.
             kind = EventType.bounced_hard
             description = f"{description} (Postmark deactivated the address)".strip()
         when = next((raw[k] for k in _TIME_FIELDS if isinstance(raw.get(k), str)), "")

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
 from digest.web.admin.auth import (
     SAFE_METHODS,
     Credentials,

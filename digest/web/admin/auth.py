@@ -17,7 +17,7 @@ proxy's ``X-Forwarded-Proto``, applied by ``ProxyHeadersMiddleware``), signed
 with ``itsdangerous`` under a key derived from the server secret
 (``DIGEST_SECRET_KEY`` or the stored key) *and* the credentials, so changing
 the password or the token ends every session. The session also lives on the
-server (:class:`~digest.models.AdminSession`, keyed by a hash of its random id):
+server (:class:`~digest.store.models.AdminSession`, keyed by a hash of its random id):
 the cookie counts only while that row exists, is not ended (signing out ends
 it) and is younger than :data:`SESSION_SECONDS`.
 
@@ -43,8 +43,8 @@ from sqlalchemy import or_, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from digest.models import AdminSession
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.store.models import AdminSession
 
 ENV_PASSWORD = "DIGEST_ADMIN_PASSWORD"  # noqa: S105  (variable names, not secrets)
 ENV_TOKEN = "DIGEST_ADMIN_TOKEN"  # noqa: S105

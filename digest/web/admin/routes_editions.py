@@ -1,8 +1,8 @@
 """The editions page and the Approve / Pause / Resume buttons.
 
 The buttons do what the commands do: Approve runs the pre-flight and approves
-(:func:`digest.desk.approve_edition`, refused on errors unless "approve anyway" is
-ticked); Pause and Resume call :func:`digest.editions.pause` / ``resume``. Unlike
+(:func:`digest.desk.preview.approve_edition`, refused on errors unless "approve anyway" is
+ticked); Pause and Resume call :func:`digest.editions.lifecycle.pause` / ``resume``. Unlike
 ``digest resume``, the desk does not send the rest itself (a web worker must not
 run a send): the scheduler, ``digest worker`` or ``digest send`` picks it up.
 """
@@ -19,11 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from digest import deliveries, desk, editions
-from digest.db import session_scope
+from digest.config.runtime import Runtime
+from digest.delivery import ledger as deliveries
+from digest.desk import preview as desk
+from digest.editions import lifecycle as editions
 from digest.errors import DigestError
-from digest.models import Edition, EditionStatus
-from digest.runtime import Runtime
+from digest.store.db import session_scope
+from digest.store.models import Edition, EditionStatus
 from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator
 from digest.web.admin.selection import Selection, explain

@@ -6,12 +6,12 @@ or ``?segment=CATEGORY`` (a sample reader of one category), else a sample reader
 of every category. The HTML is framed twice (375 px and 600 px) from
 ``preview.html``, served with a CSP ``sandbox`` and framed with ``sandbox=""``:
 no scripts, no forms, no navigation. Everything is built by
-:mod:`digest.desk`, with the sending code; nothing here sends but the test send.
+:mod:`digest.desk.preview`, with the sending code; nothing here sends but the test send.
 
 The page runs the pre-flight without fetching links: a GET (a prefetch, a link
 in a mail) must not make the server request feed-chosen URLs. The "Check links"
 button POSTs (with the CSRF token) to ``check-links``, which runs it with links
-(through :mod:`digest.netguard`) and shows the results; this process keeps the
+(through :mod:`digest.common.netguard`) and shows the results; this process keeps the
 last check per edition (:data:`KEPT_CHECKS` of them) for the page to show again.
 """
 
@@ -26,10 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from digest import desk
+from digest.config.runtime import Runtime
+from digest.desk import preview as desk
+from digest.desk.preflight import Finding, PreflightReport, run_preflight
 from digest.errors import DigestError, TransportError
-from digest.preflight import Finding, PreflightReport, run_preflight
-from digest.runtime import Runtime
 from digest.transports.base import Outcome
 from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator

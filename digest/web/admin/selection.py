@@ -1,6 +1,6 @@
 """Why the current edition holds the comparisons it holds, and why others are left out.
 
-The rules are :func:`digest.editions.eligible`'s (never sent before, published no
+The rules are :func:`digest.editions.lifecycle.eligible`'s (never sent before, published no
 later than the cutoff, published or first seen within ``[edition] max_age_days``,
 newest first, at most ``max_comparisons``); this module says them back per
 comparison, in words, for the operator's desk. Read-only.
@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlmodel import Session, col
 
-from digest import editions
-from digest.models import Comparison, Edition, EditionComparison
-from digest.runtime import Runtime
+from digest.config.runtime import Runtime
+from digest.editions import lifecycle as editions
+from digest.store.models import Comparison, Edition, EditionComparison
 
 LOOKBACK_FACTOR = 2  # left-out candidates: seen within twice max_age_days
 MAX_CANDIDATES = 200

@@ -1,0 +1,1 @@
+"""Comparisons: validate feed documents, upsert them, the fetch stage."""

@@ -1,0 +1,1 @@
+"""The operator's desk: preview, pre-flight (with the link check), test sends."""

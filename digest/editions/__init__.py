@@ -1,0 +1,1 @@
+"""Editions: week keys, composing one per week, segments, approval."""

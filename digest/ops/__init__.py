@@ -1,0 +1,1 @@
+"""Running unattended: scheduled jobs, the scheduler, health, incidents and alerts."""

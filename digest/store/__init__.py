@@ -1,0 +1,1 @@
+"""The database: engine, sessions, migrations to head, and the tables."""
