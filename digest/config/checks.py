@@ -1,20 +1,29 @@
-"""Checks of single ``[site]``, ``[email]`` and ``[web]`` values that need more than a type.
+"""Checks of single config values that need more than a type: the one place for them.
 
-:func:`digest.config.parse` calls :func:`check_site` and :func:`check_email` once
-the sections are typed. Each raises :class:`~digest.errors.ConfigError` with one
-line naming the key, the section and the file. Kept apart from ``config.py`` so
-that module stays about loading and typing.
+:mod:`digest.config.loading` calls these once the sections are typed (pydantic has
+already refused wrong types, unknown keys and numbers not greater than zero), in
+the order the sections are read. Each raises :class:`~digest.errors.ConfigError`
+with one line naming the key, the section and ``source``: the config file, or
+``"environment variable DIGEST_<SECTION>__<KEY>"`` when an override set the value.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import HttpUrl, TypeAdapter, ValidationError
 
 from digest.errors import ConfigError
+
+# Where a value was set: the config file's path, or "environment variable NAME".
+Source = Path | str
 
 # Gmail's Feedback Loop header (support.google.com/mail/answer/6254652):
 #   Feedback-ID: a:b:c:SenderId
@@ -41,19 +50,12 @@ class _Site(Protocol):
     def allow_insecure_base_url(self) -> bool: ...
 
 
-class _Email(Protocol):
-    @property
-    def transactional_from(self) -> str | None: ...
-    @property
-    def feedback_id(self) -> str | None: ...
-
-
 class _Web(Protocol):
     @property
     def trusted_proxies(self) -> tuple[str, ...]: ...
 
 
-def check_web(web: _Web, source: Path) -> None:
+def check_web(web: _Web, source: Source) -> None:
     """``[web] trusted_proxies``: each an IP address or a CIDR range (uvicorn's
     ``forwarded_allow_ips`` takes the same; ``"*"`` is refused: trusting every
     peer lets anyone choose their address)."""
@@ -67,16 +69,16 @@ def check_web(web: _Web, source: Path) -> None:
             ) from None
 
 
-def check_site(site: _Site, source: Path) -> None:
-    """``base_url`` is an absolute https URL. Plain http only with
-    ``allow_insecure_base_url = true`` (local testing): RFC 8058 one-click
-    unsubscribe needs an https List-Unsubscribe URI, and Gmail and Yahoo require
-    one-click from bulk senders."""
+def check_site(site: _Site, source: Source) -> None:
+    """``base_url`` is an absolute https URL (and a URL at all: pydantic's ``HttpUrl``).
+    Plain http only with ``allow_insecure_base_url = true`` (local testing): RFC 8058
+    one-click unsubscribe needs an https List-Unsubscribe URI, and Gmail and Yahoo
+    require one-click from bulk senders. The value stays the string as written."""
     where = f"[site] key 'base_url' in {source}"
     url = site.base_url
-    if url.startswith("https://") and len(url) > len("https://"):
+    if url.startswith("https://") and len(url) > len("https://") and _is_http_url(url):
         return
-    if url.startswith("http://") and len(url) > len("http://"):
+    if url.startswith("http://") and len(url) > len("http://") and _is_http_url(url):
         if site.allow_insecure_base_url:
             return
         raise ConfigError(
@@ -86,15 +88,34 @@ def check_site(site: _Site, source: Path) -> None:
     raise ConfigError(f"{where}: must be an absolute URL starting with https://, got {url!r}")
 
 
-def check_email(email: _Email, source: Path) -> None:
-    """``transactional_from`` is one mailbox; ``feedback_id`` has Gmail's shape."""
-    if email.transactional_from is not None:
-        check_mailbox(email.transactional_from, "transactional_from", source)
-    if email.feedback_id is not None:
-        check_feedback_id(email.feedback_id, source)
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 
-def check_mailbox(value: str, key: str, source: Path) -> None:
+def _is_http_url(url: str) -> bool:
+    try:
+        _HTTP_URL.validate_python(url)
+    except ValidationError:
+        return False
+    return True
+
+
+def check_site_timezone(timezone: str, source: Source) -> None:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"[site] key 'timezone' in {source}: unknown time zone {timezone!r} "
+            "(use an IANA name such as 'Europe/Berlin')"
+        ) from None
+
+
+def check_postal_address(value: str, source: Source) -> None:
+    """It is printed in every footer (CAN-SPAM): not blank."""
+    if not value.strip():
+        raise ConfigError(f"[site] key 'postal_address' in {source}: must not be empty")
+
+
+def check_mailbox(value: str, key: str, source: Source) -> None:
     """One ``"Name <addr>"`` or bare address, the address plain ASCII."""
     where = f"[email] key '{key}' in {source}"
     pairs = getaddresses([value]) if not _CONTROLS.search(value) else []
@@ -105,7 +126,7 @@ def check_mailbox(value: str, key: str, source: Path) -> None:
         )
 
 
-def check_feedback_id(value: str, source: Path) -> None:
+def check_feedback_id(value: str, source: Source) -> None:
     """Gmail's ``a:b:c:SenderId`` (see the comment above :data:`FEEDBACK_ID_MAX_FIELDS`)."""
     where = f"[email] key 'feedback_id' in {source}"
     fields = value.split(":")
@@ -124,3 +145,68 @@ def check_feedback_id(value: str, source: Path) -> None:
             f"{where}: the last field is the SenderId and must not be empty "
             f"(Gmail's a:b:c:SenderId, e.g. 'weekly:digest:verdicts'), got {value!r}"
         )
+
+
+def check_pause_share(value: float, source: Source) -> None:
+    if value > 1:
+        raise ConfigError(
+            f"[send] key 'pause_error_share' in {source}: a share between 0 and 1, got {value}"
+        )
+
+
+def check_lease(seconds: int, source: Source) -> None:
+    if seconds < 10:
+        raise ConfigError(
+            f"[send] key 'lease_seconds' in {source}: at least 10 seconds, got {seconds}"
+        )
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+def check_schedule_day(day: str, source: Source) -> None:
+    if day not in DAYS:
+        raise ConfigError(
+            f"[schedule] in {source} key 'day': one of {', '.join(DAYS)}; got {day!r}"
+        )
+
+
+def check_schedule_time(time: str, source: Source) -> None:
+    if not _TIME.fullmatch(time):
+        raise ConfigError(f"[schedule] in {source} key 'time': HH:MM (24-hour), got {time!r}")
+
+
+def check_schedule_zone(timezone: str, site_timezone: str, source: Source) -> None:
+    """``[schedule] timezone``, or ``[site] timezone`` when it is empty."""
+    try:
+        ZoneInfo(timezone or site_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"[schedule] in {source} key 'timezone': unknown time zone {timezone!r} "
+            "(use an IANA name such as 'America/New_York')"
+        ) from None
+
+
+def check_operator(address: str, source: Source) -> None:
+    """``[operators] emails``: each a bare address, checked as readers' are
+    (``email-validator``, syntax only: no DNS lookup), kept as written."""
+    try:
+        validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        raise ConfigError(
+            f"[operators] key 'emails' in {source}: {address!r} is not an email address"
+        ) from None
+
+
+_ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # a URL path segment
+
+
+def check_providers(providers: Sequence[str], source: Source) -> None:
+    """``[webhooks] providers``: route names (each a URL path segment), none twice."""
+    where = f"[webhooks] key 'providers' in {source}"
+    if len(set(providers)) != len(providers):
+        raise ConfigError(f"{where}: a provider is listed twice")
+    bad = [p for p in providers if not _ROUTE_NAME.fullmatch(p)]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is not a name such as 'postmark'")
