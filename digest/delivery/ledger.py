@@ -28,7 +28,6 @@ This module plans the ledger and reads it; :mod:`digest.delivery.claims` claims 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from digest.common.retry import Backoff
 from digest.store.models import Delivery, DeliveryState, Edition, EditionStatus
 from subscribers.models import Subscriber, SubscriberStatus
 
@@ -133,12 +133,10 @@ class RetryPolicy:
     max_backoff_seconds: float = 900.0
 
     def delay(self, attempts: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter, never sooner than ``retry_after``."""
-        base = min(
-            self.backoff_seconds * 2 ** min(max(attempts - 1, 0), 30), self.max_backoff_seconds
-        )
-        jittered: float = base * (0.5 + random.random() / 2)  # noqa: S311  (not crypto)
-        return max(retry_after or 0.0, jittered)
+        """Exponential backoff with jitter ("equal": 0.5–1.0 × the ceiling), never
+        sooner than ``retry_after``; the doubling stops after 30 attempts."""
+        backoff = Backoff(self.backoff_seconds, cap=self.max_backoff_seconds, jitter="equal")
+        return max(retry_after or 0.0, backoff.delay(min(max(attempts, 1), 31)))
 
 
 def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:

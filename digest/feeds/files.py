@@ -15,6 +15,7 @@ import os
 import threading
 from pathlib import Path
 
+from digest.common import options
 from digest.errors import FeedDocumentError, FeedUnavailable
 from digest.feeds.base import FeedCursor, FetchResult, IsKnown, Progress
 from digest.feeds.document import parse_document
@@ -26,10 +27,8 @@ class FilesFeed:
     def __init__(self, path: Path | str, max_bytes: int = 20_000_000) -> None:
         if not isinstance(path, str | Path) or not str(path).strip():
             raise ValueError(f"'path' must be a file or folder path, got {path!r}")
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"'max_bytes' must be a whole number of at least 1, got {max_bytes!r}")
+        self.max_bytes = options.count("max_bytes", max_bytes)
         self.path = Path(path).expanduser().resolve()
-        self.max_bytes = max_bytes
 
     @property
     def key(self) -> str:

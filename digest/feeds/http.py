@@ -25,7 +25,6 @@ URLs in messages and in :attr:`key` are redacted (:func:`~digest.common.redactio
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
@@ -33,6 +32,7 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from digest import __version__
+from digest.common import options
 from digest.errors import FeedError, FeedUnavailable
 from digest.feeds.base import FeedCursor, FeedEntry, FetchResult, IsKnown, Progress
 from digest.feeds.clients import open_clients
@@ -96,23 +96,21 @@ class HttpFeed:
                 f"from the URL and set {ENV_TOKEN} (a bearer token) or {ENV_USERNAME} and "
                 f"{ENV_PASSWORD} (HTTP Basic) in the environment instead"
             )
-        if not isinstance(allow_private_addresses, bool):
-            raise ValueError("'allow_private_addresses' must be true or false")
-        self.allow_private_addresses = allow_private_addresses
+        self.allow_private_addresses = options.flag(
+            "allow_private_addresses", allow_private_addresses, show_value=False
+        )
         self.url = url
         self.credential = Credential.from_env(url, token, username, password)
         self.limits = Limits(
-            timeout=_number("timeout", timeout, minimum=0.0, inclusive=False),
-            max_attempts=_count("max_attempts", max_attempts),
-            backoff_seconds=_number("backoff_seconds", backoff_seconds),
-            max_retry_after=_number("max_retry_after", max_retry_after),
-            max_bytes=_count("max_bytes", max_bytes),
+            timeout=options.number("timeout", timeout, inclusive=False),
+            max_attempts=options.count("max_attempts", max_attempts),
+            backoff_seconds=options.number("backoff_seconds", backoff_seconds),
+            max_retry_after=options.number("max_retry_after", max_retry_after),
+            max_bytes=options.count("max_bytes", max_bytes),
         )
-        self.max_pages = _count("max_pages", max_pages)
-        self.deadline_seconds = _number("deadline_seconds", deadline_seconds, minimum=1.0)
-        if not (isinstance(user_agent, str) and user_agent.strip() and user_agent.isprintable()):
-            raise ValueError(f"'user_agent' must be a non-empty line of text, got {user_agent!r}")
-        self.user_agent = user_agent
+        self.max_pages = options.count("max_pages", max_pages)
+        self.deadline_seconds = options.number("deadline_seconds", deadline_seconds, minimum=1.0)
+        self.user_agent = options.text("user_agent", user_agent, line=True)
 
     def __repr__(self) -> str:
         how = self.credential.source if self.credential else "no credential"
@@ -289,17 +287,3 @@ def _reached_known(entries: list[FeedEntry], is_known: IsKnown) -> bool:
         if isinstance(ident, str) and isinstance(updated, str | None) and is_known(ident, updated):
             return True
     return False
-
-
-def _number(name: str, value: Any, *, minimum: float = 0.0, inclusive: bool = True) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value >= minimum if inclusive else value > minimum):
-        return float(value)
-    relation = "at least" if inclusive else "greater than"
-    raise ValueError(f"'{name}' must be a number {relation} {minimum:g}, got {value!r}")
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ValueError(f"'{name}' must be a whole number of at least 1, got {value!r}")

@@ -22,6 +22,8 @@ factory that applies deadlines, size caps …"):
   §10.2.3) waits that long, capped by ``max_retry_after``; other ``5xx``, timeouts
   and connection errors retry with exponential backoff and full jitter; other
   ``4xx`` fail at once. A wait that would end past the deadline fails at once.
+  The attempts, the backoff and the waits are :mod:`digest.common.retry`'s
+  (``retry``, ``Backoff`` with "full" jitter, ``retry_after`` read strictly).
 
 Waits go through the module-level :func:`sleep`, which tests may replace.
 """
@@ -29,16 +31,16 @@ Waits go through the module-level :func:`sleep`, which tests may replace.
 from __future__ import annotations
 
 import asyncio
-import random
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from typing import NoReturn
 
 import httpx
 
 from digest.common import netguard, redaction
+from digest.common.retry import Again, Backoff, retry, retry_after
 from digest.errors import FeedUnavailable
 from digest.feeds.clients import Clients
 from digest.feeds.limits import (
@@ -64,18 +66,12 @@ async def sleep(seconds: float) -> None:
 def retry_after_seconds(value: str, now: datetime) -> float | None:
     """Seconds to wait for a ``Retry-After`` value, or None when it is unusable.
 
-    Accepts delta-seconds (``"120"``) and an HTTP-date; a date in the past means 0.
+    Accepts delta-seconds (``"120"``, digits only: ``"1.5"`` is unusable) and an
+    HTTP-date; a date in the past means 0. Not capped: a wait over ``[feed]
+    max_retry_after`` (digits too many for a float are ``inf``) fails the fetch.
+    (:func:`digest.common.retry.retry_after`, strict.)
     """
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": RFC 5322 for "UTC, zone unknown"
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return retry_after(value, now=now)
 
 
 def is_absolute_http_url(url: str) -> bool:
@@ -117,15 +113,6 @@ class Page:
     body: bytes
 
 
-class _Retry(Exception):
-    """One attempt failed in a way worth retrying after ``wait`` seconds."""
-
-    def __init__(self, detail: str, wait: float) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.wait = wait
-
-
 class Getter:
     """GETs pages with ``client`` within ``limits`` and the fetch's ``budget``, adding
     ``credential`` to the requests whose URL has its origin."""
@@ -141,46 +128,52 @@ class Getter:
         self.limits = limits
         self.budget = budget
         self.credential = credential
+        # Exponential backoff with full jitter: spreads many clients' retries over the window.
+        self.backoff = Backoff(limits.backoff_seconds, jitter="full")
 
     async def get(self, url: str, headers: Mapping[str, str]) -> Page:
         """GET ``url`` with bounded retries. Raises :class:`FeedUnavailable`."""
-        last, attempts = "", self.limits.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._attempt(url, headers, attempt)
-            except _Retry as retry:
-                last, wait = retry.detail, retry.wait
-            if attempt == attempts:
-                break
-            if wait >= self.budget.remaining():
-                raise out_of_time(url, self.budget, f" ({last}; no time left to retry)")
-            await sleep(wait)
-        raise FeedUnavailable(
-            f"feed {redact_url(url)}: gave up after {attempts} attempts, the last one {last}; "
-            "the stored comparisons are kept: check that the feed server is up, then fetch "
-            "again (or raise [feed] max_attempts / timeout)"
+        attempts = self.limits.max_attempts
+
+        def late(last: Again) -> NoReturn:
+            raise out_of_time(url, self.budget, f" ({last.detail}; no time left to retry)")
+
+        def exhausted(last: Again) -> NoReturn:
+            raise FeedUnavailable(
+                f"feed {redact_url(url)}: gave up after {attempts} attempts, the last one "
+                f"{last.detail}; the stored comparisons are kept: check that the feed server "
+                "is up, then fetch again (or raise [feed] max_attempts / timeout)"
+            )
+
+        return await retry(
+            lambda _: self._attempt(url, headers),
+            attempts=attempts,
+            backoff=self.backoff,
+            sleep=sleep,  # looked up now: tests replace this module's sleep
+            exhausted=exhausted,
+            time_left=self.budget.remaining,
+            late=late,
         )
 
-    async def _attempt(self, url: str, headers: Mapping[str, str], attempt: int) -> Page:
+    async def _attempt(self, url: str, headers: Mapping[str, str]) -> Page:
+        """One GET (redirects followed); :class:`Again` when it is worth retrying."""
         seconds = max(0.001, min(self.limits.timeout, self.budget.remaining()))
         try:
-            return await self._follow(url, headers, httpx.Timeout(seconds), attempt)
+            return await self._follow(url, headers, httpx.Timeout(seconds))
         except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out after {seconds:g} s", self._backoff(attempt)) from exc
+            raise Again(f"timed out after {seconds:g} s") from exc
         except netguard.Refused as exc:  # feed content pointed inward: never retried
             raise FeedUnavailable(f"feed {redact_url(url)}: {exc}") from exc
         except httpx.TransportError as exc:
             detail = (
                 f"failed to connect ({exc.__class__.__name__}: {redaction.redact_text(str(exc))})"
             )
-            raise _Retry(detail, self._backoff(attempt)) from exc
+            raise Again(detail) from exc
         except httpx.HTTPError as exc:  # anything else httpx refuses
             detail = f"{exc.__class__.__name__}: {redaction.redact_text(str(exc))}"
             raise FeedUnavailable(f"feed {redact_url(url)}: {detail}") from exc
 
-    async def _follow(
-        self, url: str, headers: Mapping[str, str], timeout: httpx.Timeout, attempt: int
-    ) -> Page:
+    async def _follow(self, url: str, headers: Mapping[str, str], timeout: httpx.Timeout) -> Page:
         for _ in range(MAX_REDIRECTS + 1):
             client = self.clients.for_url(url)
             request = client.build_request("GET", url, headers=dict(headers), timeout=timeout)
@@ -190,7 +183,7 @@ class Getter:
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
-                    return await self._answer(url, response, bool(headers), attempt)
+                    return await self._answer(url, response, bool(headers))
                 target = str(response.url.join(location))
             finally:
                 await response.aclose()
@@ -204,9 +197,7 @@ class Getter:
             f"feed {redact_url(url)}: more than {MAX_REDIRECTS} redirects; check [feed] url"
         )
 
-    async def _answer(
-        self, url: str, response: httpx.Response, conditional: bool, attempt: int
-    ) -> Page:
+    async def _answer(self, url: str, response: httpx.Response, conditional: bool) -> Page:
         status = response.status_code
         # Only the first page is asked conditionally, so only it may answer 304.
         if 200 <= status < 300 or (status == 304 and conditional):
@@ -215,9 +206,9 @@ class Getter:
             return Page(status, etag, response.headers.get("last-modified", ""), body)
         detail = f"got HTTP {status} {response.reason_phrase}".rstrip()
         if status in _RETRY_AFTER_STATUSES:
-            raise _Retry(detail, self._server_wait(url, response, attempt))
+            raise Again(detail, self._server_wait(url, response))
         if status >= 500:
-            raise _Retry(detail, self._backoff(attempt))
+            raise Again(detail)
         if status in (401, 403):
             raise FeedUnavailable(
                 f"feed {redact_url(url)}: {detail}; not retried: {self._denied(url)}"
@@ -256,11 +247,12 @@ class Getter:
             ) from None
         return body.bytes()
 
-    def _server_wait(self, url: str, response: httpx.Response, attempt: int) -> float:
+    def _server_wait(self, url: str, response: httpx.Response) -> float | None:
+        """The server's ``Retry-After`` (None: none usable, back off instead)."""
         header = response.headers.get("retry-after")
         wait = retry_after_seconds(header, datetime.now(UTC)) if header else None
         if wait is None:
-            return self._backoff(attempt)
+            return None
         if wait > self.limits.max_retry_after:
             raise FeedUnavailable(
                 f"feed {redact_url(url)}: HTTP {response.status_code} asks to retry after "
@@ -284,8 +276,3 @@ class Getter:
                 "next_url): point [feed] url at the server that serves the feed"
             )
         return f"check the credential in {credential.source} and the server's access rules"
-
-    def _backoff(self, attempt: int) -> float:
-        # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-        # Backoff and Jitter"): spreads retries of many clients over the window.
-        return random.uniform(0, self.limits.backoff_seconds * 2 ** (attempt - 1))  # noqa: S311

@@ -4,20 +4,21 @@
 :class:`ApiResponse` is the answer its ``parse_response`` reads; the base
 (:mod:`digest.transports.http_base`) turns one into an ``httpx`` call and the
 ``httpx`` answer into the other. :class:`QueryFailed` is a reconciliation search
-without a usable answer. The small functions read a ``Retry-After`` header, cut a
-provider's words to a size fit for ``detail``, name an exception, and check the
-common ``[transport]`` keys (``ValueError`` naming the key).
+without a usable answer. The small functions read a ``Retry-After`` header (the
+providers' reading of :func:`digest.common.retry.retry_after`), cut a provider's
+words to a size fit for ``detail`` and name an exception. The ``[transport]`` keys
+are checked with :mod:`digest.common.options`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
+
+from digest.common import retry
 
 _DETAIL_MAX = 1000
 
@@ -67,23 +68,9 @@ def retry_after(value: str | None, *, now: datetime | None = None) -> float | No
     """``Retry-After`` (RFC 9110 10.2.3: seconds or an HTTP date) in seconds, from 0
     to :data:`MAX_RETRY_AFTER`. Not a number (``inf``, ``nan``): None. A provider's
     answer sets the gate every request of the transport waits behind, so no value
-    it sends may hold that gate shut for ever."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    it sends may hold that gate shut for ever. Lenient: any number ``float()`` reads
+    (``"2.5"``; a negative one is 0), as providers have been read all along."""
+    return retry.retry_after(value, now=now, lenient=True, cap=MAX_RETRY_AFTER)
 
 
 def compact(value: Any) -> str:
@@ -95,29 +82,3 @@ def compact(value: Any) -> str:
 def describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
-
-
-def check_str(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"key '{key}': expected a non-empty string, got {value!r}")
-    return value
-
-
-def check_int(key: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"key '{key}': expected a whole number from {low} to {high}, got {value!r}"
-        )
-    return value
-
-
-def check_number(key: str, value: object, *, allow_zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"key '{key}': expected a number {bound}, got {value!r}")
-    return float(value)

@@ -62,8 +62,10 @@ from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from digest.common import options
+from digest.common.options import KEY
 from digest.errors import TransportUnavailable
-from digest.transports.api import ApiRequest, ApiResponse, check_number, compact
+from digest.transports.api import ApiRequest, ApiResponse, compact
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult, SharedContent
 from digest.transports.parts import to_header
 from digest.transports.reconcile import (
@@ -119,14 +121,15 @@ class MailgunTransport(SearchingTransport):
         """``domain``: the Mailgun sending domain (required); ``region``: "us" or "eu"
         (picks the base URL unless ``base_url`` is given); ``reconcile_seconds``: the
         most one :meth:`reconcile` call may take. ``ValueError`` names the key."""
-        self.reconcile_seconds = check_number("reconcile_seconds", reconcile_seconds)
+        self.reconcile_seconds = options.number(
+            "reconcile_seconds", reconcile_seconds, inclusive=False, finite=False, style=KEY
+        )
         if not isinstance(domain, str) or not domain.strip():
             raise ValueError("key 'domain': required for kind 'mailgun' (your sending domain)")
         if any(c in domain for c in "/\\ %?#") or domain != domain.strip():
             # A '/' makes Mailgun answer 200 with its "Magnificent API" page, not an error.
             raise ValueError(f"key 'domain': expected a domain name, got {domain!r}")
-        if region not in REGIONS:
-            raise ValueError(f"key 'region': expected 'us' or 'eu', got {region!r}")
+        options.one_of("region", region, REGIONS, style=KEY, what="'us' or 'eu'")
         common.setdefault("base_url", REGIONS[region])
         super().__init__(**common)
         self.domain = domain

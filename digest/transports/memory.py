@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import ClassVar
 
+from digest.common import options
+from digest.common.options import KEY_MUST
 from digest.errors import TransportUnavailable
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 
@@ -37,10 +39,8 @@ class MemoryTransport:
         unavailable: bool = False,
     ) -> None:
         for name, value in (("concurrency", concurrency), ("max_batch", max_batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"key '{name}': must be a whole number ≥ 1, got {value!r}")
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise ValueError(f"key 'delay': must be a number of seconds ≥ 0, got {delay!r}")
+            options.count(name, value, style=KEY_MUST)
+        options.number("delay", delay, finite=False, unit="seconds", style=KEY_MUST)
         self._script: dict[str, Outcome] = {}
         for outcome, addresses in (
             (Outcome.rejected, reject),

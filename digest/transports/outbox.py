@@ -32,6 +32,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import ClassVar
 
+from digest.common import options
+from digest.common.options import KEY
 from digest.errors import TransportUnavailable
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
 
@@ -49,10 +51,8 @@ class OutboxTransport:
     def __init__(self, *, path: Path | str, html_preview: bool = True) -> None:
         if not isinstance(path, str | Path) or not str(path):
             raise ValueError(f"key 'path': expected a folder path, got {path!r}")
-        if not isinstance(html_preview, bool):
-            raise ValueError(f"key 'html_preview': expected true or false, got {html_preview!r}")
+        self.html_preview = options.flag("html_preview", html_preview, style=KEY)
         self.path = Path(path)
-        self.html_preview = html_preview
         self._folders: dict[str, str] = {}  # tag → folder
         self._created: set[str] = set()
         self._previewed: set[str] = set()

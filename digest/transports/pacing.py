@@ -1,4 +1,5 @@
-"""An async token bucket: a rate limit shared by every connection of a transport."""
+"""Pacing shared by every connection of a transport: an async token bucket, and the
+provider transports' :class:`Gate` (a "not before" instant plus their buckets)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,32 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+
+
+class Gate:
+    """When a provider transport's next request may leave, for sends and searches
+    alike: not before :attr:`not_before` (``time.monotonic()``; a ``Retry-After``
+    holds every request back until it passes), then a token from the ``requests``
+    bucket and one from the ``messages`` bucket per message (rates per second,
+    0 = unlimited; ``burst``: the messages bucket's, a whole batch)."""
+
+    def __init__(
+        self, *, requests_per_second: float, messages_per_second: float, burst: int
+    ) -> None:
+        self.messages = TokenBucket(messages_per_second, burst=burst)
+        self.requests = TokenBucket(requests_per_second)
+        self.not_before = 0.0  # time.monotonic() before which nothing is sent
+
+    def hold(self, seconds: float) -> None:
+        """Let nothing leave for ``seconds`` from now (a hold is never shortened)."""
+        self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    async def wait_turn(self, count: int) -> None:
+        """Wait out the gate, then take the tokens for one request of ``count`` messages."""
+        while (delay := self.not_before - time.monotonic()) > 0:  # Retry-After gate
+            await asyncio.sleep(delay)
+        await self.requests.acquire()
+        for _ in range(count):
+            await self.messages.acquire()
+        while (delay := self.not_before - time.monotonic()) > 0:  # set while pacing
+            await asyncio.sleep(delay)

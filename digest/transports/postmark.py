@@ -49,14 +49,10 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from digest.common import options
+from digest.common.options import KEY
 from digest.errors import TransportUnavailable
-from digest.transports.api import (
-    ApiRequest,
-    ApiResponse,
-    check_number,
-    check_str,
-    compact,
-)
+from digest.transports.api import ApiRequest, ApiResponse, compact
 from digest.transports.base import InDoubt, Outcome, OutgoingMessage, SendResult
 from digest.transports.reconcile import (
     DEFAULT_DEADLINE,
@@ -97,8 +93,10 @@ class PostmarkTransport(SearchingTransport):
     ) -> None:
         """``message_stream``: the Postmark stream id (a broadcast stream for a newsletter);
         ``reconcile_seconds``: the most one :meth:`reconcile` call may take."""
-        self.message_stream = check_str("message_stream", message_stream)
-        self.reconcile_seconds = check_number("reconcile_seconds", reconcile_seconds)
+        self.message_stream = options.text("message_stream", message_stream, style=KEY)
+        self.reconcile_seconds = options.number(
+            "reconcile_seconds", reconcile_seconds, inclusive=False, finite=False, style=KEY
+        )
         super().__init__(**common)
 
     def auth_headers(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 A message is in doubt (``Outcome.unknown``) when the provider may or may not have
 accepted it: an HTTP 5xx or a lost connection after the request was sent (see the
-table in :mod:`digest.transports.http_base`). Before ``[send] unknown_policy`` resends
+table in :mod:`digest.transports.http_retry`). Before ``[send] unknown_policy`` resends
 or skips it, the ledger hands the rows to the transport's ``reconcile`` (the
 :class:`~digest.transports.base.Reconciler` protocol), which asks the provider one
 search per message, by the ids we sent with it:
@@ -19,7 +19,7 @@ Mailgun     ``GET /v3/<domain>/events`` (Events API) with ``event=accepted``,
 Bounded, so that a slow or failing provider cannot stall a send run: one total
 deadline (``reconcile_seconds``, default 60) for all the searches of one call, a
 cap on each answer's size and on the pages followed, the send's pacing and
-concurrency (:meth:`~digest.transports.http_base.HttpBatchTransport.query`). What
+concurrency (:meth:`SearchingTransport.query`). What
 the provider confirms comes back ``queued`` with its id; everything else (not found,
 an error answer, no answer, the deadline) is left out and stays ``unknown``: never
 guessed. Only a refusal of our credentials raises ``TransportUnavailable``.
@@ -35,9 +35,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from digest.transports.api import QueryFailed
+import httpx
+
+from digest.errors import TransportUnavailable
+from digest.transports.api import ApiResponse, QueryFailed, describe, retry_after
 from digest.transports.base import InDoubt, SendResult
 from digest.transports.http_base import HttpBatchTransport
+from digest.transports.http_retry import auth_refused
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,38 @@ class SearchingTransport(HttpBatchTransport):
             kind=self.kind,
         )
 
+    async def query(
+        self, url: str, params: Mapping[str, str] | None = None, *, max_bytes: int = 2_000_000
+    ) -> ApiResponse:
+        """One GET for a reconciliation search: ``url`` relative to ``base_url`` (or an
+        absolute URL the caller has checked), paced and gated like a send, on the same
+        client and credentials. A ``Retry-After`` on 429/503 sets the shared gate.
+
+        Returns the answer (any status but 401/403). Raises ``TransportUnavailable``
+        for 401/403, :class:`~digest.transports.api.QueryFailed` when there is no
+        answer (network, timeout) or its body is over ``max_bytes`` (decompressed)."""
+        client = self._ensure_client()
+        try:
+            async with self._in_flight:
+                await self.gate.wait_turn(0)
+                self.sent_requests += 1
+                async with client.stream("GET", url, params=params) as answer:
+                    body = bytearray()
+                    async for chunk in answer.aiter_bytes():
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise QueryFailed(f"{self.kind}: answer over {max_bytes} bytes")
+        except httpx.HTTPError as exc:
+            raise QueryFailed(f"{self.kind}: {describe(exc)}") from exc
+        headers = {name.lower(): value for name, value in answer.headers.items()}
+        response = ApiResponse(answer.status_code, headers, body.decode("utf-8", "replace"))
+        if response.status in (401, 403):
+            raise TransportUnavailable(auth_refused(self, response))
+        wait = retry_after(headers.get("retry-after"))
+        if wait is not None and response.status in (429, 503):
+            self.gate.hold(wait)
+        return response
+
     async def search_page(
         self,
         url: str,
@@ -129,7 +165,7 @@ class SearchingTransport(HttpBatchTransport):
         label: str,
         max_bytes: int,
     ) -> tuple[dict[str, Any], list[Any]]:
-        """One page of a search (:meth:`~HttpBatchTransport.query`): the answer's JSON
+        """One page of a search (:meth:`query`): the answer's JSON
         object and the list under ``key`` in it. Raises ``QueryFailed`` (its message
         starts with ``label``) for an answer other than 200, one that is not a JSON
         object, or one without that list; ``TransportUnavailable`` as ``query`` does."""

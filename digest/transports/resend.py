@@ -39,6 +39,8 @@ from email.charset import QP, Charset
 from email.utils import formataddr, parseaddr
 from typing import Any, ClassVar
 
+from digest.common import options
+from digest.common.options import KEY_MUST
 from digest.transports.api import ApiRequest, ApiResponse, compact
 from digest.transports.base import Outcome, OutgoingMessage, SendResult
 from digest.transports.http_base import HttpBatchTransport
@@ -60,12 +62,9 @@ class ResendTransport(HttpBatchTransport):
 
     def __init__(self, *, batch_validation: str = "permissive", **common: Any) -> None:
         """``batch_validation``: ``"permissive"`` (bad emails fail alone) or ``"strict"``."""
-        if batch_validation not in VALIDATION_MODES:
-            raise ValueError(
-                f"key 'batch_validation': must be one of {VALIDATION_MODES}, "
-                f"got {batch_validation!r}"
-            )
-        self.batch_validation = batch_validation
+        self.batch_validation = options.one_of(
+            "batch_validation", batch_validation, VALIDATION_MODES, style=KEY_MUST
+        )
         super().__init__(**common)
 
     def auth_headers(self) -> dict[str, str]:

@@ -38,9 +38,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from digest.common import options
+from digest.common.options import KEY, KEY_MUST
 from digest.errors import TransportUnavailable
 from digest.transports import smtp_auth, smtp_wire
-from digest.transports.api import check_int, check_number, check_str
 from digest.transports.base import OutgoingMessage, SendResult
 from digest.transports.dkim import DkimSigner
 from digest.transports.pacing import TokenBucket
@@ -115,27 +116,25 @@ class SmtpTransport:
         ``dkim_selector`` and ``dkim_key_path`` (a PEM private key file) together, or
         none of them.
         """
-        check_str("host", host)
-        check_int("port", port, 1, 65535)
-        if security not in SECURITY:
-            raise ValueError(f"key 'security': must be one of {SECURITY}, got {security!r}")
-        check_int("connections", connections, 1, 100)
-        check_int("batch_size", batch_size, 1, 100)
-        check_number("rate_per_second", rate_per_second, allow_zero=True)
-        check_number("timeout", timeout, allow_zero=False)
-        check_number("data_timeout", data_timeout, allow_zero=False)
-        check_int("max_messages_per_connection", max_messages_per_connection, 1, 10**9)
+        options.text("host", host, style=KEY)
+        options.count("port", port, maximum=65535, style=KEY)
+        options.one_of("security", security, SECURITY, style=KEY_MUST)
+        options.count("connections", connections, maximum=100, style=KEY)
+        options.count("batch_size", batch_size, maximum=100, style=KEY)
+        options.number("rate_per_second", rate_per_second, finite=False, style=KEY)
+        for name, seconds in (("timeout", timeout), ("data_timeout", data_timeout)):
+            options.number(name, seconds, inclusive=False, finite=False, style=KEY)
+        options.count(
+            "max_messages_per_connection", max_messages_per_connection, maximum=10**9, style=KEY
+        )
         if local_hostname is not None:
-            check_str("local_hostname", local_hostname)
+            options.text("local_hostname", local_hostname, style=KEY)
             local_hostname = local_hostname.strip()
             if any(c.isspace() or not c.isprintable() for c in local_hostname):
                 raise ValueError(
                     f"key 'local_hostname': no spaces or control characters, got {local_hostname!r}"
                 )
-        if not isinstance(validate_certs, bool):
-            raise ValueError(
-                f"key 'validate_certs': expected true or false, got {validate_certs!r}"
-            )
+        options.flag("validate_certs", validate_certs, style=KEY)
         self._secret = smtp_auth.configured_secret(
             host=host,
             security=security,
@@ -314,6 +313,6 @@ def _dkim_signer(
             "keys 'dkim_domain', 'dkim_selector' and 'dkim_key_path' go together: give all three"
         )
     assert domain is not None and selector is not None and key_path is not None
-    check_str("dkim_domain", domain)
-    check_str("dkim_selector", selector)
+    options.text("dkim_domain", domain, style=KEY)
+    options.text("dkim_selector", selector, style=KEY)
     return DkimSigner(domain=domain, selector=selector, key_path=key_path)

@@ -28,7 +28,8 @@ import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 
-from digest.transports.api import check_str
+from digest.common import options
+from digest.common.options import KEY, KEY_MUST
 from digest.transports.smtp_codec import Reply, SmtpAuthError, SmtpAuthUnavailable, b64
 
 MECHANISMS = ("auto", "plain", "login", "xoauth2")
@@ -137,13 +138,12 @@ def configured_secret(
     or the access token for ``auth = "xoauth2"``), or None: no AUTH. A password
     without a username is ignored. The ``ValueError`` names the key, never the secret.
     """
-    if auth not in MECHANISMS:
-        raise ValueError(f"key 'auth': must be one of {MECHANISMS}, got {auth!r}")
+    options.one_of("auth", auth, MECHANISMS, style=KEY_MUST)
     if username is None:
         if auth != "auto":
             raise ValueError(f"key 'auth': {auth!r} needs key 'username' as well")
         return None
-    check_str("username", username)
+    options.text("username", username, style=KEY)
     if not username.isprintable():
         raise ValueError(f"key 'username': no control characters, got {username!r}")
     if auth == "xoauth2":

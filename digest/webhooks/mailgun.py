@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
+from digest.common import options
+from digest.common.options import KEY_BARE
 from digest.webhooks.base import (
     DeliveryEvent,
     EventType,
@@ -103,13 +105,17 @@ class MailgunWebhook:
         key is missing, or naming ``tolerance_seconds`` / ``retry_window_seconds``."""
         if not signing_key.strip():
             raise ValueError(f"the Mailgun webhook needs {ENV_SIGNING_KEY} (webhook signing key)")
-        if not _seconds(tolerance_seconds, 1, 86400):
-            raise ValueError(f"key 'tolerance_seconds': 1…86400, got {tolerance_seconds!r}")
-        if not _seconds(retry_window_seconds, tolerance_seconds, MAX_RETRY_WINDOW):
-            raise ValueError(
-                f"key 'retry_window_seconds': {tolerance_seconds}…{MAX_RETRY_WINDOW} "
-                f"(at least tolerance_seconds), got {retry_window_seconds!r}"
-            )
+        options.count(
+            "tolerance_seconds", tolerance_seconds, maximum=86400, style=KEY_BARE, what="1…86400"
+        )
+        options.count(
+            "retry_window_seconds",
+            retry_window_seconds,
+            minimum=tolerance_seconds,
+            maximum=MAX_RETRY_WINDOW,
+            style=KEY_BARE,
+            what=f"{tolerance_seconds}…{MAX_RETRY_WINDOW} (at least tolerance_seconds)",
+        )
         self._key = signing_key.strip().encode()
         self.tolerance_seconds = tolerance_seconds
         self.retry_window_seconds = retry_window_seconds
@@ -195,10 +201,6 @@ def _classify(raw: Mapping[str, Any]) -> EventType:
     if reason in SUPPRESS_REASONS:
         return SUPPRESS_REASONS[reason]
     return SEVERITIES.get(_text(raw.get("severity")), EventType.bounced_soft)
-
-
-def _seconds(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _load(body: bytes) -> dict[str, Any]:

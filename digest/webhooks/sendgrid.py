@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from digest.common import options
+from digest.common.options import KEY_BARE
 from digest.webhooks.base import (
     DeliveryEvent,
     EventType,
@@ -108,8 +110,9 @@ class SendGridWebhook:
         key is missing or unusable, or naming ``tolerance_seconds``."""
         if not public_key:
             raise ValueError(f"the SendGrid webhook needs {ENV_PUBLIC_KEY} (verification key)")
-        if not isinstance(tolerance_seconds, int) or not 1 <= tolerance_seconds <= 86400:
-            raise ValueError(f"key 'tolerance_seconds': 1…86400, got {tolerance_seconds!r}")
+        options.count(
+            "tolerance_seconds", tolerance_seconds, maximum=86400, style=KEY_BARE, what="1…86400"
+        )
         self._key = load_public_key(public_key.strip())
         self.tolerance_seconds = tolerance_seconds
 

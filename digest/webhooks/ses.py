@@ -32,6 +32,8 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any, ClassVar, Final
 
+from digest.common import options
+from digest.common.options import KEY
 from digest.webhooks.base import (
     DeliveryEvent,
     EventType,
@@ -88,8 +90,7 @@ class SesWebhook:
         for topic in topics:
             if not isinstance(topic, str) or not _TOPIC_ARN.match(topic):
                 raise ValueError(f"key 'topics': {topic!r} is not an SNS topic ARN")
-        if isinstance(max_age_seconds, bool) or not isinstance(max_age_seconds, int):
-            raise ValueError(f"key 'max_age_seconds': expected seconds, got {max_age_seconds!r}")
+        options.count("max_age_seconds", max_age_seconds, minimum=None, style=KEY, what="seconds")
         if max_age_seconds <= 0:
             raise ValueError("key 'max_age_seconds': must be positive")
         self.topics = frozenset(topics)
