@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, TextIO
 from sqlmodel import Session
 
 from subscribers import consent
+from subscribers.bulk import bulk_insert, select_where_in
 from subscribers.consent import Context
 from subscribers.csvrows import COLUMNS, ImportReport, Normalizer, Row, RowError, RowNote, read_rows
 from subscribers.csvtext import MAX_IMPORT_BYTES, CsvFileError, checked_lines
@@ -44,13 +45,7 @@ from subscribers.models import (
     Suppression,
     SuppressionReason,
 )
-from subscribers.repository import (
-    BLOCKED_STATUSES,
-    bulk_insert,
-    list_subscribers,
-    new_row,
-    select_where_in,
-)
+from subscribers.repository import BLOCKED_STATUSES, list_subscribers, new_row
 
 __all__ = [
     "CHUNK_ROWS",

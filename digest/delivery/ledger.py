@@ -139,22 +139,6 @@ class RetryPolicy:
         return max(retry_after or 0.0, backoff.delay(min(max(attempts, 1), 31)))
 
 
-def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:
-    """Mark every queued row of the edition skipped (the edition was cancelled)."""
-    result = conn.execute(
-        update(D)
-        .where(D.c.edition_id == edition_id, D.c.state == DeliveryState.queued.value)
-        .values(
-            state=DeliveryState.skipped.value,
-            detail=reason,
-            lease_owner="",
-            lease_until=None,
-            updated_at=now,
-        )
-    )
-    return int(result.rowcount)
-
-
 def edition_state(conn: Connection, *, edition_id: int) -> tuple[str, str]:
     """The edition's status and note, as a sender checks them between batches."""
     status, note = conn.execute(

@@ -1,7 +1,7 @@
 """Pre-flight checks: what would embarrass the operator, found before anyone is mailed.
 
 :func:`run_preflight` builds the full edition (every category, so every link is
-in it) with the sender's own code (:mod:`digest.desk.preview`) and checks:
+in it) with the sender's own code (:mod:`digest.desk.reader_copy`) and checks:
 
 =========  ===============================================================  =======
 check      what                                                             level
@@ -48,7 +48,7 @@ import httpx
 from digest import pipeline
 from digest.common.netguard import AddressPolicy, Resolver
 from digest.config.runtime import Runtime
-from digest.desk import preview as desk
+from digest.desk import reader_copy as desk
 from digest.desk.linkcheck import LinkChecker, LinkResult
 from digest.editions.segments import Skip
 from digest.errors import DigestTooLarge
@@ -217,19 +217,15 @@ def _check_subject(report: PreflightReport, subject: str, limit: int) -> None:
         )
 
 
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _check_text(
     report: PreflightReport, text: str, content: desk.EditionContent, unsubscribe: str
 ) -> None:
     if not text.strip():
         report.add("error", "text", "the plain-text part is missing or empty")
         return
-    flat = _words(text)
+    flat = " ".join(text.split())
     for c in content.comparisons:
-        if _words(c.title) not in flat:
+        if " ".join(c.title.split()) not in flat:
             report.add("error", "text", "the text part lacks the comparison", comparison=c.title)
         url = safe_url(c.url)
         if url and url not in text:

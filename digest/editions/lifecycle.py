@@ -20,11 +20,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from digest.store.models import Comparison, Edition, EditionComparison, EditionStatus
+from digest.store.models import (
+    Comparison,
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionComparison,
+    EditionStatus,
+)
+
+_D = Delivery.__table__  # type: ignore[attr-defined]
 
 
 def edition_key(now: datetime, tz: ZoneInfo) -> str:
@@ -187,8 +196,6 @@ def resume(session: Session, *, key: str) -> Edition:
 def cancel(session: Session, *, key: str, note: str, now: datetime) -> tuple[Edition, int]:
     """Cancel ``key``: nothing more is sent; queued rows become skipped. Returns the
     edition and the number of rows skipped."""
-    from digest.delivery.ledger import skip_queued
-
     edition = _for_change(session, key, _CANCELLABLE, "cancel")
     edition.status = EditionStatus.cancelled
     edition.status_note = note
@@ -196,6 +203,23 @@ def cancel(session: Session, *, key: str, note: str, now: datetime) -> tuple[Edi
     session.flush()
     skipped = skip_queued(session.connection(), edition_id=_id(edition), reason=note, now=now)
     return edition, skipped
+
+
+def skip_queued(conn: Connection, *, edition_id: int, reason: str, now: datetime) -> int:
+    """Mark every queued row of the edition skipped (the edition was cancelled). A ledger
+    write kept here with :func:`cancel`: delivery imports editions, never the reverse."""
+    result = conn.execute(
+        update(_D)
+        .where(_D.c.edition_id == edition_id, _D.c.state == DeliveryState.queued.value)
+        .values(
+            state=DeliveryState.skipped.value,
+            detail=reason,
+            lease_owner="",
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)
 
 
 def _for_change(

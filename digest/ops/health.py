@@ -12,7 +12,7 @@ Incidents (each needs a human; :func:`incidents`):
   man's switch;
 - ``paused:<week>``: an edition is paused (by the operator or by itself);
 - ``jobstore:<run>``: ``digest schedule`` found a job it could not restore in its
-  job store, removed it and registered it again (:mod:`digest.ops.scheduler`); shown
+  job store, removed it and registered it again (:mod:`digest.ops.jobstore`); shown
   for :data:`REPAIR_SHOWN` after the repair, so a ``digest check`` from cron sees
   it even after the scheduler has emailed the operators;
 - ``policy:<week>``: mail refused for policy reasons (5.7.x) at send time or by a
@@ -40,7 +40,7 @@ from digest.config.runtime import Runtime
 from digest.delivery import ledger as deliveries
 from digest.editions import lifecycle as editions
 from digest.editions import weeks as weekly
-from digest.ops import policy_incidents, scheduler
+from digest.ops import jobstore, policy_incidents
 from digest.ops.alerts import Incident
 from digest.store.db import session_scope
 from digest.store.models import Comparison, Edition, EditionStatus, FeedState, RunRecord
@@ -94,7 +94,7 @@ def _repairs(conn: Connection, now: datetime, tz: ZoneInfo) -> list[Incident]:
     know, and read the scheduler's log: one incident per repair, emailed once."""
     stmt = select(R.c.id, R.c.started_at, R.c.detail).where(
         R.c.job == "scheduler",
-        R.c.outcome == scheduler.REPAIRED,
+        R.c.outcome == jobstore.REPAIRED,
         R.c.started_at > now - REPAIR_SHOWN,
     )
     return [
@@ -164,7 +164,7 @@ def running_since(conn: Connection) -> datetime | None:
 def report(rt: Runtime, *, now: datetime) -> dict[str, Any]:
     """Everything ``digest status`` shows, as JSON-ready values."""
     found = incidents(rt, now=now)
-    fires = scheduler.next_fires(rt.engine)
+    fires = jobstore.next_fires(rt.engine)
     with session_scope(rt.engine) as session:
         conn = session.connection()
         current = editions.latest(session)

@@ -1,5 +1,7 @@
 """The job store ``digest schedule`` uses: APScheduler's SQLAlchemy job store that
-repairs itself instead of stopping the scheduler (see :mod:`digest.ops.scheduler`).
+repairs itself instead of stopping the scheduler (see :mod:`digest.ops.scheduler`),
+and what the rest of ``ops`` reads of it without a scheduler: each job's next fire
+(:func:`next_fires`) and the outcome a repair is recorded with (:data:`REPAIRED`).
 
 Part of the scheduler package, the one place ``apscheduler`` is imported.
 """
@@ -12,9 +14,12 @@ from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from sqlalchemy import select
+from sqlalchemy import Engine, inspect, select, text
 
 log = logging.getLogger(__name__)
+
+JOBS_TABLE = "apscheduler_jobs"
+REPAIRED = "repaired"  # outcome of the run record of a start that repaired the job store
 
 
 class RepairingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -64,3 +69,16 @@ class RepairingJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self.broken[job_id] = why
         if next_run_time is not None:
             self.lost_fires[job_id] = datetime.fromtimestamp(float(next_run_time), UTC)
+
+
+def next_fires(engine: Engine) -> dict[str, datetime]:
+    """Each job's next fire, read from the job store (empty before the first start)."""
+    if not inspect(engine).has_table(JOBS_TABLE):
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT id, next_run_time FROM {JOBS_TABLE}"))  # noqa: S608
+        return {
+            str(job_id): datetime.fromtimestamp(float(when), UTC)
+            for job_id, when in rows
+            if when is not None
+        }

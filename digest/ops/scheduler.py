@@ -39,7 +39,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import (
@@ -53,22 +53,22 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, inspect, text
 
 from digest.config import Config
 from digest.config.runtime import Runtime
 from digest.delivery import leases
 from digest.errors import LeaseHeld
 from digest.ops import alerts, health, jobs
+from digest.ops.jobstore import JOBS_TABLE as JOBS_TABLE
+from digest.ops.jobstore import REPAIRED as REPAIRED
 from digest.ops.jobstore import RepairingJobStore
+from digest.ops.jobstore import next_fires as next_fires
 
 log = logging.getLogger(__name__)
 
-JOBS_TABLE = "apscheduler_jobs"
 LEASE = "scheduler"
 LEASE_TTL = timedelta(minutes=2)
 JOB_IDS = ("weekly", "poll", "dispatch")
-REPAIRED = "repaired"  # outcome of the run record of a start that repaired the job store
 
 _RUNTIMES: dict[str, Runtime] = {}  # what fire() runs with, by config path
 _STOPPING = threading.Event()
@@ -267,16 +267,3 @@ def serve(rt: Runtime, *, stop: threading.Event, on_standby: Callable[[str], Non
                 break
     finally:
         service.stop()
-
-
-def next_fires(engine: Engine) -> dict[str, datetime]:
-    """Each job's next fire, read from the job store (empty before the first start)."""
-    if not inspect(engine).has_table(JOBS_TABLE):
-        return {}
-    with engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT id, next_run_time FROM {JOBS_TABLE}"))  # noqa: S608
-        return {
-            str(job_id): datetime.fromtimestamp(float(when), UTC)
-            for job_id, when in rows
-            if when is not None
-        }

@@ -182,9 +182,8 @@ def week_range(edition_key: str) -> tuple[date, date]:
             raise ValueError("not YYYY-Www")
         monday = date.fromisocalendar(int(match[1]), int(match[2]), 1)
     except ValueError as exc:
-        raise RenderError(
-            f"edition key {edition_key!r} is not an ISO week like '2026-W48'"
-        ) from exc
+        why = f"edition key {edition_key!r} is not an ISO week like '2026-W48'"
+        raise RenderError(why) from exc
     return monday, monday + timedelta(days=6)
 
 

@@ -27,93 +27,19 @@ POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from digest.config.runtime import Runtime
-from digest.web.admin.auth import (
-    SAFE_METHODS,
-    Credentials,
-    CsrfRefused,
-    Guard,
-    NotAuthenticated,
-    Operator,
-    TooManyAttempts,
-)
-from digest.web.forms import BadBody, Fields, read_fields
-from digest.web.ratelimit import FailedAttempts, client_ip
+from digest.web.admin.auth import Credentials, CsrfRefused, Guard, NotAuthenticated, TooManyAttempts
+from digest.web.admin.deps import DESK_TAG, Desk, operator
+from digest.web.ratelimit import FailedAttempts as FailedAttempts
 
 log = logging.getLogger(__name__)
-LOGIN_ATTEMPTS_PER_MINUTE = 10
-DESK_TAG = "operator desk"
-CSRF_FIELD = {
-    "csrf": {"type": "string", "description": "the form's CSRF token (not with Bearer)"}
-}  # wrong credentials per client address, then 429
-# The desk's pages: no scripts; the previews are framed from this origin only.
-ADMIN_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
-    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-PAGE_HEADERS = {"Content-Security-Policy": ADMIN_CSP}
-
-
-@dataclass
-class Desk:
-    guard: Guard
-    attempts: FailedAttempts  # wrong credentials, every way of presenting one
-
-
-def desk_of(request: Request) -> Desk:
-    desk = request.app.state.admin
-    assert isinstance(desk, Desk)
-    return desk
-
-
-async def operator(request: Request) -> Operator:
-    """The router-wide guard: authenticated, and CSRF-checked for state changes.
-    Raises NotAuthenticated / CsrfRefused / TooManyAttempts (answered below).
-
-    A Basic or Bearer credential is checked in memory and counted when wrong; with
-    none, the session cookie is looked up in the database (in a worker thread)."""
-    desk = desk_of(request)
-    guard = desk.guard
-    given = guard.presented(request)
-    if given is None:
-        found = await run_in_threadpool(guard.session_of, request)
-    else:
-        found = guard.check(*given)
-        retry_after = desk.attempts.attempt(client_ip(request), found is not None)
-        if retry_after is not None:
-            raise TooManyAttempts(retry_after)
-    if found is None:
-        raise NotAuthenticated
-    if request.method not in SAFE_METHODS and found.via != "token":
-        fields = await form(request)
-        if not guard.check_csrf(found.sid, fields.first("csrf")):
-            raise CsrfRefused
-    return found
-
-
-Authenticated = Annotated[Operator, Depends(operator)]
-
-
-async def form(request: Request) -> Fields:
-    """The posted fields (read once per request, then kept)."""
-    cached = getattr(request.state, "admin_fields", None)
-    if isinstance(cached, Fields):
-        return cached
-    try:
-        fields = await read_fields(request)
-    except BadBody:
-        fields = Fields()
-    request.state.admin_fields = fields
-    return fields
+LOGIN_ATTEMPTS_PER_MINUTE = 10  # wrong credentials per client address, then 429
 
 
 def install(app: FastAPI, rt: Runtime) -> bool:

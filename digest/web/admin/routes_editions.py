@@ -26,8 +26,8 @@ from digest.editions import lifecycle as editions
 from digest.errors import DigestError
 from digest.store.db import session_scope
 from digest.store.models import Edition, EditionStatus
-from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator
+from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.selection import Selection, explain
 from digest.web.forms import openapi_body
 from digest.web.state import web_of

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from digest.web.admin import CSRF_FIELD, DESK_TAG, PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin.deps import CSRF_FIELD, DESK_TAG, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.forms import openapi_body
 from digest.web.ratelimit import client_ip
 from digest.web.state import web_of

@@ -31,8 +31,8 @@ from digest.desk import preview as desk
 from digest.desk.preflight import Finding, PreflightReport, run_preflight
 from digest.errors import DigestError, TransportError
 from digest.transports.base import Outcome
-from digest.web.admin import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.admin.auth import Operator
+from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
 from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
