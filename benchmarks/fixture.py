@@ -83,7 +83,7 @@ def write_config(root: Path, *, transport: dict[str, Any], send: dict[str, Any])
             "postal_address": "Verdicts Media, 1 Example Street, 10115 Berlin, Germany",
             "timezone": "Europe/Berlin",
         },
-        "database": {"url": "sqlite:///digest.store.db"},
+        "database": {"url": "sqlite:///digest.db"},
         "feed": {"kind": "files", "path": str(root / "feed.json")},
         "email": {"from": FROM, "reply_to": "editors@verdicts.example.com"},
         "transport": transport,

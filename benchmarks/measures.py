@@ -53,9 +53,9 @@ class Setup:
         """A copy of the seeded database with its own config, ready to send."""
         root = self.root / name
         root.mkdir(exist_ok=True)
-        fixture.copy_sqlite(self.template, root / "digest.store.db")
+        fixture.copy_sqlite(self.template, root / "digest.db")
         shutil.copyfile(self.root / "feed.json", root / "feed.json")
-        instance = Instance(root, f"sqlite:///{root / 'digest.store.db'}", dict(PROVIDER_ENV))
+        instance = Instance(root, f"sqlite:///{root / 'digest.db'}", dict(PROVIDER_ENV))
         fixture.write_config(root, transport=transport, send=send)
         return instance
 

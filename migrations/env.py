@@ -1,6 +1,6 @@
 """Alembic environment: the engine is handed in by ``digest.store.db.upgrade``.
 
-Run from the command line with ``alembic -x url=sqlite:///digest.store.db upgrade head``
+Run from the command line with ``alembic -x url=sqlite:///digest.db upgrade head``
 if ever needed; ``digest init`` is the normal way.
 """
 

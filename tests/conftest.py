@@ -65,7 +65,7 @@ def pg_schema_url() -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL for each backend: a fresh SQLite file, or a fresh PG schema."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'digest.store.db'}"
+        return f"sqlite:///{tmp_path / 'digest.db'}"
     url: str = request.getfixturevalue("pg_schema_url")
     return url
 
@@ -81,7 +81,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'digest.store.db'}")
+    eng = make_engine(f"sqlite:///{tmp_path / 'digest.db'}")
     upgrade(eng)
     yield eng
     eng.dispose()
@@ -90,7 +90,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file's URL (tests that run on SQLite only)."""
-    return f"sqlite:///{tmp_path / 'digest.store.db'}"
+    return f"sqlite:///{tmp_path / 'digest.db'}"
 
 
 @pytest.fixture

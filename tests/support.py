@@ -33,7 +33,7 @@ def write_config(directory: Path, **sections: dict[str, Any]) -> Path:
             "postal_address": "1 Test Street, 10115 Berlin",
             "timezone": "Europe/Berlin",
         },
-        "database": {"url": "sqlite:///digest.store.db"},
+        "database": {"url": "sqlite:///digest.db"},
         "feed": {"kind": "files", "path": str(SAMPLE_FEED)},
         "email": {"from": "Test Weekly <digest@test.example>"},
         "transport": {"kind": "outbox", "path": "outbox"},

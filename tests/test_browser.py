@@ -260,7 +260,7 @@ def test_every_page_fits_375px_and_has_lang_title_and_h1(tmp_path: Path, browser
     depend on the backend)."""
     from playwright.sync_api import expect
 
-    site = Site(tmp_path, f"sqlite:///{tmp_path / 'digest.store.db'}")
+    site = Site(tmp_path, f"sqlite:///{tmp_path / 'digest.db'}")
     site.write_config()
     site.digest("init")
     problems: list[str] = []

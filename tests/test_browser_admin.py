@@ -106,7 +106,7 @@ def test_operator_previews_sends_a_test_and_approves(tmp_path: Path, page: Page)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with SmtpSink() as sink:
-        site = DeskSite(tmp_path, f"sqlite:///{tmp_path / 'digest.store.db'}")
+        site = DeskSite(tmp_path, f"sqlite:///{tmp_path / 'digest.db'}")
         site.smtp_port = sink.port
         site.write_config()
         site.digest("init")

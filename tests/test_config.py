@@ -16,7 +16,7 @@ def test_repository_config_loads_with_paths_relative_to_the_file() -> None:
     repo = Path(__file__).resolve().parent.parent
     cfg = config.load(repo / "config.toml", environ={})
     assert cfg.site.timezone == "Europe/Berlin"
-    assert cfg.database.url == f"sqlite:///{repo / 'digest.store.db'}"
+    assert cfg.database.url == f"sqlite:///{repo / 'digest.db'}"
     assert cfg.feed.kind == "files"
     assert cfg.feed.options["path"] == repo / "examples" / "feed.json"
     assert cfg.transport.options["path"] == repo / "outbox"

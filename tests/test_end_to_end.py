@@ -203,7 +203,7 @@ def test_smtp_kill_nine_halfway_then_resume(tmp_path: Path, db_url: str) -> None
 
 @pytest.mark.slow
 def test_preview_writes_the_next_edition_and_never_sends(tmp_path: Path) -> None:
-    db_url = f"sqlite:///{tmp_path / 'digest.store.db'}"
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
     config = write_config(tmp_path)
     digest(config, "init", db_url=db_url)
     digest(config, "subscribers", "add", "ada@example.com", "--name", "Ada", db_url=db_url)

@@ -44,7 +44,7 @@ def server() -> Iterator[FeedServer]:
 def env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.store.db'}",
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
         "DIGEST_SECRET_KEY": "test-key",
         "COLUMNS": "200",
     }

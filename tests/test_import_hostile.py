@@ -144,7 +144,7 @@ def test_a_sqlite_folder_that_cannot_be_created(digest: Digest, tmp_path: Path, 
     folder = blocker / "sub" if where == "under-a-file" else Path("/proc/nope")
     csv_file = tmp_path / "list.csv"
     csv_file.write_text("email\na@example.com\n", encoding="utf-8")
-    url = f"sqlite:///{folder / 'digest.store.db'}"
+    url = f"sqlite:///{folder / 'digest.db'}"
     for command in (("subscribers", "import", str(csv_file)), ("init",)):
         message = _refused(digest(*command, url=url), "[database] url", str(folder))
         assert "cannot be created" in message

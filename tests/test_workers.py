@@ -188,7 +188,7 @@ def test_sigterm_drains_and_gives_unsent_rows_back(tmp_path: Path, pg_schema_url
 
 @pytest.mark.slow
 def test_on_sqlite_a_second_send_refuses(tmp_path: Path) -> None:
-    db_url = f"sqlite:///{tmp_path / 'digest.store.db'}"
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
     with SmtpSink() as sink:
         config = _prepare(tmp_path, db_url, sink.port, 3_000)
         first = subprocess.Popen(
@@ -220,7 +220,7 @@ def test_send_with_local_workers_on_postgresql(tmp_path: Path, pg_schema_url: st
 
 
 def test_send_workers_need_postgresql(tmp_path: Path) -> None:
-    db_url = f"sqlite:///{tmp_path / 'digest.store.db'}"
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
     config = write_config(tmp_path)
     _digest(config, db_url, "init")
     _digest(config, db_url, "subscribers", "add", "a@example.com")
@@ -364,7 +364,7 @@ def test_send_with_workers_takes_over_from_a_killed_helper(
 def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     import socket
 
-    db_url = f"sqlite:///{tmp_path / 'digest.store.db'}"
+    db_url = f"sqlite:///{tmp_path / 'digest.db'}"
     config = write_config(tmp_path)
     _digest(config, db_url, "init")
     with socket.socket() as busy:

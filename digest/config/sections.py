@@ -58,7 +58,7 @@ class SiteConfig(Section):
 
 
 class DatabaseConfig(Section):
-    url: str = "sqlite:///digest.store.db"
+    url: str = "sqlite:///digest.db"
 
 
 class EmailConfig(Section):

@@ -42,7 +42,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise ConfigError(
             "[database] url (or DIGEST_DATABASE_URL) is not a database URL such as "
-            "sqlite:///digest.store.db or postgresql+psycopg://user@host/db"
+            "sqlite:///digest.db or postgresql+psycopg://user@host/db"
         ) from None
     shown = parsed.render_as_string(hide_password=True)
     if parsed.drivername == "postgresql":  # prefer psycopg 3 over the psycopg2 default
