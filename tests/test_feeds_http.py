@@ -246,11 +246,6 @@ def test_connection_refused_and_timeouts_are_retried_then_fail(server: FeedServe
     slow = HttpFeed(url, timeout=0.2, max_attempts=2, backoff_seconds=0.001)
     with pytest.raises(FeedUnavailable, match=r"timed out after 0\.2 s"):
         slow.fetch(FeedCursor(), never_known)
-    # The client gives up after 0.2 s; on a loaded machine the server's handler
-    # thread may read the second request only after that, so wait for it to.
-    until = time.monotonic() + 5
-    while len(server.hits("/slow")) < 2 and time.monotonic() < until:
-        time.sleep(0.01)
     assert len(server.hits("/slow")) == 2
 
 
