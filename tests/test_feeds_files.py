@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from digest.errors import ConfigError, FeedDocumentError, FeedUnavailable
 from digest.feeds import FEEDS, FilesFeed, HttpFeed
 from digest.feeds.base import FeedCursor
 from digest.feeds.document import parse_document, parse_timestamp
-from tests.feed_cases import Document, FeedCases, Served
 from tests.support import write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,29 +182,3 @@ def test_bad_feed_tables_name_the_key(cfg: AdapterConfig, message: str) -> None:
     with pytest.raises(ConfigError, match=r"\[feed\]") as caught:
         build_feed(cfg, {})
     assert message in str(caught.value) and "hunter2" not in str(caught.value)
-
-
-# --- the shared feed contract (tests/feed_cases.py) ------------------------------------
-
-
-class TestFilesFeedContract(FeedCases):
-    """One document is one file (the feed's ``path``); more are a folder of files,
-    named so that they sort in the order given."""
-
-    kind = "files"
-
-    @pytest.fixture(autouse=True)
-    def _folder(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-
-    def serve(self, documents: Sequence[Document]) -> Served:
-        if len(documents) == 1:
-            files = [self.tmp_path / "feed.json"]
-            path = files[0]
-        else:
-            path = self.tmp_path / "feed"
-            path.mkdir()
-            files = [path / f"{n:03d}.json" for n in range(len(documents))]
-        for file, doc in zip(files, documents, strict=True):
-            file.write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
-        return Served({"path": str(path)}, [str(file.resolve()) for file in files])

@@ -6,13 +6,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -24,8 +24,6 @@ from digest.feeds import http_get
 from digest.feeds.base import FeedCursor
 from digest.feeds.http import HttpFeed, retry_after_seconds
 from digest.store.models import Comparison, FeedState
-from tests import feed_servers
-from tests.feed_cases import Document, FeedCases, Served
 from tests.feed_servers import page
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -344,44 +342,3 @@ def test_malformed_comparisons_are_reported_and_text_stays_plain(
     assert rows["script-title"].title == "<script>alert(1)</script>"
     assert rows["crlf-title"].title == "First line Second line"
     assert rows["good-one"].reviews[0]["quote"] == "Solid.\nWould ship."
-
-
-# --- the shared feed contract (tests/feed_cases.py) ------------------------------------
-
-
-def raw_body(data: bytes) -> feed_servers.Handler:
-    """``data`` verbatim, as a 200 ``application/json`` answer."""
-
-    def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    return handle
-
-
-class TestHttpFeedContract(FeedCases):
-    """Documents are pages on a loopback server (tests/feed_servers.py), each one's
-    ``next_url`` pointing at the next; the feed's credential comes from the env."""
-
-    kind = "http"
-    secret_env: ClassVar[Mapping[str, str]] = {"DIGEST_FEED_TOKEN": "feed-token-s3cret"}
-
-    @pytest.fixture(autouse=True)
-    def _loopback(self) -> Iterator[None]:
-        with feed_servers.feed_server() as srv:
-            self.loopback = srv
-            yield
-
-    def serve(self, documents: Sequence[Document]) -> Served:
-        urls = [self.loopback.url(f"/feed/{n}") for n in range(len(documents))]
-        for n, doc in enumerate(documents):
-            if isinstance(doc, bytes):
-                handler = raw_body(doc)
-            else:
-                next_url = urls[n + 1] if n + 1 < len(urls) else None
-                handler = feed_servers.json_body({**doc, "next_url": next_url})
-            self.loopback.on(f"/feed/{n}", handler)
-        return Served({"url": urls[0]}, urls)

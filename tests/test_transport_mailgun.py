@@ -32,7 +32,6 @@ from tests.provider_fakes_sendgrid_mailgun import (
 )
 from tests.provider_fakes_sendgrid_mailgun import MAILGUN_KEY as TOKEN
 from tests.provider_fakes_sendgrid_mailgun import mailgun_transport as transport
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 ENV = {"DIGEST_MAILGUN_API_KEY": TOKEN}
 
@@ -248,34 +247,3 @@ def test_an_edition_of_2500_through_the_pipeline(
     # Only a request already on its way when the 429 came back may arrive in the window.
     assert len(early) <= 1 and all(r.at - throttled.answered_at < 0.05 for r in early)
     assert sum(1 for r in rec.requests if r.status == 200) == 2
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestMailgunContract(TransportCases):
-    accepted = Outcome.queued
-
-    @pytest.fixture
-    def peer(self, fake: tuple[Recorder, str]) -> Peer:
-        rec, url = fake
-
-        def received(transport: object) -> list[Delivered]:
-            return [
-                Delivered(e["recipient"], subject=e["message"]["headers"]["subject"])
-                for e in rec.stored
-                if e["event"] == "accepted"
-            ]
-
-        return Peer(
-            table=table(
-                "mailgun",
-                base_url=url,
-                domain=MAILGUN_DOMAIN,
-                backoff_seconds=0.01,
-                requests_per_second=0,
-            ),
-            env=ENV,
-            secret=TOKEN,
-            received=received,
-        )

@@ -16,7 +16,6 @@ from digest.render.base import RenderedDigest, Slot
 from digest.render.personalize import MessageTemplate
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.outbox import OutboxTransport
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 DIGEST = RenderedDigest(
     subject="This week",
@@ -153,20 +152,3 @@ def test_a_taken_notice_name_gets_a_suffix_and_the_file_is_kept(tmp_path: Path) 
     assert (tmp_path / "t-ops.eml").read_bytes() == b"first"
     assert (tmp_path / "t-ops-2.eml").read_bytes() == b"second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t-ops-2.eml", "t-ops-3.eml", "t-ops.eml"]
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestOutboxContract(TransportCases):
-    accepted = Outcome.sent
-
-    @pytest.fixture
-    def peer(self, tmp_path: Path) -> Peer:
-        def received(transport: object) -> list[Delivered]:
-            return [
-                Delivered(path.name.split("-", 1)[1].removesuffix(".eml"), data=path.read_bytes())
-                for path in sorted(tmp_path.rglob("*.eml"))
-            ]
-
-        return Peer(table=table("outbox", path=tmp_path), env={}, received=received)

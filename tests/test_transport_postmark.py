@@ -24,7 +24,6 @@ from tests.provider_fakes import POSTMARK_TOKEN as TOKEN
 from tests.provider_fakes import Recorder, digest_message, fake_provider, postmark_app, send_edition
 from tests.provider_fakes import postmark_transport as transport
 from tests.provider_fakes import send_once as send
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 
 @pytest.fixture
@@ -269,24 +268,3 @@ def test_pre_encoded_json_bodies_decode_to_the_plain_bodies() -> None:
     assert orjson.loads(orjson.dumps({"h": encoded.html}))["h"] == plain.html
     assert orjson.loads(orjson.dumps({"t": encoded.text}))["t"] == plain.text
     assert "https://x.test/u/a&quot;b&amp;c&lt;" in str(plain.html)
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestPostmarkContract(TransportCases):
-    accepted = Outcome.queued
-
-    @pytest.fixture
-    def peer(self, fake: tuple[Recorder, str]) -> Peer:
-        rec, url = fake
-
-        def received(transport: object) -> list[Delivered]:
-            return [Delivered(m["Recipients"][0], subject=m["Subject"]) for m in rec.stored]
-
-        return Peer(
-            table=table("postmark", base_url=url, backoff_seconds=0.01, requests_per_second=0),
-            env={"DIGEST_POSTMARK_SERVER_TOKEN": TOKEN},
-            secret=TOKEN,
-            received=received,
-        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from digest.transports.base import Outcome, SendResult
 from digest.transports.resend import ResendTransport
 from tests.provider_fakes import Recorder, digest_message, resend_app, send_edition, serve
 from tests.provider_fakes import send_once as send
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 KEY = "re_test"
 
@@ -180,29 +178,3 @@ def test_an_edition_of_2500_through_the_pipeline(
     expiry = throttled.answered_at + 1.0
     late = [r for r in rec.requests if throttled.answered_at < r.at < expiry]
     assert len(late) <= 1, [round(r.at - throttled.answered_at, 3) for r in late]
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestResendContract(TransportCases):
-    accepted = Outcome.queued
-
-    @pytest.fixture
-    def peer(self, fake: tuple[Recorder, str]) -> Peer:
-        rec, url = fake
-
-        def received(transport: object) -> list[Delivered]:
-            return [
-                Delivered(parseaddr(email["to"][0])[1].lower(), subject=email["subject"])
-                for request in rec.posts("/emails/batch")
-                if request.status == 200
-                for email in request.json()
-            ]
-
-        return Peer(
-            table=table("resend", base_url=url, backoff_seconds=0.01, requests_per_second=0),
-            env={"DIGEST_RESEND_API_KEY": KEY},
-            secret=KEY,
-            received=received,
-        )

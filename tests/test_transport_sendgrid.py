@@ -28,7 +28,6 @@ from tests.provider_fakes_sendgrid_mailgun import (
     sendgrid_render,
     shared,
 )
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 TOKEN = "test-token"
 ENV = {"DIGEST_SENDGRID_API_KEY": TOKEN}
@@ -293,32 +292,3 @@ def test_measure_throughput(fake: tuple[Recorder, str]) -> None:
     assert all(r.outcome is Outcome.queued for r in results)
     rate = len(messages) / elapsed
     print(f"\nsendgrid fake: {len(messages)} messages in {elapsed:.2f} s = {rate:,.0f}/s")
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestSendGridContract(TransportCases):
-    accepted = Outcome.queued
-
-    @pytest.fixture
-    def peer(self, fake: tuple[Recorder, str]) -> Peer:
-        rec, url = fake
-
-        def received(transport: object) -> list[Delivered]:
-            out = []
-            for request in rec.posts(SENDGRID_PATH):
-                if request.status != 202:
-                    continue
-                body = request.json()
-                for i, p in enumerate(body["personalizations"]):
-                    subject = sendgrid_render(body, i)["subject"]
-                    out.append(Delivered(p["to"][0]["email"].lower(), subject=subject))
-            return out
-
-        return Peer(
-            table=table("sendgrid", base_url=url, backoff_seconds=0.01, requests_per_second=0),
-            env=ENV,
-            secret=TOKEN,
-            received=received,
-        )

@@ -20,7 +20,6 @@ from digest.errors import TransportUnavailable
 from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.pacing import TokenBucket
 from digest.transports.smtp import SmtpTransport
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 HOST = "127.0.0.1"
 
@@ -447,35 +446,3 @@ async def test_throughput_is_reported(
     assert all(r.outcome is Outcome.sent for r in results)
     with capsys.disabled():
         print(f"\nSMTP to aiosmtpd, 4 connections: {n / elapsed:.0f} msgs/s")
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestSmtpContract(TransportCases):
-    accepted = Outcome.sent
-
-    @pytest.fixture
-    def peer(self, plain_server: int, recorder: Recorder) -> Peer:
-        def received(transport: object) -> list[Delivered]:
-            return [
-                Delivered(rcpt.lower(), data=content)
-                for _, rcpts, content in recorder.received
-                for rcpt in rcpts
-            ]
-
-        return Peer(
-            table=table(
-                "smtp",
-                host=HOST,
-                port=plain_server,
-                security="none",
-                username="digest",
-                connections=2,
-                batch_size=5,
-                timeout=5,
-            ),
-            env={"DIGEST_SMTP_PASSWORD": "s3cret"},
-            secret="s3cret",
-            received=received,
-        )

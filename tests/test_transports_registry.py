@@ -15,7 +15,6 @@ from digest.transports.base import Outcome, OutgoingMessage
 from digest.transports.memory import MemoryTransport
 from digest.transports.outbox import OutboxTransport
 from digest.transports.smtp import SmtpTransport
-from tests.transport_cases import Delivered, Peer, TransportCases, table
 
 SOURCE = Path("/etc/digest/config.toml")
 
@@ -121,18 +120,3 @@ async def test_memory_scripts_outcomes() -> None:
     assert t.closed
     with pytest.raises(TransportUnavailable):
         await MemoryTransport(unavailable=True).open()
-
-
-# -- the transport contract (tests/transport_cases.py) --------------------------------
-
-
-class TestMemoryContract(TransportCases):
-    accepted = Outcome.sent
-
-    @pytest.fixture
-    def peer(self) -> Peer:
-        def received(transport: object) -> list[Delivered]:
-            assert isinstance(transport, MemoryTransport)  # its own record is the peer
-            return [Delivered(m.recipient.lower(), data=m.data) for m in transport.sent]
-
-        return Peer(table=table("memory", max_batch=10, concurrency=2), env={}, received=received)
