@@ -24,9 +24,10 @@ from digest.delivery.leases import new_owner
 from digest.delivery.ledger import RetryPolicy
 from digest.delivery.sending import SendOptions, SendReport
 from digest.editions import lifecycle as editions
+from digest.editions import shaping
 from digest.editions.lifecycle import ComposeResult
 from digest.errors import DigestError, LeaseHeld
-from digest.render.base import RenderedDigest
+from digest.render.base import Editorial, RenderedDigest
 from digest.render.digest import render_digest
 from digest.store.db import ensure_current, session_scope
 from digest.store.models import Comparison, Edition, EditionStatus
@@ -96,6 +97,7 @@ def render(
     site = rt.config.site
     return render_digest(
         rt.templates,
+        editorial=editorial_of(rt, edition_key),
         site_name=site.name,
         base_url=site.base_url,
         postal_address=site.postal_address,
@@ -103,6 +105,23 @@ def render(
         comparisons=comparisons,
         max_html_bytes=max_html_bytes or rt.config.edition.max_html_bytes,
     )
+
+
+def editorial_of(rt: Runtime, edition_key: str) -> Editorial | None:
+    """What the editors wrote for ``edition_key`` (None: nothing, or no such edition yet)."""
+    with session_scope(rt.engine) as session:
+        edition = editions.get(session, key=edition_key)
+        found = shaping.editorial_of(session, edition) if edition is not None else None
+        if found is None:
+            return None
+        return Editorial(
+            note=found.note,
+            subject=found.subject,
+            preheader=found.preheader,
+            sponsor_text=found.sponsor_text,
+            sponsor_url=found.sponsor_url,
+            sponsor_label=found.sponsor_label or shaping.SPONSOR_LABEL,
+        )
 
 
 def render_edition(rt: Runtime, edition: Edition) -> RenderedDigest:
@@ -135,8 +154,15 @@ async def send(
             halted=True,
             stopped_reason=f"edition {edition.key} awaits approval: 'digest approve {edition.key}'",
         )
+    if editions.not_yet_due(edition, now=rt.now(), tz=rt.config.site.tz):
+        return SendReport(
+            edition.key,
+            halted=True,
+            stopped_reason=f"edition {edition.key} was composed early: it goes out in its week",
+        )
     with session_scope(rt.engine) as session:
         comparisons = editions.comparisons_of(session, edition=edition)
+        revision = shaping.revision_of(session, edition)
     build = messages.message_factory(rt, edition.key, comparisons, render=render)
     cfg = rt.config.send
     options = SendOptions(
@@ -147,6 +173,7 @@ async def send(
         max_retry_wait=cfg.max_retry_wait_seconds,
         lease_ttl=float(cfg.lease_seconds),
         local_due=localtime.local_due(rt.config.schedule, edition.key),
+        content_revision=revision,
     )
     return await sending.send_edition(
         rt.engine,
@@ -251,6 +278,7 @@ def pending_editions(rt: Runtime) -> list[Edition]:
             for e in reversed(editions.all_editions(session))
             if e.status in (EditionStatus.composed, EditionStatus.sending)
             and not editions.awaiting_approval(e)
+            and not editions.not_yet_due(e, now=rt.now(), tz=rt.config.site.tz)
         ]
 
 

@@ -19,10 +19,13 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from digest import config as config_mod
+from digest.cli.api_keys import register as register_api_keys
 from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import register as register_desk
 from digest.cli.desk import write_viewer_preview
+from digest.cli.edit import register as register_edit
 from digest.cli.helpers import finish
+from digest.cli.operators import register as register_operators
 from digest.cli.ops import print_health
 from digest.cli.ops import register as register_ops
 from digest.cli.output import (
@@ -50,6 +53,9 @@ app.add_typer(subscribers_app, name="subscribers")
 register_desk(app)  # check-edition, approve
 register_ops(app)  # schedule, check
 register_sending(app)  # send, pause, resume, cancel, worker
+register_edit(app)  # edit
+register_operators(app)  # operators, audit
+register_api_keys(app)  # api-keys
 ConfigOption = Annotated[
     Path | None,
     typer.Option(

@@ -37,12 +37,19 @@ from sqlalchemy import Connection, case, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.common.retry import Backoff
-from digest.store.models import Delivery, DeliveryState, Edition, EditionStatus
+from digest.store.models import (
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionEditorial,
+    EditionStatus,
+)
 from subscribers.models import Subscriber, SubscriberStatus
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
 E = Edition.__table__  # type: ignore[attr-defined]
+EE = EditionEditorial.__table__  # type: ignore[attr-defined]
 PENDING = (DeliveryState.queued.value, DeliveryState.sending.value, DeliveryState.unknown.value)
 
 
@@ -56,6 +63,30 @@ class Recipient:
     paused_until: datetime | None = None
     batch_key: str = ""  # the idempotency key of the request that last carried it
     token: int = 0  # the claim that holds the row (``digest.delivery.claims``)
+
+
+def freeze(conn: Connection, *, edition_id: int, revision: int) -> str | None:
+    """Before planning: lock the edition and check that it is still the version the
+    messages were rendered from (editorial ``revision``) and, if it needs approval,
+    still approved. Returns why not, or None. An editor's edit locks the same row
+    and refuses once ``planned_at`` is set, so an edit either lands before planning
+    (and this refuses the stale run) or is refused itself."""
+    row = conn.execute(
+        select(E.c.key, E.c.needs_approval, E.c.approved_at)
+        .where(E.c.id == edition_id)
+        .with_for_update()
+    ).one()
+    stored = conn.execute(
+        select(EE.c.revision).where(EE.c.edition_id == edition_id)
+    ).scalar_one_or_none()
+    if int(stored or 0) != revision:
+        return (
+            f"edition {row.key} was edited while this run was starting: nothing was sent; "
+            "run again to send the edited version"
+        )
+    if row.needs_approval and row.approved_at is None:
+        return f"edition {row.key} awaits approval: 'digest approve {row.key}'"
+    return None
 
 
 def plan(

@@ -34,6 +34,10 @@ class SendOptions:
     # Seconds after an unknown outcome before the provider is asked about it (its
     # message search may lag); only for transports that can ask (``reconcile``).
     settle_seconds: float = 5.0
+    # The editorial revision the messages were rendered from
+    # (:func:`digest.editions.shaping.revision_of`): planning refuses when the stored
+    # one differs or the approval was withdrawn (:func:`digest.delivery.ledger.freeze`).
+    content_revision: int | None = None
 
 
 @dataclass(slots=True)

@@ -95,7 +95,12 @@ async def send_edition(
     )
     heartbeat = asyncio.create_task(renew(engine, name, run, ttl, clock))
     try:
-        run.started_at = _prepare(engine, run, clock())
+        try:
+            run.started_at = _prepare(engine, run, clock())
+        except ContentChanged as exc:
+            report.halted = True
+            report.stopped_reason = str(exc)
+            return report
         await transport.open()
         try:
             await resolve_unknown(engine, run, clock)
@@ -115,6 +120,10 @@ async def send_edition(
     return report
 
 
+class ContentChanged(Exception):
+    """Planning refused: the edition changed (or lost its approval) since rendering."""
+
+
 def _prepare(engine: Engine, run: Run, now: datetime) -> datetime:
     """Plan the ledger once, take over rows in doubt; return when sending began."""
     report = run.report
@@ -125,6 +134,11 @@ def _prepare(engine: Engine, run: Run, now: datetime) -> datetime:
             select(E.c.planned_at, E.c.planned_count).where(E.c.id == edition_id)
         ).one()
         if planned_at is None:
+            revision = run.options.content_revision
+            if revision is not None:
+                why = deliveries.freeze(conn, edition_id=edition_id, revision=revision)
+                if why:
+                    raise ContentChanged(why)
             planned = deliveries.plan(
                 conn, edition_id=edition_id, now=now, due_for=run.options.local_due
             )

@@ -65,13 +65,15 @@ def compose(
     max_age: timedelta = timedelta(days=14),
     min_comparisons: int = 1,
     approval_deadline: datetime | None = None,
+    key: str | None = None,
 ) -> ComposeResult:
     """Return this week's edition, creating it from eligible comparisons if needed.
 
     Fewer than ``min_comparisons`` eligible: no edition (they roll over to next
     week). ``approval_deadline``: the edition is a draft that needs approval by then
-    (``[edition] require_approval``)."""
-    key = edition_key(now, tz)
+    (``[edition] require_approval``). ``key``: a later week's edition, composed
+    early from the desk to edit it (it is not sent before its week: :func:`not_yet_due`)."""
+    key = key or edition_key(now, tz)
     existing = get(session, key=key)
     if existing is not None:
         return ComposeResult(existing, False, f"edition {key} already exists ({existing.status})")
@@ -158,7 +160,10 @@ def comparisons_of(session: Session, *, edition: Edition) -> Sequence[Comparison
     stmt = (
         select(Comparison)
         .join(EditionComparison, EditionComparison.comparison_id == Comparison.id)  # type: ignore[arg-type]
-        .where(EditionComparison.edition_id == edition.id)  # type: ignore[arg-type]
+        .where(
+            EditionComparison.edition_id == edition.id,  # type: ignore[arg-type]
+            EditionComparison.excluded.is_(False),  # type: ignore[attr-defined]
+        )
         .order_by(EditionComparison.position)  # type: ignore[arg-type]
     )
     return session.execute(stmt).scalars().all()
@@ -297,3 +302,9 @@ def awaiting_approval(edition: Edition) -> bool:
     cancelled draft, e.g. one past its approval deadline, awaits nothing)."""
     unapproved = edition.needs_approval and edition.approved_at is None
     return unapproved and edition.status != EditionStatus.cancelled
+
+
+def not_yet_due(edition: Edition, *, now: datetime, tz: ZoneInfo) -> bool:
+    """True for an edition of a later week than ``now``'s (composed early from the
+    desk): it waits for its week, when the weekly job sends it."""
+    return edition.key > edition_key(now, tz)

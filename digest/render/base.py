@@ -49,3 +49,18 @@ class RenderedDigest:
 
     def text_with(self, values: Mapping[str, str]) -> str:
         return fill(self.text, values, escape_html=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Editorial:
+    """What an editor wrote for one edition (``digest.editions.shaping``), as the
+    renderer takes it: plain values, ``""`` meaning "none". ``note`` is Markdown
+    source (rendered and sanitised by the renderer); ``subject`` and ``preheader``
+    replace the generated ones; the sponsor block shows when ``sponsor_text`` is set."""
+
+    note: str = ""
+    subject: str = ""
+    preheader: str = ""
+    sponsor_text: str = ""
+    sponsor_url: str = ""
+    sponsor_label: str = "Sponsor"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from digest.errors import DigestTooLarge, RenderError
-from digest.render.base import SLOT_NAMES, Piece, RenderedDigest, Slot
+from digest.render.base import SLOT_NAMES, Editorial, Piece, RenderedDigest, Slot
 from digest.render.mjml import compile_mjml
 from digest.render.size import wire_html
 from digest.render.templates import TemplateSet
@@ -44,6 +44,7 @@ def render_digest(
     edition_key: str,
     comparisons: Sequence[Comparison],
     max_html_bytes: int,
+    editorial: Editorial | None = None,
 ) -> RenderedDigest:
     """Render the edition ``edition_key`` (ISO week, e.g. ``2026-W48``).
 
@@ -57,7 +58,7 @@ def render_digest(
     """
     site = site_view(name=site_name, base_url=base_url, postal_address=postal_address)
     edition = edition_view(site, edition_key, comparisons)
-    context: dict[str, Any] = {"site": site, "edition": edition}
+    context: dict[str, Any] = {"site": site, "edition": edition, "editorial": editorial}
     subject = clean_subject(templates.render(SUBJECT_TEMPLATE, context))
 
     nonce = secrets.token_hex(16)

@@ -102,6 +102,12 @@ class EditionComparison(SQLModel, table=True):
         sa_column=Column(String(120), ForeignKey("comparison.id"), primary_key=True)
     )
     position: int = Field(sa_column=Column(Integer, nullable=False))
+    # Taken out by an editor (``digest edit --exclude``): kept here, never sent, and
+    # not eligible for a later edition unless an editor includes it there.
+    excluded: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default="0"),
+    )
 
 
 class DeliveryState(StrEnum):
@@ -315,3 +321,17 @@ class AdminSession(SQLModel, table=True):
     created_at: datetime = _ts()
     expires_at: datetime = _ts()
     ended_at: datetime | None = _ts(nullable=True)
+    # The operator signed in (None: the bootstrap DIGEST_ADMIN_PASSWORD) and their role.
+    operator_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    role: str = Field(
+        default="admin",
+        sa_column=Column(String(20), nullable=False, default="admin", server_default="admin"),
+    )
+
+
+from digest.store.desk_models import (  # noqa: E402  (one metadata for every table)
+    ApiKey as ApiKey,
+)
+from digest.store.desk_models import AuditEvent as AuditEvent  # noqa: E402
+from digest.store.desk_models import EditionEditorial as EditionEditorial  # noqa: E402
+from digest.store.desk_models import Operator as Operator  # noqa: E402

@@ -52,6 +52,7 @@ from digest.config.runtime import Runtime
 from digest.render.view import site_view
 from digest.web import (
     admin,
+    api,
     archive,
     healthz,
     proof_of_work,
@@ -93,6 +94,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(healthz.router)
     webhooks.install(app, runtime)  # adapters built now (ConfigError); POST /webhooks/{provider}
     admin.install(app, runtime)  # /admin, the operator desk: only with a credential set
+    api.install(app, runtime)  # /api/v1 with API keys
     app.add_api_route("/", _home, include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _not_found)

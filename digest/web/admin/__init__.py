@@ -35,7 +35,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from digest.config.runtime import Runtime
 from digest.web.admin.auth import Credentials, CsrfRefused, Guard, NotAuthenticated, TooManyAttempts
-from digest.web.admin.deps import DESK_TAG, Desk, operator
+from digest.web.admin.deps import DESK_TAG, Desk, Forbidden, operator
 from digest.web.ratelimit import FailedAttempts as FailedAttempts
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,38 @@ def install(app: FastAPI, rt: Runtime) -> bool:
             "in the environment to turn it on"
         )
         return False
-    from digest.web.admin import routes_editions, routes_login, routes_preview
+    from digest.web.admin import (
+        routes_audit,
+        routes_edit,
+        routes_editions,
+        routes_import,
+        routes_login,
+        routes_operators,
+        routes_preview,
+        routes_readers,
+    )
 
     app.state.admin = Desk(Guard(rt, credentials), FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE))
     app.include_router(routes_login.public_router())
     # In /openapi.json (tag "operator desk") so the fuzz test reaches it; every
     # route still refuses a request without the credential.
     router = APIRouter(prefix="/admin", dependencies=[Depends(operator)], tags=[DESK_TAG])
-    for module in (routes_login, routes_editions, routes_preview):
+    for module in (
+        routes_login,
+        routes_editions,
+        routes_preview,
+        routes_edit,
+        routes_readers,
+        routes_import,
+        routes_operators,
+        routes_audit,
+    ):
         module.register(router)
     app.include_router(router)
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     app.add_exception_handler(TooManyAttempts, _too_many_attempts)
+    app.add_exception_handler(Forbidden, _forbidden)
     ways = " and ".join(
         w for w, on in (("password", credentials.password), ("token", credentials.token)) if on
     )
@@ -102,4 +121,11 @@ async def _too_many_attempts(request: Request, exc: Exception) -> Response:
         f"Wait {wait} seconds.\n",
         status_code=429,
         headers={"Retry-After": str(wait)},
+    )
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(
+        f"403 Forbidden: this needs the {exc} role on the operator desk; nothing was changed.\n",
+        status_code=403,
     )

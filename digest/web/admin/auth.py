@@ -82,6 +82,13 @@ class Operator:
     via: str  # "session", "basic" or "token"
     sid: str = ""
     name: str = ""
+    role: str = "admin"  # viewer, editor or admin (the bootstrap credential: admin)
+    operator_id: int | None = None  # None: the bootstrap DIGEST_ADMIN_PASSWORD / TOKEN
+
+    @property
+    def actor(self) -> str:
+        """Who, for the audit log: the operator's address, else the bootstrap credential."""
+        return self.name or f"bootstrap ({self.via})"
 
     @property
     def label(self) -> str:

@@ -6,8 +6,9 @@ pages share. The route modules import these from here, never from the package.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
@@ -73,6 +74,33 @@ async def operator(request: Request) -> Operator:
 
 
 Authenticated = Annotated[Operator, Depends(operator)]
+ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
+
+
+class Forbidden(Exception):
+    """Signed in, but the role does not allow this: 403, nothing changed."""
+
+
+def require(role: str) -> Callable[[Operator], Coroutine[Any, Any, Operator]]:
+    """A dependency that lets through operators of ``role`` or above (viewer < editor
+    < admin) and raises :class:`Forbidden` for the rest."""
+    wanted = ROLE_RANK[role]
+
+    async def check(found: Authenticated) -> Operator:
+        if ROLE_RANK.get(found.role, -1) < wanted:
+            raise Forbidden(role)
+        return found
+
+    return check
+
+
+def allowed(found: Operator, role: str) -> bool:
+    """For templates: show a button only to those who may press it."""
+    return ROLE_RANK.get(found.role, -1) >= ROLE_RANK[role]
+
+
+Editor = Annotated[Operator, Depends(require("editor"))]
+Admin = Annotated[Operator, Depends(require("admin"))]
 
 
 async def form(request: Request) -> Fields:
