@@ -58,8 +58,9 @@ async def read_feed(
     )
 
 
-def compose(rt: Runtime) -> ComposeResult:
-    """This week's edition (created from eligible comparisons, or the existing one)."""
+def compose(rt: Runtime, *, key: str | None = None) -> ComposeResult:
+    """This week's edition (created from eligible comparisons, or the existing one);
+    ``key``: a later week's, composed early to edit it (see ``editions.not_yet_due``)."""
     ensure_current(rt.engine)
     cfg = rt.config
     with session_scope(rt.engine) as session:
@@ -70,6 +71,7 @@ def compose(rt: Runtime) -> ComposeResult:
             max_comparisons=cfg.edition.max_comparisons,
             max_age=timedelta(days=cfg.edition.max_age_days),
             min_comparisons=cfg.edition.min_comparisons,
+            key=key,
             approval_deadline=(
                 rt.now() + timedelta(hours=cfg.edition.approval_hours)
                 if cfg.edition.require_approval

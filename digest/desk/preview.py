@@ -34,8 +34,10 @@ from digest.desk.reader_copy import inert_urls as inert_urls
 from digest.desk.reader_copy import parse as parse
 from digest.desk.reader_copy import viewer_for as viewer_for
 from digest.editions import lifecycle as editions
+from digest.editions import shaping
 from digest.editions.segments import Skip, segment_for
 from digest.errors import DigestError
+from digest.store import audit
 from digest.store.db import session_scope
 from digest.store.models import Comparison, Edition
 from digest.transports.base import OutgoingMessage, SendResult
@@ -183,13 +185,18 @@ class Approval:
 
 
 def approve_edition(
-    rt: Runtime, *, key: str, by: str, now: datetime, force: bool = False
+    rt: Runtime, *, key: str, by: str, now: datetime, force: bool = False, via: str = "cli"
 ) -> Approval:
     """Run the pre-flight on ``key``, then approve it (``editions.approve``).
 
     Raises DigestError naming the errors when the pre-flight finds any and ``force``
     is false; and whatever ``editions.approve`` raises (unknown key, no approval
-    needed, deadline passed). Warnings never block."""
+    needed, deadline passed). Warnings never block. The approval is for the version
+    the pre-flight checked: an edit in between refuses it. Recorded in the audit log
+    (``via``: desk, cli or api)."""
+    with session_scope(rt.engine) as session:
+        found = editions.get(session, key=key)
+        checked = shaping.revision_of(session, found) if found is not None else 0
     report = run_preflight(rt, key=key)
     if report.errors and not force:
         listed = "; ".join(f.describe() for f in report.errors[:5])
@@ -200,4 +207,14 @@ def approve_edition(
         )
     with session_scope(rt.engine) as session:
         edition = editions.approve(session, key=key, by=by, now=now)
+        if shaping.revision_of(session, edition) != checked:
+            raise DigestError(
+                f"edition {key} was edited while it was being checked: nothing was "
+                "approved; check the new version and approve again"
+            )
+        forced = " despite pre-flight errors" if report.errors else ""
+        audit.record(
+            session, actor=by, via=via, action="edition.approve", target=f"edition:{key}",
+            detail=f"approved revision {checked}{forced}", now=now,
+        )  # fmt: skip
     return Approval(edition, report, forced=bool(report.errors))

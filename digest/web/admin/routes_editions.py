@@ -131,7 +131,7 @@ def _apply(rt: Runtime, action: str, key: str, who: Operator, reason: str, force
     """What the commands do. Raises DigestError (refused, unknown key, wrong state)."""
     now = rt.now()
     if action == "approve":
-        desk.approve_edition(rt, key=key, by=who.label, now=now, force=force)
+        desk.approve_edition(rt, key=key, by=who.label, now=now, force=force, via="desk")
         return
     with session_scope(rt.engine) as session:
         if action == "pause":
