@@ -21,6 +21,7 @@ from typing import Any
 
 from digest.errors import DigestTooLarge, RenderError
 from digest.render.base import SLOT_NAMES, Editorial, Piece, RenderedDigest, Slot
+from digest.render.editorial import editorial_view, subject_override, with_preheader
 from digest.render.mjml import compile_mjml
 from digest.render.size import wire_html
 from digest.render.templates import TemplateSet
@@ -49,7 +50,10 @@ def render_digest(
     """Render the edition ``edition_key`` (ISO week, e.g. ``2026-W48``).
 
     ``comparisons`` are shown in the order given. Returns subject, HTML and text
-    with :class:`Slot` pieces for the names in :data:`SLOT_NAMES`.
+    with :class:`Slot` pieces for the names in :data:`SLOT_NAMES`. ``editorial``
+    adds the editor's note and sponsor block (``editorial`` in the templates, an
+    :class:`~digest.render.editorial.EditorialView` or None) and replaces the
+    subject and preheader it sets; None or empty renders as without it.
 
     Raises :class:`RenderError` (template missing or broken, MJML refused, a slot
     missing from a part, a bad edition key) and :class:`DigestTooLarge` when the
@@ -57,9 +61,11 @@ def render_digest(
     (quoted-printable, as sent: see :mod:`digest.render.size`).
     """
     site = site_view(name=site_name, base_url=base_url, postal_address=postal_address)
-    edition = edition_view(site, edition_key, comparisons)
-    context: dict[str, Any] = {"site": site, "edition": edition, "editorial": editorial}
-    subject = clean_subject(templates.render(SUBJECT_TEMPLATE, context))
+    view = editorial_view(editorial)
+    edition = with_preheader(edition_view(site, edition_key, comparisons), view)
+    context: dict[str, Any] = {"site": site, "edition": edition, "editorial": view}
+    override = subject_override(view)
+    subject = clean_subject(override or templates.render(SUBJECT_TEMPLATE, context))
 
     nonce = secrets.token_hex(16)
     markers = {name: f"%%{nonce}:{name}%%" for name in SLOT_NAMES}
