@@ -170,6 +170,6 @@ def test_operator_previews_sends_a_test_and_approves(tmp_path: Path, page: Page)
             expect(page.get_by_role("status")).to_have_text(f"Edition {key} approved.")
             page.screenshot(path=str(SCREENSHOTS / "admin-approved.png"), full_page=True)
     edition = _edition(site)
-    assert edition.approved_at is not None and edition.approved_by == "Ada (desk, session)"
+    assert edition.approved_at is not None and edition.approved_by == "Ada (bootstrap session)"
     assert edition.planned_count == 0  # a test send is not a delivery
     assert "Traceback" not in site.server_log()

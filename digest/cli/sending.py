@@ -4,20 +4,25 @@
 Exit codes of ``send``, ``resume`` and ``worker``: 0 done (or idle); 1 the transport
 failed or the edition was paused for errors; 3 interrupted or deliveries left
 pending, resumable: run the command again, nobody is sent a second copy.
+``pause``, ``resume`` and ``cancel`` are recorded in the audit log (actor
+``cli:<login>``, via ``cli``) in the same transaction as the change.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.markup import escape
+from sqlmodel import Session
 
 from digest.cli.common import err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import send_test
 from digest.cli.helpers import Helpers, finish
 from digest.cli.output import print_ledger, print_send, send_progress
 from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
+from digest.store import audit
 
 EditionKey = Annotated[str, typer.Argument(help="Edition key, e.g. 2026-W48.")]
 
@@ -87,6 +92,7 @@ def pause(
 
     with runtime() as rt, session_scope(rt.engine) as session:
         editions.pause(session, key=key, note=reason, now=rt.now())
+        _audit(session, key, "pause", reason, rt.now())
     out.print(f"Edition {key} is paused ({reason}).")
 
 
@@ -99,6 +105,7 @@ def resume(key: EditionKey) -> None:
     with runtime() as rt:
         with session_scope(rt.engine) as session:
             edition = editions.resume(session, key=key)
+            _audit(session, key, "resume", "", rt.now())
         out.print(f"Edition {key} resumed.")
         with send_progress(out) as progress:
             report = run_until_signalled(
@@ -120,7 +127,15 @@ def cancel(
         _, skipped = editions.cancel(
             session, key=key, note=f"edition cancelled: {reason}", now=rt.now()
         )
+        _audit(session, key, "cancel", f"{reason}; {skipped} queued deliveries skipped", rt.now())
     out.print(f"Edition {key} is cancelled; {skipped} queued deliveries skipped.")
+
+
+def _audit(session: Session, key: str, action: str, detail: str, now: datetime) -> None:
+    audit.record(
+        session, actor=audit.cli_actor(), via="cli", action=f"edition.{action}",
+        target=f"edition:{key}", detail=detail, now=now,
+    )  # fmt: skip
 
 
 def worker(

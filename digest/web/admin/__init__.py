@@ -3,8 +3,12 @@
 Deny by default: every route of :data:`router` depends on :func:`operator`, which
 refuses a request without the operator credential (a redirect to the login page
 for a browser's page request, 401 otherwise) and, for any method but GET/HEAD, a
-form without the session's CSRF token (403). Only ``/admin/login`` is outside it.
-No credential in the environment: :func:`install` mounts nothing and says so.
+form without the session's CSRF token (403). Only the sign-in pages are outside it.
+The desk answers only when a shared credential is set in the environment or an
+operator exists in the database (:meth:`Guard.refresh
+<digest.web.admin.auth.Guard.refresh>`, checked per request until the first
+operator appears, so ``create_app`` never touches the database); otherwise every
+``/admin`` path is a 404. Roles: :mod:`digest.web.admin.deps`.
 
 Wrong credentials (login form, HTTP Basic, Bearer) count against one limit per
 client address, :data:`LOGIN_ATTEMPTS_PER_MINUTE` failures a minute; past it every
@@ -13,7 +17,9 @@ too, until the window passes (:class:`FailedAttempts`). Successes and requests
 without a credential are not counted.
 
 =======  ========================================  ====================================
-GET      /admin/login, POST /admin/login            sign in (password form)
+GET      /admin/login, POST /admin/login            sign in (email + password, or the
+                                                    shared password before any operator)
+GET      /admin/login/code, POST /admin/login/code  the TOTP step (enrolment the first time)
 POST     /admin/logout                              sign out
 GET      /admin, /admin/editions                    editions, ledger counts, selection
 GET      /admin/editions/{key}/preview              preview page (key "next": uncomposed)
@@ -21,6 +27,9 @@ GET      /admin/editions/{key}/preview.html|.txt|.eml   the raw parts (sandboxed
 POST     /admin/editions/{key}/test-send            a [TEST] copy to any addresses
 POST     /admin/editions/{key}/check-links          pre-flight with every link fetched
 POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|resume`` do
+GET      /admin/operators, POST /admin/operators    operators (admin): list, add
+POST     /admin/operators/{key}/role|disable|enable|reset-totp   change one (admin)
+GET      /admin/audit, /admin/audit.csv             the audit log (any operator)
 =======  ========================================  ====================================
 """
 
@@ -30,12 +39,13 @@ import logging
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from digest.config.runtime import Runtime
 from digest.web.admin.auth import Credentials, CsrfRefused, Guard, NotAuthenticated, TooManyAttempts
-from digest.web.admin.deps import DESK_TAG, Desk, Forbidden, operator
+from digest.web.admin.deps import DESK_TAG, Desk, Forbidden, desk_of, operator
 from digest.web.ratelimit import FailedAttempts as FailedAttempts
 
 log = logging.getLogger(__name__)
@@ -43,14 +53,9 @@ LOGIN_ATTEMPTS_PER_MINUTE = 10  # wrong credentials per client address, then 429
 
 
 def install(app: FastAPI, rt: Runtime) -> bool:
-    """Mount the desk when an operator credential is set; say at start-up either way."""
+    """Mount the desk; it answers when a shared credential is set or an operator
+    exists (else 404, see :func:`desk_on`). Says at start-up which."""
     credentials = Credentials.from_env(rt.config.env)
-    if not credentials.enabled:
-        log.warning(
-            "operator desk (/admin) is off: set DIGEST_ADMIN_PASSWORD or DIGEST_ADMIN_TOKEN "
-            "in the environment to turn it on"
-        )
-        return False
     from digest.web.admin import (
         routes_audit,
         routes_edit,
@@ -63,10 +68,11 @@ def install(app: FastAPI, rt: Runtime) -> bool:
     )
 
     app.state.admin = Desk(Guard(rt, credentials), FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE))
-    app.include_router(routes_login.public_router())
+    app.include_router(routes_login.public_router(Depends(desk_on)))
     # In /openapi.json (tag "operator desk") so the fuzz test reaches it; every
     # route still refuses a request without the credential.
-    router = APIRouter(prefix="/admin", dependencies=[Depends(operator)], tags=[DESK_TAG])
+    guards = [Depends(desk_on), Depends(operator)]  # in this order
+    router = APIRouter(prefix="/admin", dependencies=guards, tags=[DESK_TAG])
     for module in (
         routes_login,
         routes_editions,
@@ -83,11 +89,30 @@ def install(app: FastAPI, rt: Runtime) -> bool:
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     app.add_exception_handler(TooManyAttempts, _too_many_attempts)
     app.add_exception_handler(Forbidden, _forbidden)
+    if not credentials.enabled:
+        log.warning(
+            "operator desk at /admin: operators sign in with email, password and code; "
+            "while no operator exists it answers 404 (add one with 'digest operators add "
+            "EMAIL --role admin', or set DIGEST_ADMIN_PASSWORD for a bootstrap sign-in)"
+        )
+        return True
     ways = " and ".join(
         w for w, on in (("password", credentials.password), ("token", credentials.token)) if on
     )
-    log.warning("operator desk on at /admin (sign-in by %s)", ways)
+    log.warning(
+        "operator desk on at /admin (sign-in by operators' email, password and code; by the "
+        "shared %s until the first operator exists%s)",
+        ways,
+        ", the token after that too" if credentials.token else "",
+    )
     return True
+
+
+def desk_on(request: Request) -> None:
+    """Every desk route's first dependency (a worker thread: it may read the
+    database): 404 while no credential is set and no operator exists."""
+    if not desk_of(request).guard.refresh():
+        raise HTTPException(404)
 
 
 async def _not_authenticated(request: Request, exc: Exception) -> Response:
@@ -99,8 +124,14 @@ async def _not_authenticated(request: Request, exc: Exception) -> Response:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         return RedirectResponse(f"{root}/admin/login?next={quote(target)}", status_code=303)
     challenge = 'Basic realm="digest operator desk", charset="UTF-8"'
+    how = (
+        " Operators sign in at /admin/login with email, password and code; the shared "
+        "password no longer works."
+        if desk_of(request).guard.operators_exist
+        else ""
+    )
     return PlainTextResponse(
-        "401 Unauthorized: the operator desk needs the operator credential.\n",
+        f"401 Unauthorized: the operator desk needs the operator credential.{how}\n",
         status_code=401,
         headers={"WWW-Authenticate": challenge},
     )

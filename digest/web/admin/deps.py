@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -68,6 +68,10 @@ async def operator(request: Request) -> Operator:
         raise NotAuthenticated
     if request.method not in SAFE_METHODS and found.via != "token":
         fields = await form(request)
+        unreadable = getattr(request.state, "admin_body_error", "")
+        if unreadable:  # say so, rather than blame the (unread) CSRF token
+            status = 413 if "large" in unreadable else 400
+            raise HTTPException(status, f"{unreadable}; nothing was changed")
         if not guard.check_csrf(found.sid, fields.first("csrf")):
             raise CsrfRefused
     return found
@@ -99,6 +103,9 @@ def allowed(found: Operator, role: str) -> bool:
     return ROLE_RANK.get(found.role, -1) >= ROLE_RANK[role]
 
 
+# A row id in a desk path: in range for every database's INTEGER, so a huge number
+# is a 422 and never an overflow deep in the driver.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Editor = Annotated[Operator, Depends(require("editor"))]
 Admin = Annotated[Operator, Depends(require("admin"))]
 
@@ -110,7 +117,8 @@ async def form(request: Request) -> Fields:
         return cached
     try:
         fields = await read_fields(request)
-    except BadBody:
+    except BadBody as exc:
         fields = Fields()
+        request.state.admin_body_error = str(exc)
     request.state.admin_fields = fields
     return fields
