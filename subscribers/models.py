@@ -89,6 +89,8 @@ class ConsentSource(StrEnum):
     link = "link"  # a page reached from a link in an email
     webhook = "webhook"
     smtp = "smtp"  # the receiving server refused the address while we sent
+    desk = "desk"  # an operator on the desk (who: the audit log)
+    api = "api"  # an /api/v1 key (which: the audit log)
 
 
 class ConsentEvent(SQLModel, table=True):

@@ -13,6 +13,8 @@ in a mail) must not make the server request feed-chosen URLs. The "Check links"
 button POSTs (with the CSRF token) to ``check-links``, which runs it with links
 (through :mod:`digest.common.netguard`) and shows the results; this process keeps the
 last check per edition (:data:`KEPT_CHECKS` of them) for the page to show again.
+"Check links" and test sends need the editor role (a viewer sees neither button);
+a test send is recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -30,9 +32,19 @@ from digest.config.runtime import Runtime
 from digest.desk import preview as desk
 from digest.desk.preflight import Finding, PreflightReport, run_preflight
 from digest.errors import DigestError, TransportError
+from digest.store import audit
+from digest.store.db import session_scope
 from digest.transports.base import Outcome
 from digest.web.admin.auth import Operator
-from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Authenticated, desk_of, form
+from digest.web.admin.deps import (
+    CSRF_FIELD,
+    PAGE_HEADERS,
+    Authenticated,
+    Editor,
+    allowed,
+    desk_of,
+    form,
+)
 from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
@@ -112,7 +124,7 @@ async def preview_page(request: Request, key: str, who: Authenticated) -> Respon
     )
 
 
-async def check_links(request: Request, key: str, who: Authenticated) -> Response:
+async def check_links(request: Request, key: str, who: Editor) -> Response:
     """The "Check links" button: the pre-flight with every link fetched (POST only)."""
     fields = await form(request)
     email, segment = fields.first("as").strip(), fields.first("segment").strip()
@@ -143,6 +155,8 @@ async def _render(
             headers=PAGE_HEADERS,
             title="No preview",
             message=str(exc),
+            who=who,
+            csrf=desk_of(request).guard.csrf_token(who.sid),
         )
     kept = _checks(request)
     if links:
@@ -165,6 +179,8 @@ async def _render(
         "csrf": desk_of(request).guard.csrf_token(who.sid),
         "notice": notice,
         "problem": problem,
+        "who": who,
+        "can_edit": allowed(who, "editor"),
     }
     title = f"Preview {shown.content.key}"
     return w.pages.page(
@@ -191,7 +207,7 @@ async def preview_part(request: Request, key: str, part: str, who: Authenticated
     return Response(data, media_type=_RAW["txt"])
 
 
-async def test_send(request: Request, key: str, who: Authenticated) -> Response:
+async def test_send(request: Request, key: str, who: Editor) -> Response:
     fields = await form(request)
     email, segment = fields.first("as").strip(), fields.first("segment").strip()
     addresses = fields.all("to")
@@ -204,9 +220,21 @@ async def test_send(request: Request, key: str, who: Authenticated) -> Response:
         )
     sent = [r for r, ok in results if ok]
     refused = [r for r, ok in results if not ok]
+    if sent:
+        await run_in_threadpool(_audit_test, w.rt, who, key, sent)
     notice = f"Test sent to {', '.join(sent)}." if sent else ""
     problem = f"Refused by the transport: {', '.join(refused)}." if refused else ""
     return await _render(request, who, key, email, segment, notice=notice, problem=problem)
+
+
+def _audit_test(rt: Runtime, who: Operator, key: str, sent: list[str]) -> None:
+    edition = desk.edition_content(rt, key).key  # "next" named by its week
+    with session_scope(rt.engine) as session:
+        audit.record(
+            session, actor=who.actor, via="desk", action="edition.test-send",
+            target=f"edition:{edition}", detail=f"[TEST] copy to {', '.join(sent)}",
+            now=rt.now(),
+        )  # fmt: skip
 
 
 async def _send(
