@@ -18,12 +18,16 @@ unchanged ("already present"). Rows are ``pending`` unless the operator states
 where the list's consent came from (``consent_source``); then ``status`` is
 honoured. Do-not-mail statuses (unsubscribed, bounced, complained) are honoured
 either way: they are imported with that status *and* suppressed.
+
+Other services' exports, and any CSV through a column mapping: see
+:mod:`subscribers.csvformats` (a service's do-not-mail rows become suppressions only,
+and also stop a reader present here).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from itertools import islice
 from typing import Any, BinaryIO, TextIO
@@ -33,8 +37,18 @@ from sqlmodel import Session
 from subscribers import consent
 from subscribers.bulk import bulk_insert, select_where_in
 from subscribers.consent import Context
-from subscribers.csvrows import COLUMNS, ImportReport, Normalizer, Row, RowError, RowNote, read_rows
-from subscribers.csvtext import MAX_IMPORT_BYTES, CsvFileError, checked_lines
+from subscribers.csvformats import Plan, initial_status
+from subscribers.csvrows import (
+    COLUMNS,
+    ImportReport,
+    Normalizer,
+    Row,
+    RowError,
+    RowNote,
+    preview_csv,
+    read_file,
+)
+from subscribers.csvtext import MAX_IMPORT_BYTES, CsvFileError
 from subscribers.errors import SubscriberInputError
 from subscribers.models import (
     ConsentAction,
@@ -45,7 +59,7 @@ from subscribers.models import (
     Suppression,
     SuppressionReason,
 )
-from subscribers.repository import BLOCKED_STATUSES, list_subscribers, new_row
+from subscribers.repository import BLOCKED_STATUSES, block, list_subscribers, new_row
 
 __all__ = [
     "CHUNK_ROWS",
@@ -58,6 +72,7 @@ __all__ = [
     "RowNote",
     "export_csv",
     "import_csv",
+    "preview_csv",
 ]
 
 CHUNK_ROWS = 2_000
@@ -82,12 +97,17 @@ def import_csv(
     now: datetime,
     consent_source: str | None = None,
     max_bytes: int = MAX_IMPORT_BYTES,
+    file_name: str = "",
+    forced: str | None = None,
+    mapping: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """Import readers from ``stream``; ``source`` is stored on new rows (e.g. the file name).
 
     ``consent_source`` says where the list's consent came from ("signup form 2025"):
     given, rows are imported ``active`` (or as their ``status`` column says); not
-    given, ``pending``. Raises SubscriberInputError for a bad header or a blank
+    given, ``pending`` (a service's export states its own). ``file_name``, ``forced``
+    and ``mapping`` choose the format (:func:`subscribers.csvformats.choose`). Raises
+    SubscriberInputError for a bad header or mapping, an unknown format or a blank
     ``consent_source``, and its CsvFileError for a file refused as a whole (nothing
     is written then). A binary ``stream`` is decoded as UTF-8 here, so the error
     can name the offending byte; a text stream is read as it decodes.
@@ -95,8 +115,12 @@ def import_csv(
     if consent_source is not None and not consent_source.strip():
         raise SubscriberInputError("consent must say where it came from: the source is empty")
     report = ImportReport()
-    rows = read_rows(checked_lines(stream, max_bytes=max_bytes), report, now)
-    writer = _Writer(session, report, source=source, consent_source=consent_source, now=now)
+    choice = {"file_name": file_name, "forced": forced, "mapping": mapping or {}}
+    rows, plan = read_file(stream, report, now, max_bytes, choice)
+    if plan.service:  # the service recorded the opt-in
+        consent_source = consent_source or f"imported from {plan.label} {file_name}".strip()
+    writer = _Writer(session, report, source=source, plan=plan, now=now)
+    writer.consent_source = consent_source
     iterator = iter(rows)
     while chunk := list(islice(iterator, CHUNK_ROWS)):
         writer.write(chunk)
@@ -107,16 +131,11 @@ class _Writer:
     """Writes chunks of read rows: lookups, inserts, suppressions, consent events."""
 
     def __init__(
-        self,
-        session: Session,
-        report: ImportReport,
-        *,
-        source: str,
-        consent_source: str | None,
-        now: datetime,
+        self, session: Session, report: ImportReport, *, source: str, plan: Plan, now: datetime
     ) -> None:
         self.session, self.report, self.source, self.now = session, report, source, now
-        self.consent_source = consent_source
+        self.plan = plan
+        self.consent_source: str | None = None
         self.events: list[dict[str, Any]] = []
 
     def write(self, chunk: list[Row]) -> None:
@@ -141,6 +160,7 @@ class _Writer:
             )
         }
         fresh: list[Row] = []
+        only: list[Row] = []  # a service's do-not-mail rows: suppressed, no reader row
         for row in chunk:
             reason = suppressed.get(hashes[row.email])
             known = existing.get(row.email)
@@ -149,10 +169,13 @@ class _Writer:
             if reason is not None:
                 self._skip(row, known[0] if known else None, reason)
             elif known is not None:
-                self._present(row, known[1])
+                self._present(row, *known)
+            elif self.plan.service and row.status in BLOCKED_STATUSES:
+                only.append(row)
             else:
                 fresh.append(row)
         self._insert(fresh)
+        self._suppress_only(only)
         bulk_insert(self.session, table=_EVENTS, rows=self.events)
         self.events = []
 
@@ -161,18 +184,33 @@ class _Writer:
         self.report.skipped.append(RowNote(row.line, row.email, note))
         self._event(row, subscriber_id, ConsentAction.import_skipped, f"not imported: {note}")
 
-    def _present(self, row: Row, status: str) -> None:
-        self.report.already_present += 1
-        if row.status in BLOCKED_STATUSES:
+    def _present(self, row: Row, subscriber_id: int, status: str) -> None:
+        if row.status not in BLOCKED_STATUSES:
+            self.report.already_present += 1
+        elif not self.plan.service:
+            self.report.already_present += 1
             note = f"already present as {status}; the file's status {row.status} was not applied"
             self.report.notes.append(RowNote(row.line, row.email, note))
+        else:  # the reader's own decision at the service: stop mailing them here too
+            subscriber = self.session.get(Subscriber, subscriber_id)
+            assert subscriber is not None and row.status is not None
+            note = f"was {status}; now {row.status} and suppressed ({row.why})"
+            where = f"{self.source} line {row.line}: {note}"
+            action = _ACTION_FOR[row.status]
+            reason = SuppressionReason(row.status.value)
+            block(self.session, subscriber, status=row.status, reason=reason, action=action,
+                  context=_IMPORT, now=self.now, detail=where)  # fmt: skip
+            self.report.stopped += 1
+            self.report.notes.append(RowNote(row.line, row.email, note))
 
-    def _status(self, row: Row) -> SubscriberStatus:
-        if row.status is not None and row.status in BLOCKED_STATUSES:
-            return row.status
-        if self.consent_source is None:
-            return SubscriberStatus.pending
-        return row.status or SubscriberStatus.active
+    def _suppress_only(self, rows: list[Row]) -> None:
+        entries = [(r.email, SuppressionReason(str(r.status))) for r in rows]
+        source = f"import:{self.plan.key}"
+        consent.suppress_many(self.session, entries=entries, source=source, now=self.now)
+        for row in rows:
+            action = _ACTION_FOR[SubscriberStatus(str(row.status))]
+            self._event(row, None, action, f"suppressed, not made a reader: {row.why}")
+        self.report.suppressed_only += len(rows)
 
     def _insert(self, rows: list[Row]) -> None:
         if not rows:
@@ -193,15 +231,14 @@ class _Writer:
             if status in BLOCKED_STATUSES:
                 blocked.append((row.email, SuppressionReason(status.value)))
             action = _ACTION_FOR.get(status, ConsentAction.subscribed)
-            self._event(row, ids[row.email], action, self._detail(status))
+            self._event(row, ids[row.email], action, self._detail(status, row.why))
         consent.suppress_many(self.session, entries=blocked, source="import", now=self.now)
 
     def _values(self, row: Row) -> dict[str, Any]:
-        status = self._status(row)
         return new_row(
             email=row.email,
             name=row.name,
-            status=status,
+            status=initial_status(row.status, self.consent_source),
             source=self.source,
             now=self.now,
             categories=row.categories,
@@ -209,12 +246,13 @@ class _Writer:
             time_zone=row.time_zone,
         )
 
-    def _detail(self, status: SubscriberStatus) -> str:
+    def _detail(self, status: SubscriberStatus, why: str) -> str:
         text = f"imported as {status}"
         if status in BLOCKED_STATUSES:
-            text += " and suppressed"
+            text += f" and suppressed{f' ({why})' if why else ''}"
         if self.consent_source is not None:
-            return f"{text}; consent stated by the operator: {self.consent_source}"
+            by = "the export" if self.plan.service else "the operator"
+            return f"{text}; consent stated by {by}: {self.consent_source}"
         if status == SubscriberStatus.pending:
             text += ": no consent stated, the reader must confirm"
         return text

@@ -8,9 +8,9 @@ own double opt-in confirmation. Bad input is one line on stderr and exit 2.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,15 +21,28 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from digest.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out, runtime
+from digest.store import audit
 from digest.store.db import ensure_current, session_scope
 from digest.store.models import Delivery, DeliveryEventRecord, Edition
-from subscribers import consent, csvio, lifecycle, repository
+from subscribers import consent, csvformats, csvio, lifecycle, repository
 from subscribers.addresses import normalize_email
 from subscribers.consent import Context
 from subscribers.models import ConsentAction, ConsentSource, SubscriberStatus, SuppressionReason
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 CLI = Context(ConsentSource.cli)
+FORMATS = ", ".join(csvformats.FORMATS)
+_FILE = typer.Argument(help=f"CSV: ours ({', '.join(csvio.COLUMNS)}) or an export: {FORMATS}.")
+_MAP = typer.Option(
+    "--map", metavar="FIELD=COLUMN", help="Repeat: email=E-Mail, name=First+Last, categories=Tags."
+)
+_FORMAT = typer.Option("--format", help=f"Read the file as this format: {FORMATS}.")
+
+
+def _audit(session: Session, action: str, target: str, detail: str) -> None:
+    """The audit log entry (targets name readers by id, never by address)."""
+    actor = audit.cli_actor()
+    audit.record(session, actor=actor, via="cli", action=action, target=target, detail=detail)
 
 
 @subscribers_app.command("add")
@@ -73,6 +86,7 @@ def add(
                     now=rt.now(),
                     detail="added as active by the operator ('digest subscribers add')",
                 )
+                _audit(session, "subscribers.add", f"reader:{s.id}", "added as active")
         if result.created:
             out.print(f"Added {s.email}.")
         else:
@@ -81,19 +95,19 @@ def add(
 
 @subscribers_app.command("import")
 def import_(
-    file: Annotated[
-        Path, typer.Argument(help="CSV: email, name, categories, status, created_at, time_zone.")
-    ],
+    file: Annotated[Path, _FILE],
     consented: Annotated[
         bool, typer.Option("--consented", help="The readers already consented: import active.")
     ] = False,
     source: Annotated[
         str | None, typer.Option("--source", help='Where consent came from, e.g. "signup form".')
     ] = None,
+    mapping: Annotated[list[str] | None, _MAP] = None,
+    forced: Annotated[str | None, _FORMAT] = None,
 ) -> None:
-    """Import subscribers from CSV (UTF-8): pending unless --consented; bad rows reported by
-    line. A file that is not UTF-8 text or leaves a quote open is refused whole (exit 2);
-    exit 1 when every row is rejected."""
+    """Import subscribers from CSV (UTF-8), ours or a service's export (its opt-ins active,
+    its unsubscribes suppressed): pending unless --consented; bad rows reported by line. A
+    file that is not UTF-8 or leaves a quote open is refused (exit 2); all rows bad: exit 1."""
     if consented and not (source or "").strip():
         fail(EXIT_USAGE, '--consented needs --source "…": say where the consent came from')
     if source is not None and not consented:
@@ -113,9 +127,13 @@ def import_(
                     source=f"import:{file.name}",
                     now=rt.now(),
                     consent_source=source.strip() if source else None,
+                    file_name=file.name,
+                    forced=forced,
+                    mapping=csvformats.parse_mapping(mapping or []),
                 )
             except csvio.CsvFileError as exc:  # the whole file refused, nothing written
                 fail(EXIT_USAGE, exc.about(str(file)))
+            _audit(session, "subscribers.import", f"import:{file.name}", report.summary())
     _print_import(file, report, time.perf_counter() - started)
     if report.all_rejected:
         fail(EXIT_FAILED, f"every row of {file} was rejected; nothing was imported")
@@ -136,6 +154,7 @@ def _print_import(file: Path, report: csvio.ImportReport, elapsed: float) -> Non
         f"{len(report.skipped)} skipped (suppressed), {len(report.merged)} merged duplicates, "
         f"{len(report.errors)} rows rejected; {elapsed:.1f} s."
     )
+    out.print(escape(report.summary()), highlight=False)
     if report.added_by_status.get(SubscriberStatus.pending):
         out.print(
             "  Pending readers get no digest until they confirm. If the list already "
@@ -180,31 +199,23 @@ def remove(email: str) -> None:
         if subscriber is not None and subscriber.id is not None:
             was = subscriber.status
             lifecycle.unsubscribe(session, subscriber_id=subscriber.id, context=CLI, now=rt.now())
-            message = (
-                f"{address} was already unsubscribed; it stays suppressed."
-                if was == SubscriberStatus.unsubscribed
-                else f"Unsubscribed {address}; it is suppressed: no import or add brings it back."
-            )
+            message = f"{address} was already unsubscribed; it stays suppressed."
+            if was != SubscriberStatus.unsubscribed:
+                message = (
+                    f"Unsubscribed {address}; it is suppressed: no import or add brings it back."
+                )
+                _audit(session, "subscribers.remove", f"reader:{subscriber.id}", f"was {was}")
         elif (entry := consent.suppression_of(session, email=address)) is not None:
             message = f"{address} is not a subscriber; it is already suppressed ({entry.reason})."
         else:
-            _suppress_unknown(session, address, rt.now())
+            note = "the operator suppressed an address that was not a subscriber"
+            reason = SuppressionReason.unsubscribed
+            consent.suppress(session, email=address, reason=reason, source="cli", now=rt.now())
+            consent.record(session, subscriber_id=None, email=address, now=rt.now(),
+                           action=ConsentAction.unsubscribed, context=CLI, detail=note)  # fmt: skip
+            _audit(session, "subscribers.remove", "", note)
             message = f"{address} was not a subscriber; it is now suppressed, so none is added."
     out.print(message)
-
-
-def _suppress_unknown(session: Session, address: str, now: datetime) -> None:
-    reason = SuppressionReason.unsubscribed
-    consent.suppress(session, email=address, reason=reason, source="cli", now=now)
-    consent.record(
-        session,
-        subscriber_id=None,
-        email=address,
-        action=ConsentAction.unsubscribed,
-        context=CLI,
-        now=now,
-        detail="the operator suppressed an address that was not a subscriber",
-    )
 
 
 @subscribers_app.command("forget")
@@ -217,6 +228,9 @@ def forget(email: str) -> None:
         scrubbed = _scrub_deliveries(session, subscriber.id, address) if subscriber else 0
         provider_events = _scrub_provider_events(session, address)
         erased = lifecycle.forget(session, email=address, context=CLI, now=rt.now())
+        if erased and subscriber is not None:
+            detail = "personal data erased; the address stays suppressed by its hash"
+            _audit(session, "subscribers.forget", f"reader:{subscriber.id}", detail)
     if not erased:
         out.print(f"Nothing to erase: {address} is not a subscriber (perhaps already erased).")
         return
@@ -234,7 +248,7 @@ def _scrub_deliveries(session: Session, subscriber_id: int | None, address: str)
     count = 0
     for delivery in session.execute(stmt).scalars():
         if address in delivery.detail.lower():
-            delivery.detail = _replace_ci(delivery.detail, address, "[erased]")
+            delivery.detail = re.sub(re.escape(address), "[erased]", delivery.detail, flags=re.I)
             session.add(delivery)
             count += 1
     return count
@@ -250,14 +264,6 @@ def _scrub_provider_events(session: Session, address: str) -> int:
         .values(recipient="", raw={"erased": True}, description="[erased]")
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _replace_ci(text: str, old: str, new: str) -> str:
-    lower, parts, start = text.lower(), [], 0
-    while (found := lower.find(old, start)) >= 0:
-        parts += [text[start:found], new]
-        start = found + len(old)
-    return "".join([*parts, text[start:]])
 
 
 @subscribers_app.command("export-data")
