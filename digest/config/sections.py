@@ -14,17 +14,33 @@ frozen dataclasses these models replace did.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SkipValidation
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SkipValidation,
+    field_validator,
+)
+
+from digest.errors import ConfigError
 
 UnknownPolicy = Literal["resend", "skip"]
+# An origin: http(s), a host name or [IPv6] address, an optional port; nothing else.
+_ORIGIN = re.compile(
+    r"(?i)https?://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 class Section(BaseModel):
@@ -147,6 +163,34 @@ class WebConfig(Section):
     proof_of_work_max_number: PositiveInt = 100_000  # the challenge's search space (difficulty)
     proof_of_work_minutes: PositiveInt = 10  # a challenge expires after this long
     block_disposable_domains: bool = False  # refuse sign-ups from throwaway-mail domains
+    # Origins (https://host[:port]) whose pages may POST /subscribe with fetch() (CORS).
+    allowed_origins: tuple[str, ...] = _list()
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(origin_of(entry) for entry in value)
+
+
+def origin_of(entry: str) -> str:
+    """``entry`` as a browser sends it in ``Origin``: scheme and host lower-cased, no
+    default port, no trailing slash. Raises ConfigError (not a ValueError: pydantic
+    would swallow the message) for anything but ``http(s)://host[:port]``."""
+    text = entry.strip().rstrip("/")
+    if _ORIGIN.fullmatch(text):
+        parts = urlsplit(text.lower())
+        try:
+            port = parts.port
+        except ValueError:  # out of range
+            port = -1
+        if port != -1 and parts.hostname:
+            default = {"http": 80, "https": 443}[parts.scheme]
+            host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+            return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+    raise ConfigError(
+        f"[web] key 'allowed_origins': {entry!r} is not an origin; write the scheme and host "
+        "(and a port if not the default) and nothing else, e.g. 'https://verdicts.example.com'"
+    )
 
 
 class PreflightConfig(Section):
