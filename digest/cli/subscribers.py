@@ -8,7 +8,6 @@ own double opt-in confirmation. Bad input is one line on stderr and exit 2.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select, update
 from sqlmodel import Session
 
 from digest.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out, runtime
+from digest.desk import readers
 from digest.store import audit
 from digest.store.db import ensure_current, session_scope
-from digest.store.models import Delivery, DeliveryEventRecord, Edition
 from subscribers import consent, csvformats, csvio, lifecycle, repository
 from subscribers.addresses import normalize_email
 from subscribers.consent import Context
@@ -225,8 +223,9 @@ def forget(email: str) -> None:
         address = normalize_email(email)
         subscriber = repository.get_by_email(session, email=address)
         events = len(consent.history(session, email=address))
-        scrubbed = _scrub_deliveries(session, subscriber.id, address) if subscriber else 0
-        provider_events = _scrub_provider_events(session, address)
+        sid = subscriber.id if subscriber is not None else None
+        scrubbed = readers.scrub_deliveries(session, sid, address) if sid is not None else 0
+        provider_events = readers.scrub_provider_events(session, address)
         erased = lifecycle.forget(session, email=address, context=CLI, now=rt.now())
         if erased and subscriber is not None:
             detail = "personal data erased; the address stays suppressed by its hash"
@@ -242,30 +241,6 @@ def forget(email: str) -> None:
     )
 
 
-def _scrub_deliveries(session: Session, subscriber_id: int | None, address: str) -> int:
-    """Remove the address from delivery notes (server answers often quote it)."""
-    stmt = select(Delivery).where(Delivery.subscriber_id == subscriber_id)  # type: ignore[arg-type]
-    count = 0
-    for delivery in session.execute(stmt).scalars():
-        if address in delivery.detail.lower():
-            delivery.detail = re.sub(re.escape(address), "[erased]", delivery.detail, flags=re.I)
-            session.add(delivery)
-            count += 1
-    return count
-
-
-def _scrub_provider_events(session: Session, address: str) -> int:
-    """Bounce and complaint events from providers quote the address: keep the event
-    (type, time, status), drop the address and the payload."""
-    table = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
-    result = session.execute(
-        update(table)
-        .where(table.c.recipient == address)
-        .values(recipient="", raw={"erased": True}, description="[erased]")
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 @subscribers_app.command("export-data")
 def export_data(email: str) -> None:
     """Print, as JSON, everything held about one reader (GDPR Art. 15 and 20)."""
@@ -273,28 +248,11 @@ def export_data(email: str) -> None:
         address = normalize_email(email)
         held = lifecycle.export_data(session, email=address)
         subscriber = repository.get_by_email(session, email=address)
-        deliveries = _deliveries(session, subscriber.id) if subscriber else []
+        deliveries = (
+            readers.deliveries(session, subscriber.id) if subscriber and subscriber.id else []
+        )
     data: dict[str, Any] = {"email": address, "subscriber": None, "consent_log": []}
     data |= {"suppression": None, **(held or {}), "deliveries": deliveries}
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     if held is None:
         typer.echo(f"Nothing is held about {address}.", err=True)
-
-
-def _deliveries(session: Session, subscriber_id: int | None) -> list[dict[str, Any]]:
-    stmt = (
-        select(Edition.key, Delivery.state, Delivery.attempts, Delivery.updated_at, Delivery.detail)  # type: ignore[call-overload]
-        .join(Edition, Edition.id == Delivery.edition_id)
-        .where(Delivery.subscriber_id == subscriber_id)
-        .order_by(Delivery.id)
-    )
-    return [
-        {
-            "edition": key,
-            "state": str(state),
-            "attempts": attempts,
-            "updated_at": updated.isoformat(),
-            "detail": detail,
-        }
-        for key, state, attempts, updated, detail in session.execute(stmt)
-    ]

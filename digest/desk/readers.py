@@ -149,7 +149,7 @@ def deliveries(session: Session, reader_id: int) -> list[dict[str, Any]]:
         .order_by(col(Delivery.id))
     )
     return [
-        {"edition": k, "state": str(s), "attempts": a, "detail": d, "at": u.isoformat()}
+        {"edition": k, "state": str(s), "attempts": a, "detail": d, "updated_at": u.isoformat()}
         for k, s, a, d, u in session.execute(stmt)
     ]
 
@@ -270,14 +270,14 @@ def forget(rt: Runtime, reader_id: int, *, typed: str, actor: str) -> None:
             same = False
         if not same:
             raise ReaderRefused("the address typed is not this reader's: nothing was erased")
-        notes = _scrub_deliveries(session, reader_id, address)
-        events = _scrub_provider_events(session, address)
+        notes = scrub_deliveries(session, reader_id, address)
+        events = scrub_provider_events(session, address)
         lifecycle.forget(session, email=address, context=DESK, now=now)
         detail = f"erased; {notes} delivery notes and {events} provider events scrubbed"
         _audit(session, actor, "forget", reader_id, detail, now)
 
 
-def _scrub_deliveries(session: Session, reader_id: int, address: str) -> int:
+def scrub_deliveries(session: Session, reader_id: int, address: str) -> int:
     """The address out of delivery notes (server answers often quote it)."""
     count, quoted = 0, re.compile(re.escape(address), re.IGNORECASE)
     stmt = select(Delivery).where(col(Delivery.subscriber_id) == reader_id)
@@ -289,7 +289,8 @@ def _scrub_deliveries(session: Session, reader_id: int, address: str) -> int:
     return count
 
 
-def _scrub_provider_events(session: Session, address: str) -> int:
+def scrub_provider_events(session: Session, address: str) -> int:
+    """Provider events quote the address: keep the event, drop the address and payload."""
     table = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
     result = session.execute(
         update(table)
