@@ -26,8 +26,10 @@ GET      /archive               sent editions, newest first
 GET      /archive/{key}         the web version of a sent edition
 GET      /archive.xml           Atom feed of sent editions
 GET      /links                 "use the personal links in your email"
-*        /admin/...             the operator desk (digest.web.admin), only when
-                                DIGEST_ADMIN_PASSWORD or DIGEST_ADMIN_TOKEN is set
+*        /admin/...             the operator desk (digest.web.admin); 404 while no
+                                operator exists and no bootstrap credential is set
+*        /api/v1/...            the API (digest.web.api), API keys; its own
+                                /api/v1/openapi.json
 =======  =====================  ==============================================
 
 Errors: a bad token gets one generic 400 page; an unknown path 404; a database
@@ -93,7 +95,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(archive.router)
     app.include_router(healthz.router)
     webhooks.install(app, runtime)  # adapters built now (ConfigError); POST /webhooks/{provider}
-    admin.install(app, runtime)  # /admin, the operator desk: only with a credential set
+    admin.install(app, runtime)  # /admin, the operator desk (404 until an operator exists)
     api.install(app, runtime)  # /api/v1 with API keys
     app.add_api_route("/", _home, include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _http_error)
