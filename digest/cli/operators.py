@@ -95,7 +95,7 @@ def add(
 
 
 def _when(moment: datetime | None, tz: ZoneInfo) -> str:
-    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M}" if moment is not None else ""
+    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M %Z}" if moment is not None else ""
 
 
 @operators_app.command("list")
