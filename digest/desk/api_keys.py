@@ -152,7 +152,23 @@ def revoke(
     ]
     if not found:
         raise ApiKeyError(f"no current key is named {wanted!r} or has that prefix")
-    row = found[0]
+    return _revoke(session, found[0], by=by, now=now, via=via)
+
+
+def revoke_id(
+    session: Session, *, key_id: int, by: str, now: datetime, via: str = "desk"
+) -> ApiKey | None:
+    """Revoke the key with this id (the desk's button); None when there is no such
+    key. Raises :class:`ApiKeyError` when it is already revoked."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        return None
+    if row.revoked_at is not None:
+        raise ApiKeyError(f"the key {row.name!r} ({row.prefix}) is already revoked")
+    return _revoke(session, row, by=by, now=now, via=via)
+
+
+def _revoke(session: Session, row: ApiKey, *, by: str, now: datetime, via: str) -> ApiKey:
     row.revoked_at = now
     session.add(row)
     audit.record(

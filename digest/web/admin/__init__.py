@@ -29,6 +29,9 @@ POST     /admin/editions/{key}/check-links          pre-flight with every link f
 POST     /admin/editions/{key}/approve|pause|resume what ``digest approve|pause|resume`` do
 GET      /admin/operators, POST /admin/operators    operators (admin): list, add
 POST     /admin/operators/{key}/role|disable|enable|reset-totp   change one (admin)
+GET      /admin/api-keys, POST /admin/api-keys      API keys (admin): list, create (shown once)
+POST     /admin/api-keys/{key_id}/revoke            revoke one (admin)
+GET      /admin/settings                            the effective configuration, read-only (admin)
 GET      /admin/audit, /admin/audit.csv             the audit log (any operator)
 =======  ========================================  ====================================
 """
@@ -61,10 +64,12 @@ def install(app: FastAPI, rt: Runtime) -> bool:
         routes_edit,
         routes_editions,
         routes_import,
+        routes_keys,
         routes_login,
         routes_operators,
         routes_preview,
         routes_readers,
+        routes_settings,
     )
 
     app.state.admin = Desk(Guard(rt, credentials), FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE))
@@ -81,6 +86,8 @@ def install(app: FastAPI, rt: Runtime) -> bool:
         routes_readers,
         routes_import,
         routes_operators,
+        routes_keys,
+        routes_settings,
         routes_audit,
     ):
         module.register(router)
