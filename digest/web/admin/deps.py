@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path
@@ -78,6 +79,13 @@ async def operator(request: Request) -> Operator:
 
 
 Authenticated = Annotated[Operator, Depends(operator)]
+
+
+def utc_minute(at: datetime | None) -> str:
+    """A stored time as the desk's tables show it (``""`` for none)."""
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else ""
+
+
 ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
 
 

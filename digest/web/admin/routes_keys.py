@@ -16,7 +16,6 @@ with the reason and status 400; nothing is created.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,7 +27,7 @@ from digest.config.runtime import Runtime
 from digest.desk import api_keys
 from digest.store.db import session_scope
 from digest.web.admin.auth import Operator
-from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Admin, RowId, desk_of, form
+from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Admin, RowId, desk_of, form, utc_minute
 from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
@@ -50,10 +49,6 @@ def register(router: APIRouter) -> None:
     )
 
 
-def _when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else ""
-
-
 def _listing(rt: Runtime) -> list[dict[str, Any]]:
     with session_scope(rt.engine) as session:
         return [
@@ -62,10 +57,10 @@ def _listing(rt: Runtime) -> list[dict[str, Any]]:
                 "name": k.name,
                 "prefix": k.prefix,
                 "scopes": ", ".join(api_keys.scopes_of(k)),
-                "created": _when(k.created_at),
+                "created": utc_minute(k.created_at),
                 "created_by": k.created_by,
-                "last_used": _when(k.last_used_at),
-                "revoked": _when(k.revoked_at),
+                "last_used": utc_minute(k.last_used_at),
+                "revoked": utc_minute(k.revoked_at),
             }
             for k in api_keys.all_keys(session)
         ]

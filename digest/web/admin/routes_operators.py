@@ -16,7 +16,6 @@ the page again with the reason and status 400; nothing is changed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -30,7 +29,7 @@ from digest.config.runtime import Runtime
 from digest.desk import operators
 from digest.store.db import session_scope
 from digest.web.admin.auth import Operator
-from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Admin, RowId, desk_of, form
+from digest.web.admin.deps import CSRF_FIELD, PAGE_HEADERS, Admin, RowId, desk_of, form, utc_minute
 from digest.web.forms import openapi_body
 from digest.web.state import web_of
 
@@ -65,10 +64,6 @@ def register(router: APIRouter) -> None:
         )
 
 
-def _when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else ""
-
-
 def _listing(rt: Runtime) -> list[dict[str, Any]]:
     with session_scope(rt.engine) as session:
         return [
@@ -77,8 +72,8 @@ def _listing(rt: Runtime) -> list[dict[str, Any]]:
                 "email": op.email,
                 "role": op.role,
                 "totp": op.totp_confirmed_at is not None,
-                "last_sign_in": _when(op.last_sign_in_at),
-                "disabled": _when(op.disabled_at),
+                "last_sign_in": utc_minute(op.last_sign_in_at),
+                "disabled": utc_minute(op.disabled_at),
             }
             for op in operators.all_operators(session)
         ]
