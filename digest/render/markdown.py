@@ -23,12 +23,14 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import nh3
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 from markupsafe import Markup
+
+if TYPE_CHECKING:  # loaded on first use: most commands never render a note (~45 ms)
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 ALLOWED_TAGS = frozenset({"p", "br", "strong", "em", "a", "ul", "ol", "li", "blockquote", "code"})
 ALLOWED_ATTRIBUTES = {"a": {"href"}}
@@ -56,14 +58,14 @@ def _heading_close(self: Any, tokens: Sequence[Token], idx: int, options: Any, e
     return "</strong></p>\n"
 
 
+@cache
 def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
     md = MarkdownIt("commonmark", {"html": False})
     md.add_render_rule("heading_open", _heading_open)
     md.add_render_rule("heading_close", _heading_close)
     return md
-
-
-_MD = _parser()
 
 
 def clean_source(source: str) -> str:
@@ -76,7 +78,9 @@ def note_html(source: str) -> Markup:
     source = clean_source(source)
     if not source:
         return Markup("")
-    rendered = _MD.render(source)
+    import nh3
+
+    rendered = _parser().render(source)
     cleaned = nh3.clean(
         rendered,
         tags=set(ALLOWED_TAGS),
