@@ -30,6 +30,9 @@ class Purpose(StrEnum):
     unsubscribe = "unsubscribe"
     preferences = "preferences"
     confirm = "confirm"
+    vote = "vote"  # a reader's vote on one tool (digest/engagement/tokens.py)
+    link = "link"  # a tracked link: edition, comparison, target (not per reader)
+    ref = "ref"  # which message a click came from (pseudonymous unless [tracking] individual)
 
 
 class BadToken(ValueError):
@@ -50,7 +53,8 @@ class TokenSigner:
             raise ValueError("at least one non-empty secret key is needed to sign tokens")
         self._keys = {
             p: [self._derive(k, p) for k in secret_keys]
-            for p in (Purpose.unsubscribe, Purpose.preferences)
+            for p in Purpose
+            if p is not Purpose.confirm
         }
         # itsdangerous signs with the *last* key; ours signs with the first.
         self._confirm = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="digest.confirm")
@@ -68,6 +72,27 @@ class TokenSigner:
         body = str(subscriber_id).encode("ascii")
         tag = hmac.new(self._keys[purpose][0], body, hashlib.sha256).digest()[:_TAG_BYTES]
         return f"{subscriber_id}.{_b64(tag)}"
+
+    def tag(self, purpose: Purpose, body: str, *, size: int = _TAG_BYTES) -> str:
+        """A URL-safe HMAC-SHA256 tag of ``body`` under ``purpose``'s newest key, cut
+        to ``size`` bytes (at least 8: 64 bits stay out of an online forger's reach)."""
+        if purpose is Purpose.confirm or not 8 <= size <= 32:
+            raise ValueError("tag: an untimed purpose and 8 to 32 bytes")
+        return _b64(hmac.new(self._keys[purpose][0], body.encode(), hashlib.sha256).digest()[:size])
+
+    def check(self, purpose: Purpose, body: str, tag: str, *, size: int = _TAG_BYTES) -> bool:
+        """Whether ``tag`` is :meth:`tag` of ``body`` under any key (rotation)."""
+        try:
+            given = _unb64(tag)
+        except ValueError:
+            return False
+        if len(given) != size or purpose is Purpose.confirm:
+            return False
+        data = body.encode()
+        return any(
+            hmac.compare_digest(hmac.new(k, data, hashlib.sha256).digest()[:size], given)
+            for k in self._keys[purpose]
+        )
 
     def verify(self, purpose: Purpose, token: str, *, max_age: int | None = None) -> int:
         """Return the subscriber id. Raises :class:`BadToken` for any bad token."""

@@ -36,9 +36,9 @@ from digest.config.sections import (
     SendConfig,
     SiteConfig,
     UnknownPolicy,
-    WebConfig,
     WebhooksConfig,
 )
+from digest.config.web_sections import TrackingConfig, VotesConfig, WebConfig
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -56,7 +56,9 @@ __all__ = [
     "ScheduleConfig",
     "SendConfig",
     "SiteConfig",
+    "TrackingConfig",
     "UnknownPolicy",
+    "VotesConfig",
     "WebConfig",
     "WebhooksConfig",
     "find_config",

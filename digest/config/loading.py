@@ -119,6 +119,8 @@ def _config(settings: DigestSettings, inputs: Inputs) -> Config:
         schedule=schedule,
         operators=settings.operators,
         webhooks=_webhooks(settings, inputs),
+        tracking=settings.tracking,
+        votes=settings.votes,
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
     )

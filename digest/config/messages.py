@@ -22,7 +22,7 @@ from digest.config.settings import DigestSettings, Inputs, hint
 # The order the sections were always checked in: the first mistake told is the same.
 ORDER = (
     *("site", "send", "web", "database", "paths", "email", "feed", "transport", "failover"),
-    *("edition", "preflight", "schedule", "operators", "webhooks"),
+    *("edition", "preflight", "schedule", "operators", "webhooks", "tracking", "votes"),
 )
 
 # Keys an older version read, with what replaced them.

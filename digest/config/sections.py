@@ -13,51 +13,26 @@ frozen dataclasses these models replace did.
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
     SkipValidation,
-    field_validator,
 )
 
-from digest.errors import ConfigError
+from digest.config.section_base import Section, string_list
+from digest.config.web_sections import TrackingConfig, VotesConfig, WebConfig
 
 UnknownPolicy = Literal["resend", "skip"]
-# An origin: http(s), a host name or [IPv6] address, an optional port; nothing else.
-_ORIGIN = re.compile(
-    r"(?i)https?://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?"
-)
-
-
-class Section(BaseModel):
-    """A ``config.toml`` table: strict types, unknown keys refused, read-only."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-
-def _list() -> Any:
-    """A list of strings in the file, a tuple here (TOML has no tuples: not strict)."""
-    return Field(default=(), strict=False)
 
 
 class SiteConfig(Section):
@@ -132,7 +107,7 @@ class ScheduleConfig(Section):
 class OperatorsConfig(Section):
     """``[operators]``: who hears about drafts to approve and incidents."""
 
-    emails: tuple[str, ...] = _list()  # each checked with email-validator (checks.py)
+    emails: tuple[str, ...] = string_list()  # each checked with email-validator (checks.py)
     feed_failures: PositiveInt = 3  # this many failed polls in a row is an incident
 
 
@@ -146,51 +121,6 @@ class SendConfig(Section):
     pause_window: PositiveInt = 200  # … the last this many answers are failures
     # How long a sender holds the rows it claimed without renewing (at least 10 s).
     lease_seconds: PositiveInt = 120
-
-
-class WebConfig(Section):
-    """The public web side (``digest serve``)."""
-
-    confirm_token_hours: PositiveInt = 72  # a confirmation link works this long
-    confirm_resend_minutes: PositiveInt = 60  # one confirmation mail per address per window
-    signups_per_minute: PositiveInt = 10  # per client IP; more get 429
-    welcome_email: bool = True  # send the latest edition when a reader confirms
-    consent_version: str = "1"  # version of the consent text shown on the sign-up form
-    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
-    # (addresses or CIDR ranges); the client is the right-most address not in here.
-    trusted_proxies: tuple[str, ...] = _list()
-    proof_of_work: bool = False  # sign-ups must solve an ALTCHA challenge (self-hosted)
-    proof_of_work_max_number: PositiveInt = 100_000  # the challenge's search space (difficulty)
-    proof_of_work_minutes: PositiveInt = 10  # a challenge expires after this long
-    block_disposable_domains: bool = False  # refuse sign-ups from throwaway-mail domains
-    # Origins (https://host[:port]) whose pages may POST /subscribe with fetch() (CORS).
-    allowed_origins: tuple[str, ...] = _list()
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(origin_of(entry) for entry in value)
-
-
-def origin_of(entry: str) -> str:
-    """``entry`` as a browser sends it in ``Origin``: scheme and host lower-cased, no
-    default port, no trailing slash. Raises ConfigError (not a ValueError: pydantic
-    would swallow the message) for anything but ``http(s)://host[:port]``."""
-    text = entry.strip().rstrip("/")
-    if _ORIGIN.fullmatch(text):
-        parts = urlsplit(text.lower())
-        try:
-            port = parts.port
-        except ValueError:  # out of range
-            port = -1
-        if port != -1 and parts.hostname:
-            default = {"http": 80, "https": 443}[parts.scheme]
-            host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
-            return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
-    raise ConfigError(
-        f"[web] key 'allowed_origins': {entry!r} is not an origin; write the scheme and host "
-        "(and a port if not the default) and nothing else, e.g. 'https://verdicts.example.com'"
-    )
 
 
 class PreflightConfig(Section):
@@ -233,7 +163,7 @@ class AdapterConfig:
 class WebhookRules(Section):
     """The keys of ``[webhooks]`` itself (its ``[webhooks.<name>]`` tables aside)."""
 
-    providers: tuple[str, ...] = _list()
+    providers: tuple[str, ...] = string_list()
     soft_bounce_limit: PositiveInt = 3  # this many soft bounces …
     soft_bounce_window_days: PositiveInt = 30  # … within this many days suppress the reader
     max_body_bytes: PositiveInt = 1_000_000  # a larger request gets 413
@@ -278,6 +208,8 @@ class Config:
     failover: AdapterConfig | None = None  # a secondary transport (optional)
     failover_cooldown: float = 300.0  # seconds the primary rests after failing
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    votes: VotesConfig = field(default_factory=VotesConfig)
     secret_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -297,6 +229,8 @@ SECTIONS: dict[str, type[Section]] = {
     "web": WebConfig,
     "preflight": PreflightConfig,
     "schedule": ScheduleConfig,
+    "tracking": TrackingConfig,
+    "votes": VotesConfig,
 }
 ADAPTERS = ("feed", "transport", "failover")  # free-form tables, checked by their adapter
 # Every section name, in the order a "did you mean" hint for a section searches them.

@@ -53,9 +53,9 @@ from digest.config.sections import (
     ScheduleConfig,
     SendConfig,
     SiteConfig,
-    WebConfig,
     WebhookRules,
 )
+from digest.config.web_sections import TrackingConfig, VotesConfig, WebConfig
 from digest.errors import ConfigError
 
 ENV_PREFIX = "DIGEST_"
@@ -95,6 +95,8 @@ class DigestSettings(BaseSettings):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     operators: OperatorsConfig = Field(default_factory=OperatorsConfig)
     webhooks: WebhooksTable = Field(default_factory=WebhooksTable)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    votes: VotesConfig = Field(default_factory=VotesConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -199,58 +199,6 @@ class FeedState(SQLModel, table=True):
     last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
-class Lease(SQLModel, table=True):
-    """A named lease: one live holder at a time, taken over only after it expires."""
-
-    __tablename__ = "lease"
-
-    name: str = Field(sa_column=Column(String(200), primary_key=True))
-    owner: str = Field(sa_column=Column(String(200), nullable=False))
-    expires_at: datetime = _ts()
-
-
-class RunRecord(SQLModel, table=True):
-    """One run of a scheduled or cron-started job, for ``digest status`` and ``digest check``."""
-
-    __tablename__ = "run_record"
-    __table_args__ = (Index("ix_run_record_job_started", "job", "started_at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    job: str = Field(sa_column=Column(String(40), nullable=False))  # weekly, poll, ...
-    trigger: str = Field(default="", sa_column=Column(String(20), nullable=False, default=""))
-    started_at: datetime = _ts()
-    finished_at: datetime | None = _ts(nullable=True)
-    outcome: str = Field(default="", sa_column=Column(String(20), nullable=False, default=""))
-    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-
-
-class Alert(SQLModel, table=True):
-    """An incident that needs a human (feed failing, missed edition, paused edition).
-
-    One row per incident name; ``resolved_at`` None means open. The operators are
-    emailed once when it opens (``notified_at``), not at every check.
-    """
-
-    __tablename__ = "alert"
-
-    name: str = Field(sa_column=Column(String(200), primary_key=True))
-    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    opened_at: datetime = _ts()
-    last_seen_at: datetime = _ts()
-    notified_at: datetime | None = _ts(nullable=True)
-    resolved_at: datetime | None = _ts(nullable=True)
-
-
-class InstanceSecret(SQLModel, table=True):
-    """A generated signing key, used only when ``DIGEST_SECRET_KEY`` is not set."""
-
-    __tablename__ = "instance_secret"
-
-    id: int = Field(sa_column=Column(Integer, primary_key=True))
-    value: str = Field(sa_column=Column(String(200), nullable=False))
-    created_at: datetime = _ts()
-
-
 class DeliveryEventRecord(SQLModel, table=True):
     """One provider webhook event (``digest.webhooks.base.DeliveryEvent``), as received.
 
@@ -335,3 +283,13 @@ from digest.store.desk_models import (  # noqa: E402  (one metadata for every ta
 from digest.store.desk_models import AuditEvent as AuditEvent  # noqa: E402
 from digest.store.desk_models import EditionEditorial as EditionEditorial  # noqa: E402
 from digest.store.desk_models import Operator as Operator  # noqa: E402
+from digest.store.engagement_models import ClickEvent as ClickEvent  # noqa: E402
+from digest.store.engagement_models import ClickSeen as ClickSeen  # noqa: E402
+from digest.store.engagement_models import EditionSnapshot as EditionSnapshot  # noqa: E402
+from digest.store.engagement_models import EngagementCount as EngagementCount  # noqa: E402
+from digest.store.engagement_models import ReaderVote as ReaderVote  # noqa: E402
+from digest.store.engagement_models import VoteChange as VoteChange  # noqa: E402
+from digest.store.ops_models import Alert as Alert  # noqa: E402
+from digest.store.ops_models import InstanceSecret as InstanceSecret  # noqa: E402
+from digest.store.ops_models import Lease as Lease  # noqa: E402
+from digest.store.ops_models import RunRecord as RunRecord  # noqa: E402

@@ -60,6 +60,8 @@ from digest.web import (
     proof_of_work,
     routes_links,
     routes_subscribe,
+    routes_track,
+    routes_votes,
     webhooks,
 )
 from digest.web.mailer import Mailer
@@ -94,6 +96,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(routes_links.router)
     app.include_router(archive.router)
     app.include_router(healthz.router)
+    routes_track.install(app, runtime)  # /r/{token}/{ref}, the open pixel, the click counter
+    routes_votes.install(app, runtime)  # /v/{token}/{choice}, /votes.json
     webhooks.install(app, runtime)  # adapters built now (ConfigError); POST /webhooks/{provider}
     admin.install(app, runtime)  # /admin, the operator desk (404 until an operator exists)
     api.install(app, runtime)  # /api/v1 with API keys

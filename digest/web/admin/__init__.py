@@ -70,6 +70,7 @@ def install(app: FastAPI, rt: Runtime) -> bool:
         routes_preview,
         routes_readers,
         routes_settings,
+        routes_stats,
     )
 
     app.state.admin = Desk(Guard(rt, credentials), FailedAttempts(LOGIN_ATTEMPTS_PER_MINUTE))
@@ -89,6 +90,7 @@ def install(app: FastAPI, rt: Runtime) -> bool:
         routes_keys,
         routes_settings,
         routes_audit,
+        routes_stats,
     ):
         module.register(router)
     app.include_router(router)

@@ -1,0 +1,13 @@
+"""Tracked links (``/r/{token}/{ref}``) and the optional open pixel. (issue 16: to be built)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from digest.config.runtime import Runtime
+
+router = APIRouter(tags=["tracking"])
+
+
+def install(app: FastAPI, runtime: Runtime) -> None:
+    app.include_router(router)
