@@ -103,6 +103,7 @@ def test_every_page_has_the_security_headers_and_the_postal_address(site: Site) 
 def test_a_database_failure_gives_a_plain_503_page(site: Site) -> None:
     with site.rt.engine.begin() as conn:
         conn.execute(text("DROP TABLE edition_editorial"))
+        conn.execute(text("DROP TABLE edition_snapshot"))
         conn.execute(text("DROP TABLE edition_comparison"))
         conn.execute(text("DROP TABLE delivery"))
         conn.execute(text("DROP TABLE edition"))
