@@ -148,9 +148,9 @@ class TestMailgunWebhook(WebhookCases):
 
     def sample_unknown_kind(self) -> Any:
         return {
-            "id": "open-1",
+            "id": "accepted-1",
             "timestamp": 1521243339.873676,
-            "event": "opened",
+            "event": "accepted",
             "recipient": "alice@example.com",
             "client-info": {"client-type": "browser"},
         }
@@ -317,7 +317,8 @@ class TestMailgunWebhook(WebhookCases):
             ("complained", EventType.complained),
             ("accepted", EventType.unknown),
             ("rejected", EventType.unknown),
-            ("clicked", EventType.unknown),
+            ("opened", EventType.opened),
+            ("clicked", EventType.clicked),
             ("stored", EventType.unknown),
         ],
     )

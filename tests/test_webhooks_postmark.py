@@ -150,7 +150,13 @@ class TestPostmarkWebhook(WebhookCases):
         )
 
     def sample_unknown_kind(self) -> Any:
-        return {"RecordType": "Open", "MessageID": "m-1", "Recipient": "a@example.com"}
+        # A reactivation: nothing to apply. (Open and Click are opened / clicked.)
+        return {
+            "RecordType": "SubscriptionChange",
+            "SuppressSending": False,
+            "MessageID": "m-1",
+            "Recipient": "a@example.com",
+        }
 
     expected_hard_bounce: ClassVar[Mapping[str, Any]] = {
         "type": EventType.bounced_hard,

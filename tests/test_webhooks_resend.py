@@ -140,7 +140,7 @@ class TestResendWebhook(WebhookCases):
         )
 
     def sample_unknown_kind(self) -> Any:
-        return resend_event("email.opened", opened={"ipAddress": "192.0.2.1"})
+        return resend_event("email.delivery_delayed")
 
     # -- Svix specifics ----------------------------------------------------------------
     def test_event_id_and_replay_key_are_the_svix_id(self) -> None:
@@ -205,7 +205,8 @@ class TestResendWebhook(WebhookCases):
             ("email.complained", EventType.complained),
             ("email.sent", EventType.unknown),
             ("email.delivery_delayed", EventType.unknown),
-            ("email.clicked", EventType.unknown),
+            ("email.opened", EventType.opened),
+            ("email.clicked", EventType.clicked),
             ("email.failed", EventType.unknown),
             ("contact.created", EventType.unknown),
         ],

@@ -127,8 +127,8 @@ class TestSendGridWebhook(WebhookCases):
         return {
             "email": "example@test.com",
             "timestamp": 1513299569,
-            "event": "open",
-            "sg_event_id": "open-1",
+            "event": "processed",
+            "sg_event_id": "processed-1",
             "useragent": "Mozilla/4.0",
         }
 
@@ -281,7 +281,8 @@ class TestSendGridWebhook(WebhookCases):
             ("group_unsubscribe", "", EventType.unsubscribed),
             ("processed", "", EventType.unknown),
             ("deferred", "", EventType.unknown),
-            ("click", "", EventType.unknown),
+            ("open", "", EventType.opened),
+            ("click", "", EventType.clicked),
             ("group_resubscribe", "", EventType.unknown),
         ],
     )

@@ -334,7 +334,7 @@ class TestSesWebhook(WebhookCases):
         )
 
     def sample_unknown_kind(self) -> Any:
-        return {"eventType": "Open", "open": {"ipAddress": "192.0.2.1"}, "mail": mail()}
+        return {"eventType": "Send", "send": {}, "mail": mail()}
 
     # -- what differs from the shared base: a required topic list, not a secret ----------
     def test_constructor_refuses_to_start_without_its_secret(self) -> None:
@@ -596,12 +596,22 @@ class TestSesWebhook(WebhookCases):
         sample["mail"] = mail(headers=[], commonHeaders={})
         assert self.only_event(sample).message_id == ""
 
-    @pytest.mark.parametrize("kind", ["DeliveryDelay", "Send", "Reject", "Click", "Subscription"])
+    @pytest.mark.parametrize("kind", ["DeliveryDelay", "Send", "Reject", "Subscription"])
     def test_other_ses_kinds_are_unknown(self, kind: str) -> None:
         event = self.only_event({"eventType": kind, "mail": mail()})
         assert event.type is EventType.unknown
         assert event.recipient == "reader@example.org"
         assert event.description == kind
+
+    @pytest.mark.parametrize(
+        ("kind", "expected"), [("Open", EventType.opened), ("Click", EventType.clicked)]
+    )
+    def test_opens_and_clicks_are_ses_tracking(self, kind: str, expected: EventType) -> None:
+        at = "2025-03-04T11:58:00.000Z"
+        sample = {"eventType": kind, kind.lower(): {"timestamp": at}, "mail": mail()}
+        event = self.only_event(sample)
+        assert (event.type, event.recipient) == (expected, "reader@example.org")
+        assert event.occurred_at == datetime(2025, 3, 4, 11, 58, tzinfo=UTC)
 
     def test_parse_does_not_mutate_or_share_the_raw_payload(self) -> None:
         sample = ses_bounce()

@@ -24,7 +24,11 @@ bounced-soft    counted (at most once per message and once per day, see
                 ``soft_bounce_limit`` within the window → as a hard bounce
 complained      reader complained, suppressed
 unsubscribed    reader unsubscribed (source ``webhook``)
-delivered       noted on the delivery (an ``unknown`` row becomes ``sent``)
+delivered       noted on the delivery (an ``unknown`` row becomes ``sent``);
+                counted: ``engagement_count`` kind ``delivered`` of its edition
+opened          the provider's open tracking: counted (``provider_open``) for
+                the matched delivery's edition; nothing else
+clicked         the same, ``provider_click``
 unknown         stored only
 ==============  ==============================================================
 """
@@ -42,6 +46,7 @@ from sqlmodel import Session
 from digest.delivery.event_report import Attention, attention
 from digest.delivery.event_store import store_event
 from digest.delivery.matching import Match, match_event, parse_message_id
+from digest.engagement.counter import PROVIDER_KINDS, count_provider_event
 from digest.store.models import Delivery, DeliveryEventRecord, DeliveryState
 from digest.webhooks.base import DeliveryEvent, EventType
 from subscribers import bounces, lifecycle
@@ -121,8 +126,11 @@ def _effect(
         session.add(delivery)
     if event.type is EventType.unknown:
         return "stored only (unknown event kind)", False
-    if event.type is EventType.delivered:
-        return ("delivery noted" if delivery else "stored only (no matching delivery)"), False
+    if event.type in PROVIDER_KINDS:  # delivered, opened, clicked: counted per edition
+        if delivery is None:
+            return "stored only (no matching delivery)", False
+        count_provider_event(session.connection(), edition_id=delivery.edition_id, kind=event.type)
+        return ("delivery noted" if event.type is EventType.delivered else "counted"), False
     if event.policy:
         return f"policy block, reader left alone: {note}", False
     if subscriber is None or subscriber.id is None:
@@ -196,8 +204,8 @@ def _note_delivery(delivery: Delivery, event: DeliveryEvent, note: str, now: dat
     """Note the event on its delivery row. A hard bounce (policy blocks included: the
     message did not arrive) of a sent message marks it ``bounced``; a delivered or
     bounced event for a row in doubt (``unknown``: the sender died before recording
-    the answer) proves it was sent."""
-    if event.type is EventType.unknown:
+    the answer) proves it was sent. Opens and clicks are only counted."""
+    if event.type in (EventType.unknown, EventType.opened, EventType.clicked):
         return
     doubtful = delivery.state == DeliveryState.unknown
     if event.type is EventType.bounced_hard and (doubtful or delivery.state == DeliveryState.sent):

@@ -6,6 +6,8 @@ web route (``digest/web/webhooks.py``) calls :meth:`Webhook.verify` first — a
 request that fails it changes nothing and gets a 4xx — then :meth:`Webhook.parse`,
 and hands the events to ``digest.delivery.events``. Unknown event kinds map to
 ``EventType.unknown`` with the raw payload kept; they never crash the route.
+The provider's open and click events map to ``opened`` and ``clicked``: they only
+count (docs/TRACKING.md).
 
 Secrets come from the environment: each class names its variables in
 ``secret_env`` (constructor keyword → variable); a provider enabled without its
@@ -27,6 +29,10 @@ class EventType(StrEnum):
     bounced_soft = "bounced-soft"
     complained = "complained"
     unsubscribed = "unsubscribed"
+    # The provider's own open and click tracking: counted per edition
+    # (engagement_count provider_open / provider_click), never acted on.
+    opened = "opened"
+    clicked = "clicked"
     unknown = "unknown"
 
 

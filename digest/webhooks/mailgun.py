@@ -23,10 +23,11 @@ https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payl
 Mapping: delivered → delivered; failed → bounced-hard (severity "permanent") or
 bounced-soft (anything else), except ``reason`` suppress-complaint / suppress-
 unsubscribe, which report an earlier complaint or unsubscribe; complained,
-unsubscribed as named. accepted, rejected, opened, clicked, stored … → unknown
-(kept raw; nothing to apply). ``policy`` when ``reason`` is espblock or the enhanced
-code is X.7.X. Our Message-ID is ``user-variables.digest_message_id`` (set by the
-Mailgun transport); the ``message-id`` header is Mailgun's own id for the request.
+unsubscribed as named; opened, clicked (Mailgun's own tracking) → opened, clicked
+(counted only). accepted, rejected, stored … → unknown (kept raw; nothing to
+apply). ``policy`` when ``reason`` is espblock or the enhanced code is X.7.X. Our
+Message-ID is ``user-variables.digest_message_id`` (set by the Mailgun
+transport); the ``message-id`` header is Mailgun's own id for the request.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ EVENTS: Mapping[str, EventType] = {
     "delivered": EventType.delivered,
     "complained": EventType.complained,
     "unsubscribed": EventType.unsubscribed,
+    "opened": EventType.opened,
+    "clicked": EventType.clicked,
     # "failed" is refined below; everything else is unknown.
 }
 

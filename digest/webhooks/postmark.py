@@ -13,7 +13,9 @@ Payloads (one object per request, ``RecordType`` names the kind):
 https://postmarkapp.com/developer/webhooks/bounce-webhook,
 https://postmarkapp.com/developer/webhooks/spam-complaint-webhook,
 https://postmarkapp.com/developer/webhooks/delivery-webhook,
-https://postmarkapp.com/developer/webhooks/subscription-change-webhook;
+https://postmarkapp.com/developer/webhooks/subscription-change-webhook,
+https://postmarkapp.com/developer/webhooks/open-tracking-webhook,
+https://postmarkapp.com/developer/webhooks/click-webhook;
 bounce ``Type`` values: https://postmarkapp.com/developer/api/bounce-api#bounce-types.
 A bounce with ``Inactive: true`` means Postmark deactivated the address and will
 answer every later send to it with ErrorCode 406 ("inactive recipient"): it is
@@ -79,7 +81,10 @@ SUPPRESSION_REASONS: Mapping[str, EventType] = {
 RECORD_TYPES: Mapping[str, EventType] = {
     "Delivery": EventType.delivered,
     "SpamComplaint": EventType.complained,
-    # Bounce and SubscriptionChange are refined below; Open, Click … are unknown.
+    # Postmark's own open and click tracking (when turned on for the stream).
+    "Open": EventType.opened,
+    "Click": EventType.clicked,
+    # Bounce and SubscriptionChange are refined below; anything else is unknown.
 }
 
 # Our Message-ID travels in the message's Metadata (digest/transports/postmark.py),

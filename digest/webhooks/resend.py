@@ -47,13 +47,16 @@ _SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _STATUS: Final = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _BLOCKED: Final = re.compile(r"\bblock(ed|list)|\bpolicy\b|\bspam\b|\breputation\b", re.I)
 
-# Resend event type → ours. email.bounced is refined by BOUNCE_TYPES; anything not
-# here (sent, opened, clicked, delivery_delayed, failed, scheduled, received,
-# contact.*, domain.*) is ``unknown``: kept, never acted on.
+# Resend event type → ours. email.bounced is refined by BOUNCE_TYPES; opened and
+# clicked (Resend's own tracking) are counted only; anything not here (sent,
+# delivery_delayed, failed, scheduled, received, contact.*, domain.*) is
+# ``unknown``: kept, never acted on.
 EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "email.delivered": EventType.delivered,
     "email.bounced": EventType.bounced_hard,  # "permanently rejected", per the docs
     "email.complained": EventType.complained,
+    "email.opened": EventType.opened,
+    "email.clicked": EventType.clicked,
     # Resend did not send: the address is on its suppression list after an earlier
     # hard bounce or complaint (SES's "Suppressed"/"OnAccountSuppressionList").
     "email.suppressed": EventType.bounced_hard,

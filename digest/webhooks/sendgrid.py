@@ -54,9 +54,12 @@ CUSTOM_ARG_MESSAGE_ID = "digest_message_id"
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 # ``event`` → our type. ``bounce`` and ``dropped`` are refined below. processed,
-# deferred (SendGrid keeps retrying), open, click, group_resubscribe … are unknown.
+# deferred (SendGrid keeps retrying), group_resubscribe … are unknown; open and
+# click are SendGrid's own tracking (counted only).
 EVENTS: Mapping[str, EventType] = {
     "delivered": EventType.delivered,
+    "open": EventType.opened,
+    "click": EventType.clicked,
     "spamreport": EventType.complained,
     "unsubscribe": EventType.unsubscribed,
     "group_unsubscribe": EventType.unsubscribed,

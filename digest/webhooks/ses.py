@@ -41,6 +41,7 @@ from digest.webhooks.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from digest.webhooks.fields import angle as _angle
 from digest.webhooks.fields import iso_time as _timestamp
 from digest.webhooks.sns_certs import (
     DEFAULT_CERTIFICATES,
@@ -70,11 +71,14 @@ BOUNCE_TYPES: Final[Mapping[str, EventType]] = {
 # Sub-types that say "the content or the sender was refused", not "the reader is gone".
 POLICY_SUBTYPES: Final = frozenset({"ContentRejected"})
 
-# SES kinds other than bounces → our type. Anything not here is ``unknown``
-# (Send, Reject, Open, Click, Rendering Failure, DeliveryDelay, Subscription, …).
+# SES kinds other than bounces → our type. Open and Click are SES's own tracking
+# (counted only). Anything not here is ``unknown`` (Send, Reject, Rendering
+# Failure, DeliveryDelay, Subscription, …).
 SES_EVENT_TYPES: Final[Mapping[str, EventType]] = {
     "Delivery": EventType.delivered,
     "Complaint": EventType.complained,
+    "Open": EventType.opened,
+    "Click": EventType.clicked,
 }
 
 
@@ -148,13 +152,8 @@ class SesWebhook:
             raise WebhookRejected("the SES notification has no eventType", status=400)
         sns_id = str(message.get("MessageId", ""))
         common = _common(ses, sns_id, fallback_time=_timestamp(message.get("Timestamp")))
-        if kind == "Bounce":
-            return _bounces(ses, common)
-        if kind == "Complaint":
-            return _complaints(ses, common)
-        if kind == "Delivery":
-            return _deliveries(ses, common)
-        return [_unknown(ses, kind, common)]
+        several = _SEVERAL.get(kind)  # one event per recipient
+        return several(ses, common) if several else [_other(ses, kind, common)]
 
 
 def _sns_message(request: WebhookRequest) -> dict[str, Any]:
@@ -205,10 +204,7 @@ def _our_message_id(mail: Mapping[str, Any]) -> str:
     if value is None:
         common = mail.get("commonHeaders")
         value = common.get("messageId") if isinstance(common, dict) else None
-    if not isinstance(value, str) or not value.strip():
-        return ""
-    value = value.strip()
-    return value if value.startswith("<") else f"<{value}>"
+    return _angle(value) if isinstance(value, str) else ""
 
 
 def _event(
@@ -237,27 +233,21 @@ def _event(
     )
 
 
-def _section(ses: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _listed(ses: Mapping[str, Any], key: str, items: str) -> tuple[dict[str, Any], list[Any]]:
     section = ses.get(key)
-    if not isinstance(section, dict):
-        raise WebhookRejected(f"the SES notification has no {key!r} object", status=400)
-    return section
-
-
-def _recipients(section: Mapping[str, Any], key: str) -> list[Any]:
-    value = section.get(key)
-    if not isinstance(value, list):
-        raise WebhookRejected(f"the SES notification has no {key!r} list", status=400)
-    return value
+    value = section.get(items) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or not isinstance(value, list):
+        raise WebhookRejected(f"the SES notification has no {key}.{items} list", status=400)
+    return section, value
 
 
 def _bounces(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[DeliveryEvent]:
-    bounce = _section(ses, "bounce")
+    bounce, recipients = _listed(ses, "bounce", "bouncedRecipients")
     bounce_type = str(bounce.get("bounceType", ""))
     sub_type = str(bounce.get("bounceSubType", ""))
     type_ = BOUNCE_TYPES.get(bounce_type, EventType.unknown)
     events = []
-    for item in _recipients(bounce, "bouncedRecipients"):
+    for item in recipients:
         item = item if isinstance(item, dict) else {}
         diagnostic = str(item.get("diagnosticCode") or "")
         found = _STATUS.search(str(item.get("status") or "")) or _STATUS.search(diagnostic)
@@ -277,7 +267,7 @@ def _bounces(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[Delivery
 
 
 def _complaints(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[DeliveryEvent]:
-    complaint = _section(ses, "complaint")
+    complaint, recipients = _listed(ses, "complaint", "complainedRecipients")
     feedback = complaint.get("complaintFeedbackType") or complaint.get("complaintSubType")
     return [
         _event(
@@ -287,12 +277,12 @@ def _complaints(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[Deliv
             when=complaint.get("timestamp"),
             description=str(feedback or "complaint"),
         )
-        for item in _recipients(complaint, "complainedRecipients")
+        for item in recipients
     ]
 
 
 def _deliveries(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[DeliveryEvent]:
-    delivery = _section(ses, "delivery")
+    delivery, recipients = _listed(ses, "delivery", "recipients")
     response = str(delivery.get("smtpResponse") or "")
     found = _STATUS.search(response)
     return [
@@ -304,11 +294,18 @@ def _deliveries(ses: Mapping[str, Any], common: Mapping[str, Any]) -> list[Deliv
             smtp_status=found.group(1) if found else "",
             description=response,
         )
-        for recipient in _recipients(delivery, "recipients")
+        for recipient in recipients
     ]
 
 
-def _unknown(ses: Mapping[str, Any], kind: str, common: Mapping[str, Any]) -> DeliveryEvent:
+def _other(ses: Mapping[str, Any], kind: str, common: Mapping[str, Any]) -> DeliveryEvent:
+    """Open, Click (timed by ``open`` / ``click``) or unknown: the one recipient's."""
     destination = common["destination"]
     recipient = _address(destination[0]) if len(destination) == 1 else ""
-    return _event(common, EventType.unknown, recipient, description=kind)
+    section = ses.get(kind.lower())
+    when = section.get("timestamp") if isinstance(section, dict) else None
+    type_ = SES_EVENT_TYPES.get(kind, EventType.unknown)
+    return _event(common, type_, recipient, when=when, description=kind)
+
+
+_SEVERAL: Final = {"Bounce": _bounces, "Complaint": _complaints, "Delivery": _deliveries}
