@@ -20,6 +20,7 @@ from sqlalchemy import String, cast, func, or_, select, update
 from sqlmodel import Session, col
 
 from digest.config.runtime import Runtime
+from digest.engagement import votes
 from digest.errors import DigestError
 from digest.store import audit
 from digest.store.db import session_scope
@@ -278,7 +279,8 @@ def forget(rt: Runtime, reader_id: int, *, typed: str, actor: str) -> None:
 
 
 def scrub_deliveries(session: Session, reader_id: int, address: str) -> int:
-    """The address out of delivery notes (server answers often quote it)."""
+    """The address out of delivery notes; clicks deleted, votes anonymised (every forget)."""
+    votes.forget_reader(session, reader_id)
     count, quoted = 0, re.compile(re.escape(address), re.IGNORECASE)
     stmt = select(Delivery).where(col(Delivery.subscriber_id) == reader_id)
     for delivery in session.execute(stmt).scalars():
@@ -292,9 +294,6 @@ def scrub_deliveries(session: Session, reader_id: int, address: str) -> int:
 def scrub_provider_events(session: Session, address: str) -> int:
     """Provider events quote the address: keep the event, drop the address and payload."""
     table = DeliveryEventRecord.__table__  # type: ignore[attr-defined]
-    result = session.execute(
-        update(table)
-        .where(table.c.recipient == address)
-        .values(recipient="", raw={"erased": True}, description="[erased]")
-    )
+    scrubbed = {"recipient": "", "raw": {"erased": True}, "description": "[erased]"}
+    result = session.execute(update(table).where(table.c.recipient == address).values(scrubbed))
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -11,6 +11,9 @@
 - :func:`dispatch`: cancel drafts past their approval deadline (telling the
   operators), send editions that are approved, resumed or locally due, and check
   health (one operator email per incident).
+- :func:`notify_votes`: POST changed vote counts to ``[votes] webhook_url``
+  (:mod:`digest.engagement.votes_webhook`; the scheduler runs it every minute while
+  a URL is set).
 
 Each run is recorded (:class:`~digest.store.models.RunRecord`) for ``digest status``.
 """
@@ -32,6 +35,7 @@ from digest.config.runtime import Runtime
 from digest.delivery import leases
 from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
 from digest.editions import lifecycle as editions
+from digest.engagement import votes_webhook
 from digest.errors import FeedError, LeaseHeld
 from digest.ops import alerts, health
 from digest.store.db import ensure_current, session_scope
@@ -220,6 +224,16 @@ async def dispatch(rt: Runtime, *, trigger: str, stop: asyncio.Event | None = No
         result.outcome = SENT if sent else NOTHING
         parts = [f"{sent} sent"] + [f"{k} not approved in time: cancelled" for k in expired]
         result.detail = "; ".join(parts)
+        return result
+
+
+async def notify_votes(rt: Runtime, *, trigger: str) -> JobResult:
+    """Send the due vote-count changes; a failure stays on its row, never raised."""
+    with recorded(rt, "votes", trigger) as result:
+        summary = await votes_webhook.deliver_pending(rt, now=rt.now())
+        failed = summary.refused or summary.retrying or summary.gave_up
+        result.outcome = SENT if summary.sent else FAILED if failed else NOTHING
+        result.detail = summary.describe()
         return result
 
 

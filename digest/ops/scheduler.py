@@ -4,7 +4,8 @@ APScheduler's defaults are wrong for a weekly send, so every choice is deliberat
 
 - **Persistent job store** (SQLAlchemy, table ``apscheduler_jobs`` in the project's
   database): a restart knows when each job was due.
-- **Fixed ids, registered at start-up** (``weekly``, ``poll``, ``dispatch``) with
+- **Fixed ids, registered at start-up** (``weekly``, ``poll``, ``dispatch``; ``votes``,
+  the votes webhook, only while ``[votes] webhook_url`` is set: removed otherwise) with
   ``replace_existing=True``: restarting never adds a second copy. APScheduler
   recomputes ``next_run_time`` from *now* when it replaces a job, which would drop
   a run that fell due while the scheduler was down; so the stored next run time is
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 LEASE = "scheduler"
 LEASE_TTL = timedelta(minutes=2)
 JOB_IDS = ("weekly", "poll", "dispatch")
+VOTES_JOB = "votes"  # only while [votes] webhook_url is set
 
 _RUNTIMES: dict[str, Runtime] = {}  # what fire() runs with, by config path
 _STOPPING = threading.Event()
@@ -79,11 +81,14 @@ def triggers(cfg: Config) -> dict[str, BaseTrigger]:
     schedule = cfg.schedule
     zone = schedule.zone(cfg.site)
     hour, minute = (int(part) for part in schedule.time.split(":"))
-    return {
+    found: dict[str, BaseTrigger] = {
         "weekly": CronTrigger(day_of_week=schedule.day, hour=hour, minute=minute, timezone=zone),
         "poll": IntervalTrigger(minutes=schedule.poll_minutes, timezone=zone),
         "dispatch": IntervalTrigger(seconds=schedule.dispatch_seconds, timezone=zone),
     }
+    if cfg.votes.enabled and cfg.votes.webhook_url:
+        found[VOTES_JOB] = IntervalTrigger(minutes=1, timezone=zone)
+    return found
 
 
 def fire(job: str, config_key: str) -> str:
@@ -91,6 +96,8 @@ def fire(job: str, config_key: str) -> str:
     rt = _RUNTIMES[config_key]
     if job == "poll":
         return jobs.poll(rt, trigger="schedule").outcome
+    if job == VOTES_JOB:
+        return asyncio.run(jobs.notify_votes(rt, trigger="schedule")).outcome
     return asyncio.run(_fire_async(rt, job)).outcome
 
 
@@ -156,8 +163,11 @@ class Service:
         scheduler.start(paused=True)  # nothing fires before every stored job is checked
         self.scheduler = scheduler
         store.check_all()
-        for job_id, trigger in triggers(rt.config).items():
+        wanted = triggers(rt.config)
+        for job_id, trigger in wanted.items():
             self._register(job_id, trigger, store.lost_fires.get(job_id))
+        if VOTES_JOB not in wanted and scheduler.get_job(VOTES_JOB) is not None:
+            scheduler.remove_job(VOTES_JOB)  # the webhook URL was taken out of the config
         if store.broken:
             self._report_repair(store.broken)
         scheduler.resume()
@@ -189,7 +199,7 @@ class Service:
     def _report_repair(self, broken: dict[str, str]) -> None:
         """Record the repair (an incident, :mod:`digest.ops.health`); tell the operators."""
         rt = self.rt
-        ours = [job_id for job_id in JOB_IDS if job_id in broken]
+        ours = [job_id for job_id in triggers(rt.config) if job_id in broken]
         why = "; ".join(f"{job_id}: {error}" for job_id, error in sorted(broken.items()))
         again = f"; registered again from code: {', '.join(ours)}" if ours else ""
         with jobs.recorded(rt, "scheduler", "schedule") as result:
