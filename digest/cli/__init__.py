@@ -38,6 +38,7 @@ from digest.cli.output import (
     write_preview,
 )
 from digest.cli.sending import register as register_sending
+from digest.cli.stats import register as register_stats
 from digest.cli.subscribers import subscribers_app
 from digest.common import redaction
 from digest.delivery.sending import EXIT_INCOMPLETE
@@ -56,6 +57,7 @@ register_sending(app)  # send, pause, resume, cancel, worker
 register_edit(app)  # edit
 register_operators(app)  # operators, audit
 register_api_keys(app)  # api-keys
+register_stats(app)  # stats
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
