@@ -26,9 +26,12 @@ from digest.delivery.sending import SendOptions, SendReport
 from digest.editions import lifecycle as editions
 from digest.editions import shaping
 from digest.editions.lifecycle import ComposeResult
-from digest.errors import DigestError, LeaseHeld
+from digest.engagement import snapshot
+from digest.engagement.links import links_for
+from digest.errors import LeaseHeld
 from digest.render.base import Editorial, RenderedDigest
 from digest.render.digest import render_digest
+from digest.render.editorial import from_stored
 from digest.store.db import ensure_current, session_scope
 from digest.store.models import Comparison, Edition, EditionStatus
 
@@ -92,10 +95,12 @@ def render(
     comparisons: Sequence[Comparison],
     *,
     max_html_bytes: int | None = None,
+    web_copy: bool = False,
 ) -> RenderedDigest:
     """Jinja2 → MJML → HTML, plus text and subject, once per edition (and segment).
     ``max_html_bytes`` overrides ``[edition] max_html_bytes`` (the pre-flight renders
-    an oversized edition anyway, to check the rest)."""
+    an oversized edition anyway, to check the rest). ``web_copy``: the public web
+    copy (whole titles and quotes, the readers' vote, no personal links)."""
     site = rt.config.site
     return render_digest(
         rt.templates,
@@ -106,6 +111,7 @@ def render(
         edition_key=edition_key,
         comparisons=comparisons,
         max_html_bytes=max_html_bytes or rt.config.edition.max_html_bytes,
+        links=links_for(rt, edition_key, web_copy=web_copy),
     )
 
 
@@ -114,16 +120,16 @@ def editorial_of(rt: Runtime, edition_key: str) -> Editorial | None:
     with session_scope(rt.engine) as session:
         edition = editions.get(session, key=edition_key)
         found = shaping.editorial_of(session, edition) if edition is not None else None
-        if found is None:
-            return None
-        return Editorial(
-            note=found.note,
-            subject=found.subject,
-            preheader=found.preheader,
-            sponsor_text=found.sponsor_text,
-            sponsor_url=found.sponsor_url,
-            sponsor_label=found.sponsor_label or shaping.SPONSOR_LABEL,
-        )
+        return from_stored(found, shaping.SPONSOR_LABEL)
+
+
+def keep_web_copy(rt: Runtime, edition: Edition, comparisons: Sequence[Comparison]) -> None:
+    """Store the web copy of what is about to be sent (``/archive/{key}`` serves it):
+    replaced until the edition starts sending, kept as it was from then on."""
+    assert edition.id is not None
+    web = render(rt, edition.key, comparisons, web_copy=True, max_html_bytes=1 << 30)
+    first = edition.planned_at is None
+    snapshot.save(rt.engine, edition_id=edition.id, digest=web, now=rt.now(), replace=first)
 
 
 def render_edition(rt: Runtime, edition: Edition) -> RenderedDigest:
@@ -166,6 +172,7 @@ async def send(
         comparisons = editions.comparisons_of(session, edition=edition)
         revision = shaping.revision_of(session, edition)
     build = messages.message_factory(rt, edition.key, comparisons, render=render)
+    keep_web_copy(rt, edition, comparisons)
     cfg = rt.config.send
     options = SendOptions(
         batch_size=cfg.batch_size,
@@ -282,37 +289,3 @@ def pending_editions(rt: Runtime) -> list[Edition]:
             and not editions.awaiting_approval(e)
             and not editions.not_yet_due(e, now=rt.now(), tz=rt.config.site.tz)
         ]
-
-
-def preview_comparisons(rt: Runtime) -> tuple[str, Sequence[Comparison]]:
-    """The next edition's key and comparisons, without composing (read-only).
-
-    While this week's edition is still to go out (composed, sending, paused): that
-    edition. Once it is sent or cancelled: next week's, made of what the next compose
-    would choose now (eligible comparisons that are in no edition yet: what has
-    arrived since). No edition this week: what composing now would choose. Raises
-    DigestError when that is nothing."""
-    now = rt.now()
-    tz = rt.config.site.tz
-    key = editions.edition_key(now, tz)
-    done = ""
-    with session_scope(rt.engine) as session:
-        existing = editions.get(session, key=key)
-        if existing is not None and existing.status in (
-            EditionStatus.sent,
-            EditionStatus.cancelled,
-        ):
-            done = f"edition {key} is {existing.status}; "
-            key = editions.edition_key(now + timedelta(days=7), tz)
-            existing = editions.get(session, key=key)
-        if existing is not None:
-            return key, editions.comparisons_of(session, edition=existing)
-        chosen = editions.eligible(
-            session,
-            now=now,
-            max_age=timedelta(days=rt.config.edition.max_age_days),
-            limit=rt.config.edition.max_comparisons,
-        )
-    if not chosen:
-        raise DigestError(f"nothing to preview: {done}no edition {key} yet and no new comparisons")
-    return key, chosen

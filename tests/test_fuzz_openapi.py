@@ -25,6 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from digest import config as config_mod
 from digest.config.runtime import Runtime
+from digest.engagement.tokens import EngagementTokens
 from digest.store.db import upgrade
 from digest.store.models import EditionStatus
 from digest.web.app import create_app
@@ -61,8 +62,10 @@ class Target:
         if "key" in params:
             params["key"] = self.real["key"][len(str(params["key"])) % 2]
         if "token" in params:
-            purpose = label.split()[1].split("/")[1]  # confirm, u or p
+            purpose = label.split()[1].split("/")[1]  # confirm, u, p, v (votes) or r (clicks)
             params["token"] = self.real[purpose][len(str(params["token"])) % 2]
+        if "ref" in params:
+            params["ref"] = self.real["ref"][len(str(params["ref"])) % 3]
         if "provider" in params:
             params["provider"] = self.real["provider"][len(str(params["provider"])) % 3]
 
@@ -90,12 +93,16 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         site.edition("2026-W46", ["c1"], EditionStatus.sent)
         reader = site.confirmed("reader@example.com")
         signer = rt.signer()
+        tokens = EngagementTokens(signer)
         real = {
             "key": ["2026-W47", "2026-W46"],
             "confirm": [site.signup("new@example.com").rsplit("/", 1)[1], "x"],
             "u": [signer.sign(Purpose.unsubscribe, reader), "1.x"],
             "p": [signer.sign(Purpose.preferences, reader), "1.x"],
             "provider": ["postmark", "mailgun", "resend"],
+            "v": [tokens.vote(reader, "c1", "tool-a"), "1.c1.tool-a.x"],
+            "r": [tokens.link("2026-W46", "c1", "c"), "2026-W46.c1.c.x"],
+            "ref": [tokens.ref("2026-W46", reader, clock.now, individual=False), "web", "s1.0.x"],
         }
     yield Target(schemathesis.openapi.from_asgi("/openapi.json", app), real)
     rt.close()

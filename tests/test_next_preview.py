@@ -15,6 +15,7 @@ from sqlmodel import select
 from digest import pipeline
 from digest.cli.output import write_preview
 from digest.config.runtime import Runtime
+from digest.desk import editing
 from digest.desk import preview as desk
 from digest.editions import lifecycle as editions
 from digest.errors import DigestError
@@ -75,7 +76,7 @@ def test_after_this_weeks_edition_next_is_next_weeks_with_what_arrived_since(
 ) -> None:
     finish(rt, status)
     arrive_late(rt)
-    key, chosen = pipeline.preview_comparisons(rt)
+    key, chosen = editing.preview_comparisons(rt)
     assert key == NEXT_WEEK and [c.title for c in chosen] == [LATE_TITLE]
     content = desk.edition_content(rt, "next")
     assert (content.key, content.edition) == (NEXT_WEEK, None)
@@ -85,14 +86,14 @@ def test_after_this_weeks_edition_next_is_next_weeks_with_what_arrived_since(
 def test_while_this_weeks_edition_is_to_send_next_is_still_this_weeks(rt: Runtime) -> None:
     key = compose(rt)
     arrive_late(rt)
-    found, chosen = pipeline.preview_comparisons(rt)
+    found, chosen = editing.preview_comparisons(rt)
     assert found == key == THIS_WEEK and LATE_TITLE not in [c.title for c in chosen]
 
 
 def test_nothing_new_since_the_sent_edition_says_so(rt: Runtime) -> None:
     finish(rt, EditionStatus.sent)
     with pytest.raises(DigestError) as info:
-        pipeline.preview_comparisons(rt)
+        editing.preview_comparisons(rt)
     message = str(info.value)
     assert f"edition {THIS_WEEK} is sent" in message and NEXT_WEEK in message
 

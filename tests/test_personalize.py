@@ -238,10 +238,18 @@ def test_refuses_naive_dates() -> None:
         )
 
 
-def test_refuses_unknown_slot() -> None:
-    digest = RenderedDigest(subject="s", html=(Slot("name"),), text=("t",))
-    with pytest.raises(ValueError, match="unknown slot"):
-        build(digest)
+def test_a_further_slot_needs_a_printable_ascii_value() -> None:
+    digest = RenderedDigest(subject="s", html=(Slot("ref"),), text=("t",))
+    template = build(digest)
+    assert template.names == ("unsubscribe_url", "preferences_url", "ref")
+    with pytest.raises(ValueError, match="slot 'ref'"):
+        render(template)
+    args = {"subscriber_id": 1, "to_email": "a@example.org", "to_name": "A", "date": DATE}
+    urls = {"unsubscribe_url": "https://x.example/u/1", "preferences_url": "https://x.example/p/1"}
+    with pytest.raises(ValueError, match="slot 'ref'"):
+        template.render(**args, **urls, ref="caf\u00e9")
+    data = template.render(**args, **urls, ref="s1.abc.tag")
+    assert b"s1.abc.tag" in data
 
 
 def big_html(size: int = 80_000) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -17,12 +18,13 @@ from typer.testing import CliRunner
 from digest import pipeline
 from digest.cli import app as cli_app
 from digest.common.netguard import AddressPolicy
-from digest.desk import preflight
+from digest.desk import preflight, tracked
 from digest.desk import preview as desk
 from digest.desk.linkcheck import LinkChecker
 from digest.desk.preflight import GMAIL_CLIP_BYTES, PreflightReport, run_preflight
 from digest.editions.segments import Skip
 from digest.render.size import wire_html
+from digest.store.models import Comparison
 from tests.support import SAMPLE_FEED
 from tests.test_admin import open_runtime
 
@@ -193,13 +195,14 @@ def test_the_reported_size_is_the_html_part_of_the_built_message(tmp_path: Path)
         content = desk.edition_content(rt, None)
         built = desk.build(rt, content, desk.viewer_for(rt).recipient, now=rt.now())
         assert not isinstance(built, Skip)
-        urls = preflight._typical_urls(rt)
         digest = pipeline.render(rt, content.key, content.comparisons)
+        urls = tracked.typical_values(rt, digest)
     finally:
         rt.close()
     part = wire_html(digest.html, urls)
     assert report.html_bytes == len(part) > len(digest.html_with(urls).encode("utf-8"))
-    inert = desk.inert_urls(rt, 0)
+    inert = {**built.personal.values} if built.personal else {}  # the reader 0 values it carries
+    assert inert["unsubscribe_url"] == desk.inert_urls(rt, 0)["unsubscribe_url"]
     assert wire_html(digest.html, inert) in built.data  # the very bytes the message carries
 
 
@@ -248,3 +251,41 @@ async def test_an_unreachable_link_is_an_error_within_the_timeout() -> None:
     results = await checker.check(["http://127.0.0.1:9/"])  # discard port: refused
     assert not results["http://127.0.0.1:9/"].ok and time.monotonic() - started < 3
     assert "unreachable" in results["http://127.0.0.1:9/"].describe()
+
+
+def test_a_title_over_120_characters_is_a_warning_naming_the_comparison(tmp_path: Path) -> None:
+    feed = json.loads(SAMPLE_FEED.read_text("utf-8"))
+    first, second, _ = feed["comparisons"]
+    first["title"] = "Streaming tool calls, " + "compared at length " * 7 + "end"
+    second["title"] = "t" * 120  # at the limit: no warning
+    path = tmp_path / "feed.json"
+    path.write_text(json.dumps(feed), encoding="utf-8")
+    rt = open_runtime(tmp_path, feed={"kind": "files", "path": str(path)})
+    try:
+        report = run_preflight(rt, key=None)
+        content = desk.edition_content(rt, None)
+        digest = pipeline.render(rt, content.key, content.comparisons)
+    finally:
+        rt.close()
+    assert report.ok, [f.describe() for f in report.errors]  # a warning never blocks
+    (warning,) = [f for f in report.warnings if f.check == "title"]
+    prefix = f"comparison {first['id']}: title is 158 characters; the email shows it shortened to "
+    assert len(first["title"]) == 158 and warning.message.startswith(prefix)
+    shown = warning.message.removeprefix(prefix)
+    assert shown.endswith("…") and first["title"].startswith(shown[:-1])
+    text = digest.text_with({**tracked.typical_values(rt, digest), **desk.inert_urls(rt, 0)})
+    assert " ".join(shown.split()) in " ".join(text.split())
+    assert warning.describe() == f"title: {warning.message}"
+
+
+def test_only_titles_past_120_characters_are_warned_about() -> None:
+    def row(cid: str, title: str) -> Comparison:
+        url = f"https://x.example/{cid}"
+        return Comparison(id=cid, url=url, title=title, category="C", tools=[], reviews=[])
+
+    content = SimpleNamespace(comparisons=(row("ok", "t" * 120), row("long", "word " * 30)))
+    report = PreflightReport("2026-W48")
+    preflight._check_titles(report, content)  # type: ignore[arg-type]
+    (warning,) = report.findings
+    assert (warning.level, warning.check, warning.comparison) == ("warning", "title", "")
+    assert warning.message.startswith("comparison long: title is 150 characters; the email")

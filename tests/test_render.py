@@ -28,11 +28,11 @@ from digest.render.mjml import compile_mjml
 from digest.render.personalize import MessageTemplate
 from digest.render.size import wire_html
 from digest.render.templates import TemplateSet, default_templates_dir
+from digest.render.text import first_sentence
 from digest.render.view import (
     PRICING_BADGES,
-    choose_quote,
     comparison_view,
-    lens_split,
+    lens_reviews,
     pct_label,
     safe_url,
     shorten,
@@ -283,8 +283,11 @@ def test_numbers_and_lenses_in_both_parts(sample: RenderedDigest) -> None:
     for needle in ("Panel: 75% ship · 4 reviewers", "Community: 48.5%", "Community: —"):
         assert needle in page
         assert needle in text
-    assert "builder ✗ · skeptic ✗ · futurist ✗ · buyer ✓" in text
-    assert 'color:#B91C1C;">skeptic&#160;✗</span>' in page
+    # Every lens with its verdict and the first sentence of its quote, in both parts.
+    assert "Skeptic ✗ Skip: " in text and "Buyer ✓ Ship: " in text
+    assert 'color:#B91C1C;">Skeptic&#160;✗&#160;Skip</b> &#8212; ' in page
+    reviews = sum(len(c.reviews or []) for c in sample_comparisons())
+    assert page.count("&#160;✓&#160;Ship</b>") + page.count("&#160;✗&#160;Skip</b>") == reviews
 
 
 @pytest.mark.parametrize(
@@ -303,14 +306,14 @@ def test_panel_not_voted_and_single_reviewer() -> None:
     assert comparison_view(simple_comparison()).tools[0].panel == "Panel: 50% ship · 1 reviewer"
 
 
-def test_lens_split_canonical_then_unknown_in_given_order() -> None:
+def test_lens_reviews_canonical_then_unknown_in_given_order() -> None:
     reviews = [
-        {"lens": "economist", "verdict": "ship"},
-        {"lens": "buyer", "verdict": "skip"},
-        {"lens": "artist", "verdict": "skip"},
-        {"lens": "builder", "verdict": "ship"},
+        {"lens": "economist", "verdict": "ship", "quote": "q"},
+        {"lens": "buyer", "verdict": "skip", "quote": "q"},
+        {"lens": "artist", "verdict": "skip", "quote": "q"},
+        {"lens": "builder", "verdict": "ship", "quote": "q"},
     ]
-    assert [v.label for v in lens_split(reviews)] == [
+    assert [v.label for v in lens_reviews(reviews)] == [
         "builder ✓",
         "buyer ✗",
         "economist ✓",
@@ -318,28 +321,33 @@ def test_lens_split_canonical_then_unknown_in_given_order() -> None:
     ]
 
 
-def test_quote_builder_first_then_first_review() -> None:
+def test_every_lens_gets_its_first_sentence_or_its_summary() -> None:
     reviews = [
-        {"lens": "skeptic", "verdict": "skip", "quote": "Skeptical."},
-        {"lens": "builder", "reviewer": "Ada", "verdict": "ship", "quote": "Builds well."},
+        {"lens": "skeptic", "verdict": "skip", "quote": "Pricing is opaque. The rest is fine."},
+        {
+            "lens": "builder",
+            "reviewer": "Ada",
+            "verdict": "ship",
+            "quote": "Builds well with v2.1 of the SDK! Docs are thin.",
+        },
+        {"lens": "buyer", "verdict": "ship", "quote": "Long words. More.", "summary": "Worth it."},
     ]
-    quote = choose_quote(reviews)
-    assert quote is not None
-    assert (quote.text, quote.attribution) == ("Builds well.", "Ada (builder)")
-    first = choose_quote(reviews[:1])
-    assert first is not None
-    assert (first.text, first.attribution) == ("Skeptical.", "skeptic")
-    assert choose_quote([]) is None
+    got = [(r.title, r.verdict, r.excerpt) for r in lens_reviews(reviews)]
+    assert got == [
+        ("Ada, builder", "Ship", "Builds well with v2.1 of the SDK!"),
+        ("Skeptic", "Skip", "Pricing is opaque."),
+        ("Buyer", "Ship", "Worth it."),
+    ]
+    assert lens_reviews(reviews)[1].quote == "Pricing is opaque. The rest is fine."
 
 
-def test_quote_is_shortened_at_a_word_boundary() -> None:
-    long_quote = "word " * 100
-    quote = choose_quote([{"lens": "builder", "verdict": "ship", "quote": long_quote}])
-    assert quote is not None
-    assert len(quote.text) <= 180
-    assert quote.text.endswith("word…")
+def test_an_excerpt_is_shortened_at_a_word_boundary() -> None:
+    (review,) = lens_reviews([{"lens": "builder", "verdict": "ship", "quote": "word " * 100}])
+    assert len(review.excerpt) <= 140
+    assert review.excerpt.endswith("word…")
     assert shorten("a\n\n b", 10) == "a b"
     assert shorten("x" * 300, 20) == "x" * 19 + "…"
+    assert first_sentence("Dr. Smith uses it. Then more.", 80) == "Dr. Smith uses it."
 
 
 @pytest.mark.parametrize(

@@ -527,3 +527,14 @@ def test_feed_problems_show_urls_redacted() -> None:
     assert SECRET not in shown and "token=***" in shown
     assert json.loads(json.dumps(show("plain words"))) == "'plain words'"
     assert redaction.REDACTED == "***"
+
+
+def test_access_log_paths_hide_every_link_token() -> None:
+    from digest.web.security import redact
+
+    assert redact("/u/12.abc") == "/u/[token]"
+    assert redact("/confirm/eyJ.x.y?next=1") == "/confirm/[token]?next=1"
+    assert redact("/v/12.claude-vs-x.claude.TAG/ship") == "/v/[token]/ship"
+    assert redact("/r/2026-W48.c1.c.TAG/s12.6b1.TAG") == "/r/[token]/[ref]"
+    assert redact("/o/2026-W48/s12.6b1.TAG.gif") == "/o/[token]/[ref]"
+    assert redact("/archive/2026-W48") == "/archive/2026-W48"

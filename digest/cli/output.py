@@ -28,6 +28,7 @@ from digest.delivery import messages
 from digest.delivery.events import Attention
 from digest.delivery.events import attention as webhook_attention
 from digest.delivery.sending import SendReport
+from digest.desk import editing
 from digest.editions import lifecycle as editions
 from digest.editions.lifecycle import ComposeResult
 from digest.store.db import session_scope
@@ -253,9 +254,9 @@ def write_preview(rt: Runtime, edition_key: str | None, folder: Path) -> list[Pa
         key = edition.key
         digest = pipeline.render_edition(rt, edition)
     else:
-        key, comparisons = pipeline.preview_comparisons(rt)
+        key, comparisons = editing.preview_comparisons(rt)
         digest = pipeline.render(rt, key, comparisons)
-    urls = messages.personal_urls(rt, 0)
+    urls = messages.reader_values(rt, key, digest, 0)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         folder / f"{key}.html": digest.html_with(urls).encode("utf-8"),

@@ -9,7 +9,7 @@ never HTML-escapes: escaping belongs to rendering.
 Text cleaning (every string is plain text, shown as written):
 
 - one-line fields (title, question, category; tool name, vendor, category, tagline;
-  review lens, reviewer): each run of control or line-break characters becomes one
+  review lens, reviewer, summary): each run of control or line-break characters becomes one
   space, ends are trimmed — a title can never become two header lines;
 - multi-line fields (tool description, review quote): CR LF / CR become LF, TAB a
   space, other control characters are dropped;
@@ -19,7 +19,9 @@ Text cleaning (every string is plain text, shown as written):
 
 Stored shapes: every tool dict holds ``key, name, vendor, category, tagline,
 description, url, pricing, panel_ship_pct, community_pct`` (absent strings are ""),
-every review dict ``tool, lens, reviewer, verdict, quote``; unknown keys are dropped.
+every review dict ``tool, lens, reviewer, verdict, quote``, plus ``summary`` (the
+quote's gist in one sentence, shown in its place) only when the feed gives one that is
+not blank once cleaned; unknown keys are dropped.
 """
 
 from __future__ import annotations
@@ -177,13 +179,15 @@ def _tool(tool: Mapping[str, Any], category: str) -> dict[str, Any]:
 
 
 def _review(review: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    cleaned = {
         "tool": review["tool"],
         "lens": clean_line(review["lens"]),
         "reviewer": clean_line(review.get("reviewer", "")),
         "verdict": review["verdict"],
         "quote": clean_paragraph(review["quote"]),
     }
+    summary = clean_line(review.get("summary", ""))
+    return {**cleaned, "summary": summary} if summary else cleaned
 
 
 def clean_line(text: str) -> str:

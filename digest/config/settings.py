@@ -6,16 +6,14 @@ The environment beats the file. Only names of the form ``DIGEST_<SECTION>__<KEY>
 ``DIGEST_DATABASE_URL``, ``DIGEST_SMTP_PASSWORD``, ``DIGEST_CONFIG`` and any other
 single-underscore ``DIGEST_*`` variable keep their own meaning and are never read as
 settings; an empty override is no override. Values are strings, converted to the
-key's type (``"1"`` → ``1``, ``"true"`` → ``True``); a list is JSON
-(``["127.0.0.1"]``). Adapter tables
-(``[feed]``, ``[transport]``, ``[failover]``, ``[webhooks.<name>]``) have no types
-here: a value that parses as JSON (``2525``, ``true``, ``"2525"``) is taken as
-that JSON, anything else as the string it is.
+key's type (``"1"`` → ``1``, ``"true"`` → ``True``); a list is JSON. Adapter
+tables (``[feed]``, ``[transport]``, ``[failover]``, ``[webhooks.<name>]``) have no
+types here: a value that parses as JSON (``2525``, ``true``, ``"2525"``) is taken
+as that JSON, anything else as the string it is.
 
-:func:`read` is the only way in: the file and the environment are per call (a
-context variable hands them to ``settings_customise_sources``), kept in an
-:class:`Inputs` that also records which variable set which key, so that an error
-names that variable instead of the file.
+:func:`read` is the only way in: the file and the environment are per call (a context
+variable hands them to ``settings_customise_sources``), kept in an :class:`Inputs`
+that records which variable set which key, so an error names that variable.
 """
 
 from __future__ import annotations

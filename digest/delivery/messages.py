@@ -26,6 +26,7 @@ from digest.editions.segments import (
     segment_for,
     skip_reason,
 )
+from digest.engagement.links import PersonalSlots
 from digest.render.base import RenderedDigest
 from digest.render.digest import clean_subject
 from digest.render.personalize import MessageTemplate
@@ -85,12 +86,14 @@ def message_factory(
     before any send).
 
     The operator's desk (preview, test sends) builds through this very function:
-    ``urls`` replaces :func:`personal_urls` (inert links that change nothing) and
-    ``subject_prefix`` marks a test (``"[TEST] "``). Sending passes neither."""
+    ``urls`` replaces :func:`personal_urls` (inert links that change nothing; the
+    click refs and vote tokens are then the sample reader 0's, which count nothing)
+    and ``subject_prefix`` marks a test (``"[TEST] "``). Sending passes neither."""
     available = distinct_categories([c.category for c in comparisons])
     links = urls or (lambda subscriber_id: personal_urls(rt, subscriber_id))
+    inert = urls is not None
 
-    def for_segment(segment: Segment) -> tuple[MessageTemplate, SharedContent]:
+    def for_segment(segment: Segment) -> tuple[MessageTemplate, SharedContent, PersonalSlots]:
         chosen = [c for c in comparisons if c.category in segment]
         digest = render(rt, edition_key, chosen)
         if subject_prefix:
@@ -104,7 +107,11 @@ def message_factory(
             reply_to=rt.config.email.reply_to,
             list_id=list_id(rt.config),
         )
-        return message_template(rt, edition_key, digest), shared
+        return (
+            message_template(rt, edition_key, digest),
+            shared,
+            PersonalSlots(rt, edition_key, digest),
+        )
 
     templates = PerSegment(for_segment)
     templates.get(tuple(available))
@@ -119,18 +126,18 @@ def message_factory(
             if reason is not None:
                 out.append(Skip(r.delivery_id, reason))
                 continue
-            template, shared = templates.get(segment_for(r.categories, available))
-            urls = links(r.subscriber_id)
+            template, shared, slots = templates.get(segment_for(r.categories, available))
+            values = {**slots(0 if inert else r.subscriber_id, now), **links(r.subscriber_id)}
             out.append(
                 OutgoingMessage(
                     r.delivery_id,
                     envelope_from,
                     r.email,
                     template.message_id(r.subscriber_id),
-                    functools.partial(_render, template, r, urls, now),
+                    functools.partial(_render, template, r, values, now),
                     edition_key,
                     shared=shared,
-                    personal=Personal(r.name, urls),
+                    personal=Personal(r.name, values),
                     crlf=True,
                 )
             )
@@ -146,6 +153,14 @@ def _render(template: MessageTemplate, r: Recipient, urls: dict[str, str], now: 
     )
 
 
+def reader_values(
+    rt: Runtime, edition_key: str, digest: RenderedDigest, subscriber_id: int
+) -> dict[str, str]:
+    """Every slot value of ``digest`` for one reader: footer links, click ref, votes."""
+    slots = PersonalSlots(rt, edition_key, digest)
+    return {**slots(subscriber_id, rt.now()), **personal_urls(rt, subscriber_id)}
+
+
 def preview_message(rt: Runtime, edition_key: str, digest: RenderedDigest) -> bytes:
     """The full message as a sample reader would get it (links for a reader id 0)."""
     template = message_template(rt, edition_key, digest)
@@ -155,5 +170,5 @@ def preview_message(rt: Runtime, edition_key: str, digest: RenderedDigest) -> by
         to_email=f"preview@{address.rpartition('@')[2]}",
         to_name="Preview Reader",
         date=rt.now(),
-        **personal_urls(rt, 0),
+        **reader_values(rt, edition_key, digest, 0),
     )

@@ -14,8 +14,9 @@ links      every link absolute http(s) (or mailto), and answering 2xx/3xx;  erro
            a broken link names the comparison it sits in. 401/403/429:     warning
            the site may refuse link checkers
 subject    present; longer than [preflight] subject_max_chars              warning
+title      a comparison's title longer than 120 characters                 warning
 text       the plain-text part is there and carries every comparison       error
-           (title and link) and the unsubscribe link
+           (its title as the email shows it, its link), the unsubscribe link
 headers    From, To, Subject, Date, Message-ID, MIME-Version once each;     error
            the List-Unsubscribe pair (RFC 2369 / RFC 8058); https for it    warning
 footer     unsubscribe link and postal address in the HTML                  error
@@ -49,22 +50,24 @@ from digest import pipeline
 from digest.common.netguard import AddressPolicy, Resolver
 from digest.config.runtime import Runtime
 from digest.desk import reader_copy as desk
+from digest.desk import tracked
 from digest.desk.linkcheck import LinkChecker, LinkResult
 from digest.editions.segments import Skip
 from digest.errors import DigestTooLarge
-from digest.render.base import SLOT_NAMES, RenderedDigest, fill
+from digest.render.base import RenderedDigest, fill
 from digest.render.size import GMAIL_CLIP_BYTES, decoded_size, wire_html, wire_offset
-from digest.render.view import safe_url
+from digest.render.view import TITLE_LIMIT, comparison_view, safe_url
 
 _REQUIRED_ONCE = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version")
 _SOFT_STATUSES = (401, 403, 429)  # often link-checker refusals, not broken pages
+TITLE_MAX_CHARS = TITLE_LIMIT  # a longer title is shortened in the email: a warning
 Level = Literal["error", "warning"]
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
     level: Level
-    check: str  # size, images, links, subject, text, headers, footer
+    check: str  # size, images, links, subject, title, text, headers, footer
     message: str
     comparison: str = ""  # the title of the comparison it concerns, if any
     url: str = ""
@@ -118,7 +121,7 @@ def run_preflight(
     report = PreflightReport(content.key)
     digest = _digest(rt, content, report)
     oversized = bool(report.errors)  # sending would refuse it: no message to build
-    typical = _typical_urls(rt)
+    typical = tracked.typical_values(rt, digest)
     html = fill(digest.html, typical, escape_html=True)
     wire = wire_html(digest.html, typical)
     _check_size(report, wire, typical["unsubscribe_url"], rt.config.site.postal_address)
@@ -126,8 +129,12 @@ def run_preflight(
     links.feed(html)
     _check_images(report, links.images)
     _check_subject(report, digest.subject, rt.config.preflight.subject_max_chars)
-    inert = desk.inert_urls(rt, 0)
-    _check_text(report, digest.text_with(inert), content, inert["unsubscribe_url"])
+    _check_titles(report, content)
+    inert = {**typical, **desk.inert_urls(rt, 0)}
+    own = tracked.TrackedLinks(rt, content.comparisons)
+    _check_text(
+        report, own.resolve_text(digest.text_with(inert)), content, inert["unsubscribe_url"]
+    )
     if not oversized:
         built = desk.build(rt, content, desk.viewer_for(rt).recipient, now=rt.now())
         if not isinstance(built, Skip):
@@ -136,7 +143,9 @@ def run_preflight(
     wanted = cfg.check_links if check_links is None else check_links
     own_page = f"{rt.config.site.base_url.rstrip('/')}/archive/{content.key}"
     skip = {*typical.values(), own_page}
-    targets = _check_link_forms(report, links.hrefs, skip, _titles_by_url(content))
+    targets = _check_link_forms(report, own.resolve(links.hrefs), skip, _titles_by_url(content))
+    for token in dict.fromkeys(own.bad):
+        report.add("error", "links", f"a tracked link does not lead to this edition: {token}")
     if wanted and targets:
         clock = time.monotonic()
         checker = LinkChecker(
@@ -162,12 +171,6 @@ def _digest(rt: Runtime, content: desk.EditionContent, report: PreflightReport) 
     except DigestTooLarge as exc:
         report.add("error", "size", str(exc))
         return pipeline.render(rt, content.key, content.comparisons, max_html_bytes=1 << 40)
-
-
-def _typical_urls(rt: Runtime) -> dict[str, str]:
-    """Personal links as long as real ones (~120 characters), told apart by path."""
-    base = rt.config.site.base_url.rstrip("/")
-    return {name: f"{base}/{name[0]}/" + "x" * max(8, 120 - len(base) - 3) for name in SLOT_NAMES}
 
 
 def _titles_by_url(content: desk.EditionContent) -> dict[str, str]:
@@ -209,12 +212,16 @@ def _check_subject(report: PreflightReport, subject: str, limit: int) -> None:
     if not subject.strip():
         report.add("error", "subject", "the subject is empty")
     elif len(subject) > limit:
-        report.add(
-            "warning",
-            "subject",
-            f"the subject is {len(subject)} characters; inboxes cut it after about {limit}: "
-            f"{subject[:limit]}…",
-        )
+        cut = f"inboxes cut it after about {limit}: {subject[:limit]}…"
+        report.add("warning", "subject", f"the subject is {len(subject)} characters; {cut}")
+
+
+def _check_titles(report: PreflightReport, content: desk.EditionContent) -> None:
+    for c in content.comparisons:
+        if len(c.title) > TITLE_MAX_CHARS:
+            shown = comparison_view(c).title  # as the email shows it
+            found = f"comparison {c.id}: title is {len(c.title)} characters"
+            report.add("warning", "title", f"{found}; the email shows it shortened to {shown}")
 
 
 def _check_text(
@@ -225,7 +232,7 @@ def _check_text(
         return
     flat = " ".join(text.split())
     for c in content.comparisons:
-        if " ".join(c.title.split()) not in flat:
+        if " ".join(comparison_view(c).title.split()) not in flat:  # shortened if long
             report.add("error", "text", "the text part lacks the comparison", comparison=c.title)
         url = safe_url(c.url)
         if url and url not in text:
@@ -259,13 +266,8 @@ def _check_link_forms(
             continue
         parts = urlsplit(href)
         if parts.scheme not in ("http", "https") or not parts.netloc or safe_url(href) is None:
-            report.add(
-                "error",
-                "links",
-                f"not an absolute http(s) link: {href[:200]}",
-                comparison=titles.get(href, ""),
-                url=href,
-            )
+            why = f"not an absolute http(s) link: {href[:200]}"
+            report.add("error", "links", why, comparison=titles.get(href, ""), url=href)
             continue
         targets.append(href)
     return targets
@@ -278,9 +280,8 @@ def _judge_links(
         if result.ok:
             continue
         level: Level = "warning" if result.status in _SOFT_STATUSES else "error"
-        report.add(
-            level, "links", f"{url} {result.describe()}", comparison=titles.get(url, ""), url=url
-        )
+        why = f"{url} {result.describe()}"
+        report.add(level, "links", why, comparison=titles.get(url, ""), url=url)
 
 
 class _Links(HTMLParser):

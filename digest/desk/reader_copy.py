@@ -23,6 +23,7 @@ from digest import pipeline
 from digest.config.runtime import Runtime, sender_address
 from digest.delivery import messages
 from digest.delivery.ledger import Recipient
+from digest.desk import editing
 from digest.editions import lifecycle as editions
 from digest.editions.segments import Skip, distinct_categories
 from digest.errors import DigestError
@@ -76,7 +77,7 @@ def edition_content(rt: Runtime, key: str | None) -> EditionContent:
     """The edition ``key``; None or ``"next"``: this week's, composed or not (read-only).
     Raises DigestError for an unknown key or when there is nothing to preview."""
     if key in (None, "", "next"):
-        next_key, comparisons = pipeline.preview_comparisons(rt)
+        next_key, comparisons = editing.preview_comparisons(rt)
         return EditionContent(next_key, pipeline.find_edition(rt, next_key), tuple(comparisons))
     assert key is not None
     with session_scope(rt.engine) as session:

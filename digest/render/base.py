@@ -9,11 +9,18 @@ no feed text can ever be mistaken for a slot.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-# The per-subscriber values a template may use. Anything else is edition-wide.
+# The per-subscriber values every digest carries (the footer's links).
 SLOT_NAMES: tuple[str, ...] = ("unsubscribe_url", "preferences_url")
+# Further slots a digest may hold: ``ref`` (which message a click came from),
+# ``vote_<n>`` (the reader's vote token for tool n of :attr:`RenderedDigest.votes`)
+# and, in the web copy, ``readers_<n>`` (the readers' vote on tool n, filled when
+# served). Provider substitution tags are built from these names, so: lower-case
+# letters, digits and underscores only.
+SLOT_PATTERN = r"[a-z]+(?:_[a-z0-9]+)*"
+REF_SLOT = "ref"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,14 @@ class RenderedDigest:
     subject: str  # one line: no CR, LF or other control characters
     html: tuple[Piece, ...]
     text: tuple[Piece, ...]
+    # (comparison id, tool key) of slot ``vote_<n>`` / ``readers_<n>``, by n.
+    votes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """Every slot name in either part, in first-seen order."""
+        seen = dict.fromkeys(p.name for p in (*self.html, *self.text) if isinstance(p, Slot))
+        return tuple(seen)
 
     def html_with(self, values: Mapping[str, str]) -> str:
         return fill(self.html, values, escape_html=True)
@@ -64,3 +79,20 @@ class Editorial:
     sponsor_text: str = ""
     sponsor_url: str = ""
     sponsor_label: str = "Sponsor"
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """How a digest links out (``[tracking]``, ``[votes]``): ``track`` signs a
+    tracked link for (comparison id, target ``c`` / ``t-<tool key>``), None links
+    straight to the targets; ``votes`` adds "Ship it" / "Skip it" under each tool;
+    ``opens`` an open pixel; ``individual`` says in the footer that clicks are
+    counted per reader. ``web_copy`` renders the public web copy instead: full
+    titles and quotes, no personal links, the readers' vote beside the panel's."""
+
+    base_url: str  # no trailing slash
+    track: Callable[[str, str], str] | None = None
+    votes: bool = False
+    opens: bool = False
+    individual: bool = False
+    web_copy: bool = False

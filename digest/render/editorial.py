@@ -16,7 +16,9 @@ from markupsafe import Markup
 
 from digest.render.base import Editorial
 from digest.render.markdown import note_html, note_text
-from digest.render.view import PREHEADER_LIMIT, EditionView, safe_url, shorten
+from digest.render.text import safe_url, shorten
+from digest.render.view import PREHEADER_LIMIT, EditionView
+from digest.store.models import EditionEditorial
 
 SPONSOR_LABEL = "Sponsor"
 
@@ -82,3 +84,17 @@ def with_preheader(edition: EditionView, view: EditorialView | None) -> EditionV
 def one_line(value: str) -> str:
     """Whitespace and control characters collapsed to single spaces."""
     return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+
+
+def from_stored(found: EditionEditorial | None, default_label: str) -> Editorial | None:
+    """The stored editorial row as the renderer takes it (None: nothing written)."""
+    if found is None:
+        return None
+    return Editorial(
+        note=found.note,
+        subject=found.subject,
+        preheader=found.preheader,
+        sponsor_text=found.sponsor_text,
+        sponsor_url=found.sponsor_url,
+        sponsor_label=found.sponsor_label or default_label,
+    )

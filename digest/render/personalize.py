@@ -51,7 +51,7 @@ Piece = bytes | int
 class MessageTemplate:
     """One edition's message, pre-encoded; :meth:`render` fills in one subscriber."""
 
-    __slots__ = ("digest", "edition_key", "from_address", "message_id_domain", "pieces")
+    __slots__ = ("digest", "edition_key", "from_address", "message_id_domain", "names", "pieces")
 
     def __init__(
         self,
@@ -61,8 +61,10 @@ class MessageTemplate:
         from_address: str,
         edition_key: str,
         message_id_domain: str,
+        names: tuple[str, ...] = SLOT_NAMES,
     ) -> None:
         self.digest = digest
+        self.names = names  # the slot names, in the order of the per-render values
         self.pieces = pieces
         self.from_address = from_address  # bare address, for the envelope MAIL FROM
         self.edition_key = edition_key
@@ -94,6 +96,7 @@ class MessageTemplate:
         if not ATOM_TEXT.fullmatch(edition_key):
             raise ValueError(f"edition_key: must be dot-atom text, got {edition_key!r}")
         boundary = _boundary(digest, edition_key)
+        names = slot_order(digest)
         pieces: list[Piece] = [address_header("From", from_name, from_addr), _TO]
         pieces += [subject_header(digest.subject), b"Date: ", _DATE]
         pieces += [b"\r\nMessage-ID: ", _MESSAGE_ID, b"\r\nMIME-Version: 1.0\r\n"]
@@ -112,7 +115,7 @@ class MessageTemplate:
                 f"--{boundary}\r\nContent-Type: text/{subtype}; charset=utf-8\r\n"
                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode()
             )
-            pieces += _qp_pieces(body, escape_html=escape)
+            pieces += _qp_pieces(body, escape_html=escape, names=names)
             pieces.append(b"\r\n")  # RFC 2046 5.1.1: this CRLF belongs to the delimiter
         pieces.append(f"--{boundary}--\r\n".encode())
         return cls(
@@ -121,6 +124,7 @@ class MessageTemplate:
             from_address=from_addr,
             edition_key=edition_key,
             message_id_domain=domain,
+            names=names,
         )
 
     def message_id(self, subscriber_id: int) -> str:
@@ -136,12 +140,14 @@ class MessageTemplate:
         unsubscribe_url: str,
         preferences_url: str,
         date: datetime,
+        **extra: str,
     ) -> bytes:
         """The complete message for one subscriber (CRLF line endings).
 
         ``to_name`` may be anything (control characters become spaces); ``to_email``
         must be a normalized ASCII address and the URLs printable ASCII ``http(s)``
-        URLs, else ``ValueError``. ``date`` must be timezone-aware.
+        URLs, else ``ValueError``. ``date`` must be timezone-aware. ``extra``: the
+        values of the digest's other slots (``ref``, ``vote_<n>``), printable ASCII.
         """
         if date.tzinfo is None:
             raise ValueError("date: must be timezone-aware")
@@ -153,10 +159,13 @@ class MessageTemplate:
             self.message_id(subscriber_id).encode("ascii"),
             b"<" + unsub.encode("ascii") + b">",  # RFC 2369 3.2: URL in angle brackets
         ]
-        urls = {"unsubscribe_url": unsub, "preferences_url": prefs}
-        for name in SLOT_NAMES:  # the order _value_index assumes
-            values.append(_qp_value(urls[name]))
-            values.append(_qp_value(html.escape(urls[name], quote=True)))  # as base.fill
+        given = {**extra, "unsubscribe_url": unsub, "preferences_url": prefs}
+        for name in self.names:  # the order _value_index assumes
+            value = given.get(name)
+            if value is None or not value.isascii() or not value.isprintable():
+                raise ValueError(f"slot {name!r}: a printable ASCII value is needed")
+            values.append(_qp_value(value))
+            values.append(_qp_value(html.escape(value, quote=True)))  # as base.fill
         return b"".join([p if isinstance(p, bytes) else values[p] for p in self.pieces])
 
     def html_for(self, *, unsubscribe_url: str, preferences_url: str) -> str:
@@ -169,26 +178,37 @@ def html_part_bytes(html_pieces: tuple[str | Slot, ...], values: Mapping[str, st
     """The body of the HTML part exactly as :meth:`MessageTemplate.render` puts it on
     the wire (quoted-printable, CRLF), the slots filled with ``values``. Its length
     is what Gmail's clipping and ``[edition] max_html_bytes`` measure."""
-    names = {_value_index(name, escape_html=True): name for name in SLOT_NAMES}
+    order = (
+        *SLOT_NAMES,
+        *sorted({p.name for p in html_pieces if isinstance(p, Slot)} - set(SLOT_NAMES)),
+    )
+    names = {_value_index(name, escape_html=True, names=order): name for name in order}
     return b"".join(
         p if isinstance(p, bytes) else _qp_value(html.escape(values[names[p]], quote=True))
-        for p in _qp_pieces(html_pieces, escape_html=True)
+        for p in _qp_pieces(html_pieces, escape_html=True, names=order)
     )
 
 
-def _value_index(name: str, *, escape_html: bool) -> int:
-    return _VALUE_BASE + 2 * SLOT_NAMES.index(name) + int(escape_html)
+def slot_order(digest: RenderedDigest) -> tuple[str, ...]:
+    """The footer's slots first, then the digest's other slots, sorted."""
+    return (*SLOT_NAMES, *sorted(set(digest.slot_names) - set(SLOT_NAMES)))
 
 
-def _qp_pieces(body: tuple[str | Slot, ...], *, escape_html: bool) -> list[Piece]:
+def _value_index(name: str, *, escape_html: bool, names: tuple[str, ...]) -> int:
+    return _VALUE_BASE + 2 * names.index(name) + int(escape_html)
+
+
+def _qp_pieces(
+    body: tuple[str | Slot, ...], *, escape_html: bool, names: tuple[str, ...]
+) -> list[Piece]:
     """Encode static chunks now; slots become indexes into the per-render values."""
     out: list[Piece] = []
     for i, piece in enumerate(body):
         last = i == len(body) - 1
         if isinstance(piece, Slot):
-            if piece.name not in SLOT_NAMES:
-                raise ValueError(f"unknown slot {piece.name!r} (known: {', '.join(SLOT_NAMES)})")
-            out.append(_value_index(piece.name, escape_html=escape_html))
+            if piece.name not in names:
+                raise ValueError(f"unknown slot {piece.name!r} (known: {', '.join(names)})")
+            out.append(_value_index(piece.name, escape_html=escape_html, names=names))
             if not last:
                 out.append(_SOFT_BREAK)
             continue

@@ -1,10 +1,11 @@
 """The public archive: ``/archive``, ``/archive/{key}`` (web version), ``/archive.xml``.
 
-Only *sent* editions are public. The web version is the email's own HTML
-(pipeline.render, the same code as sending) with the personal slots pointing at
-``/links``, a page that says those links are personal and live in the email: the
-web version never holds a token. It is the target of every email's "View in
-browser" link (``{base_url}/archive/{key}``).
+Only *sent* editions are public. The web version is the web copy stored when the
+edition started sending (:mod:`digest.engagement.snapshot`: the same templates as
+the email, with whole titles and quotes and the readers' vote beside the panel's),
+its personal slots pointing at ``/links``, a page that says those links are
+personal and live in the email: the web version never holds a token. It is the
+target of every email's "View in browser" link (``{base_url}/archive/{key}``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.responses import HTMLResponse, Response
 
 from digest import pipeline
 from digest.editions import lifecycle as editions
+from digest.engagement import snapshot
 from digest.render.view import week_label
 from digest.store.db import session_scope
 from digest.store.models import Edition
@@ -107,14 +109,21 @@ def _sent(w: Web) -> list[catalog.SentEdition]:
 
 
 def _web_version(w: Web, key: str) -> str | None:
+    """The web copy as it was sent (stored when it started sending); an edition sent
+    before web copies were kept is rendered from its stored comparisons. The readers'
+    vote beside each tool is as of now."""
+    links = f"{w.rt.config.site.base_url.rstrip('/')}/links"
     with session_scope(w.rt.engine) as session:
         edition = catalog.sent_edition(session, key=key)
-        if edition is None:
+        if edition is None or edition.id is None:
             return None
+        stored = snapshot.load(session, edition.id)
+        if stored is not None:
+            return stored.html_with(snapshot.web_values(session, stored, links))
         comparisons = editions.comparisons_of(session, edition=edition)
-    digest = pipeline.render(w.rt, edition.key, comparisons)
-    links = f"{w.rt.config.site.base_url.rstrip('/')}/links"
-    return digest.html_with({"unsubscribe_url": links, "preferences_url": links})
+    digest = pipeline.render(w.rt, edition.key, comparisons, web_copy=True, max_html_bytes=1 << 30)
+    with session_scope(w.rt.engine) as session:
+        return digest.html_with(snapshot.web_values(session, digest, links))
 
 
 def _updated(edition: Edition) -> datetime:

@@ -100,7 +100,7 @@ def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | Non
         to_email=subscriber.email,
         to_name=subscriber.name,
         date=rt.now(),
-        **messages.personal_urls(rt, subscriber_id),
+        **messages.reader_values(rt, edition.key, digest, subscriber_id),
     )
     return OutgoingMessage(
         0,

@@ -65,12 +65,14 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-_TOKEN_PATH = re.compile(r"/(u|p|confirm)/[^/?\s\"]+")
+# A token segment; a click's message ref (/r/{token}/{ref}, /o/{key}/{ref}.gif) too.
+_TOKEN_PATH = re.compile(r"/(u|p|confirm|v|r|o)/[^/?\s\"]+(/(?!ship\b|skip\b)[^/?\s\"]+)?")
 
 
 def redact(path: str) -> str:
-    """``/u/12.abc`` → ``/u/[token]``: what a log line may say about a link."""
-    return _TOKEN_PATH.sub(r"/\1/[token]", path)
+    """``/u/12.abc`` → ``/u/[token]``, ``/r/{token}/{ref}`` → ``/r/[token]/[ref]``:
+    what a log line may say about a link (vote tokens name a reader)."""
+    return _TOKEN_PATH.sub(lambda m: f"/{m[1]}/[token]" + ("/[ref]" if m[2] else ""), path)
 
 
 class RedactTokens(logging.Filter):

@@ -33,6 +33,7 @@ GET      /admin/api-keys, POST /admin/api-keys      API keys (admin): list, crea
 POST     /admin/api-keys/{key_id}/revoke            revoke one (admin)
 GET      /admin/settings                            the effective configuration, read-only (admin)
 GET      /admin/audit, /admin/audit.csv             the audit log (any operator)
+GET      /admin/stats[/{key}][.csv]                 statistics: clicks, votes, trends (any operator)
 =======  ========================================  ====================================
 """
 

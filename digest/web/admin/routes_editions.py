@@ -98,7 +98,7 @@ def overview(rt: Runtime) -> Overview:
     """Every edition with its ledger counts; the current edition's selection; and
     the key of the edition not composed yet that "next" previews ("" when "next" is
     this week's composed edition): this week's when it has no edition, next week's
-    once this week's is sent or cancelled (:func:`digest.pipeline.preview_comparisons`)."""
+    once this week's is sent or cancelled (:func:`digest.editing.preview_comparisons`)."""
     now = rt.now()
     key = editions.edition_key(now, rt.config.site.tz)
     with session_scope(rt.engine) as session:
