@@ -1,4 +1,4 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), config files.
+"""Shared fixtures: databases (SQLite and PostgreSQL), config files, the browser.
 
 PostgreSQL tests use ``DIGEST_TEST_PG_URL`` (default: the local server on
 127.0.0.1:5432, user postgres, database test) and skip with a reason when no server
@@ -11,12 +11,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from digest.store.db import make_engine, upgrade
+from tests.browser_support import launched_browser
 from tests.smtp_sink import SmtpSink
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 PG_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -99,3 +104,19 @@ def sink() -> Iterator[SmtpSink]:
     its own ``sink``, e.g. one that refuses some recipients)."""
     with SmtpSink() as server:
         yield server
+
+
+# The browser tests' fixtures (tests/browser_support.py): a module may define its own.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module; skips where it cannot run."""
+    yield from launched_browser()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh 1280×900 context and page, with a 10 s default timeout."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()

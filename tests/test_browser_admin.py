@@ -10,7 +10,6 @@ to ``test-artifacts/screenshots/admin-*.png``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,14 +22,13 @@ from tests.browser_support import (
     SCREENSHOTS,
     Site,
     html_of,
-    launched_browser,
     wait_for,
 )
 from tests.smtp_sink import SmtpSink
 from tests.support import REPO, write_config
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 PASSWORD = "desk-password-for-tests"
 SAMPLE = json.loads((REPO / "examples/feed.json").read_text("utf-8"))
@@ -63,19 +61,6 @@ class DeskSite(Site):
             # link checks have their own loopback tests (tests/test_preflight.py).
             preflight={"check_links": False},
         )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    yield from launched_browser()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    yield context.new_page()
-    context.close()
 
 
 def _require_approval(site: Site, key: str) -> None:

@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ from sqlmodel import Session
 from digest.store import audit
 from digest.store.db import make_engine, session_scope
 from digest.store.models import Edition
-from tests.browser_support import SCREENSHOTS, Site, launched_browser, wait_for
+from tests.browser_support import SCREENSHOTS, Site, wait_for
 from tests.support import REPO, write_config
 
 if TYPE_CHECKING:
@@ -83,19 +82,6 @@ class OperatorSite(Site):
         )
         assert result.returncode == 0, f"digest {' '.join(args)}:\n{result.stdout}{result.stderr}"
         return result
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    yield from launched_browser()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    yield context.new_page()
-    context.close()
 
 
 def _edition(site: Site) -> Edition:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from digest.desk import operators
 from digest.engagement import stats
 from digest.store.db import make_engine, session_scope
 from digest.web.app import create_app
-from tests.browser_support import Shooter, Site, launched_browser, wait_for
+from tests.browser_support import Shooter, Site, wait_for
 from tests.desk_support import desk_runtime, sign_in_as
 from tests.support import REPO
 from tests.test_stats import (
@@ -49,23 +48,10 @@ from tests.test_stats import (
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 VIEWER, PASSWORD = "viewer@example.com", "viewer-password-for-tests"
 DOC_SHOT = REPO / "docs" / "images" / "stats.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    yield from launched_browser()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    yield context.new_page()
-    context.close()
 
 
 def seed(site: Site) -> None:

@@ -159,7 +159,7 @@ def test_subject_and_preheader_overrides(templates: TemplateSet) -> None:
     digest = render(templates, editorial)
     assert digest.subject == "Our pick: Bcc: x@example.org this week"
     html = digest.html_with(SLOTS)
-    assert re.search(r'<div style="display:none;[^"]*">Pre &amp; header</div>', html)
+    assert re.search(r'<div style="display:none;[^"]*">Pre &amp; header\n', html)
     long = render(templates, Editorial(subject="word " * 40)).subject
     assert len(long) <= 150 and long.endswith("…")
 

@@ -131,7 +131,7 @@ def test_an_imported_partial_is_named_not_the_importer(tmp_path: Path) -> None:
     folder = tmp_path / "templates"
     (folder / "partials").mkdir(parents=True)
     (folder / "partials" / "tool.mjml.j2").write_text(
-        "{# an instance override #}\n{% macro tool_block(tool, padding) %}\n"
+        "{# an instance override #}\n{% macro tool_block(tool, padding, web_copy=False) %}\n"
         "{{ tool.__class__ }}\n{% endmacro %}\n",
         encoding="utf-8",
     )

@@ -12,8 +12,9 @@ own purpose, so one can never stand for another). Feed ids and tool keys are
 - **ref** ``{ident}.{sent}.{tag}``: which message a click came from. ``ident`` is
   ``s{subscriber id}`` with ``[tracking] individual`` on, else a keyed pseudonym
   of edition and reader (``p…``) that counts unique clickers without naming them;
-  ``sent`` is when the message was built (base-36 Unix seconds), for telling a
-  mail scanner's clicks within seconds of delivery apart. ``web`` is the public
+  ``sent`` is when the edition was planned (hex Unix seconds; the build time for a
+  preview), for telling a mail scanner's clicks soon after sending apart: not the
+  build time, so a replayed provider request is byte-identical. ``web`` is the public
   web copy's ref and is not signed (it names no one).
 - **vote** ``{subscriber id}.{comparison}.{tool key}.{tag}``: one reader's vote on
   one tool; the choice (ship / skip) is the URL's last segment.
