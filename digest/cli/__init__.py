@@ -3,7 +3,10 @@
 Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
 configuration; 3 interrupted or incomplete, resumable (deliveries still pending:
 run the command again); 130 a second Ctrl-C. Errors are one readable message,
-never a traceback.
+never a traceback. ``digest status`` before ``digest init`` exits 2 and says to run it.
+
+``--config PATH`` (or ``-c``) may come before or after the subcommand:
+:class:`~digest.cli.common.ConfigAnywhere` moves it to the front before Click parses.
 """
 
 from __future__ import annotations
@@ -18,17 +21,29 @@ import typer
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from digest import __version__
 from digest import config as config_mod
 from digest.cli.api_keys import register as register_api_keys
-from digest.cli.common import State, err, fail, out, run_until_signalled, runtime
+from digest.cli.common import (
+    EXIT_USAGE,
+    ConfigAnywhere,
+    State,
+    err,
+    fail,
+    out,
+    run_until_signalled,
+    runtime,
+)
 from digest.cli.desk import register as register_desk
 from digest.cli.desk import write_viewer_preview
 from digest.cli.edit import register as register_edit
+from digest.cli.feed import register as register_feed
 from digest.cli.helpers import finish
 from digest.cli.operators import register as register_operators
-from digest.cli.ops import print_health
+from digest.cli.ops import notice_line, print_health
 from digest.cli.ops import register as register_ops
 from digest.cli.output import (
+    open_preview,
     print_compose,
     print_fetch,
     print_send,
@@ -43,8 +58,16 @@ from digest.cli.subscribers import subscribers_app
 from digest.common import redaction
 from digest.delivery.sending import EXIT_INCOMPLETE
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"digest {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 app = typer.Typer(
     name="digest",
+    cls=ConfigAnywhere,
     help="Weekly digest of AI-tool comparisons: fetch → compose → send.",
     no_args_is_help=True,
     add_completion=False,
@@ -58,6 +81,7 @@ register_edit(app)  # edit
 register_operators(app)  # operators, audit
 register_api_keys(app)  # api-keys
 register_stats(app)  # stats
+register_feed(app)  # feed-schema, validate-feed
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -74,6 +98,12 @@ ConfigOption = Annotated[
 def _main(
     config: ConfigOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     State.config_path = config
     logging.basicConfig(
@@ -140,9 +170,7 @@ def preview(
     for path in paths:
         out.print(f"Wrote {path}")
     if open_browser:
-        import webbrowser
-
-        webbrowser.open(paths[0].resolve().as_uri())
+        open_preview(out, paths[0])
 
 
 @app.command()
@@ -170,7 +198,7 @@ def run() -> None:
         if result.outcome in (jobs.IN_PROGRESS, jobs.AWAITING):
             out.print(escape(result.detail), highlight=False)
         for subject in result.notices:
-            out.print(f"Emailed the operators: {escape(subject)}", highlight=False)
+            out.print(notice_line(rt, subject), highlight=False)
         if report is not None and report.send is not None and result.exit_code == EXIT_INCOMPLETE:
             finish(report.send)  # says how many are pending and how to resume; exit 3
         if result.exit_code:
@@ -181,8 +209,11 @@ def run() -> None:
 def status() -> None:
     """Editions with their delivery counts, and subscribers by status."""
     from digest.ops import health
+    from digest.store.db import current_revision
 
     with runtime() as rt:
+        if current_revision(rt.engine) is None:
+            fail(EXIT_USAGE, "the database has no tables yet: run 'digest init' first.")
         print_status(out, rt)
         print_health(out, health.report(rt, now=rt.now()))
 

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import OperationalError
+from typer.core import TyperGroup
 
 from digest import config as config_mod
 from digest.config.runtime import Runtime
@@ -35,6 +36,41 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
+
+
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def config_to_front(args: list[str]) -> list[str]:
+    """Move every ``--config X``, ``-c X`` and ``--config=X`` to the front of ``args`` so
+    ``digest status --config X`` works like ``digest --config X status``. Only these exact
+    tokens; nothing after ``--`` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in CONFIG_FLAGS and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class ConfigAnywhere(TyperGroup):
+    """The root group: accepts ``--config`` after a subcommand (see :func:`config_to_front`)."""
+
+    # ctx: Any, as typer vendors its own click (typer._click.core.Context)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, config_to_front(list(args)))
 
 
 class State:

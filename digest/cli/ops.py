@@ -3,7 +3,7 @@
 
 Exit codes of ``digest check``: 0 all is well; 1 something needs a human (each
 incident is printed, and the operators are emailed once per incident); 2 bad
-configuration.
+configuration. With no ``[operators] emails`` it says nobody was emailed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.cli.common import err, out, runtime
+from digest.config.runtime import Runtime
 
 
 def register(app: typer.Typer) -> None:
@@ -66,17 +67,25 @@ def check() -> None:
         now = rt.now()
         found = health.incidents(rt, now=now)
         notices = asyncio.run(alerts.sync(rt, found, now=now))
+        lines = [notice_line(rt, s) for s in [*map(jobs.expiry_subject, expired), *notices]]
     for key in expired:
         out.print(f"Edition {key} was not approved by its deadline: cancelled, nothing sent.")
-        out.print(f"Emailed the operators: {escape(jobs.expiry_subject(key))}", highlight=False)
-    for subject in notices:
-        out.print(f"Emailed the operators: {escape(subject)}", highlight=False)
+    for line in lines:
+        out.print(line, highlight=False)
     if not found:
         out.print("All is well.")
         return
     for incident in found:
         out.print(f"[bold red]needs attention:[/] {escape(incident.summary)}", highlight=False)
     raise typer.Exit(1)
+
+
+def notice_line(rt: Runtime, subject: str) -> str:
+    """What became of an operator notice: emailed, or nobody configured to email."""
+    if rt.config.operators.emails:
+        return f"Emailed the operators: {escape(subject)}"
+    why = escape("No operators are configured to email ([operators] emails is empty)")
+    return f"{why}; not emailed: {escape(subject)}"
 
 
 def print_health(console: Console, report: dict[str, Any]) -> None:

@@ -266,3 +266,16 @@ def write_preview(rt: Runtime, edition_key: str | None, folder: Path) -> list[Pa
     for path, data in files.items():
         path.write_bytes(data)
     return list(files)
+
+
+def open_preview(console: Console, path: Path) -> None:
+    """Open ``path`` in a browser; when none can be opened (a headless server), say where
+    the file is instead."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(path.resolve().as_uri())
+    except Exception:  # webbrowser.Error, or a broken browser command: not fatal here
+        opened = False
+    if not opened:
+        console.print(f"No browser could be opened; the preview is at {path.resolve()}")
