@@ -35,7 +35,6 @@ from tests.browser_support import (
     Shooter,
     Site,
     html_of,
-    launched_browser,
     text_of,
     wait_for,
 )
@@ -54,14 +53,10 @@ NEXT_WEEK_TITLE = "Owl Reader vs Finch Notes (next week's sample)"
 # --- fixtures ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    yield from launched_browser()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    # The real CSP applies (no bypass): the pages must work without scripts of ours.
+    # ``browser`` is tests/conftest.py's. 800 px high, not 900: the screenshots'
+    # size. The real CSP applies (no bypass): the pages must work without scripts of ours.
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(10_000)
     yield context.new_page()
