@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digest.common import options
+from digest.common.options import KEY
+
 SIGNED_HEADERS = (
     b"From",
     b"To",
@@ -59,3 +62,21 @@ class DkimSigner:
         except dkim.DKIMException as exc:
             raise ValueError(f"DKIM signing failed: {exc}") from exc
         return bytes(header) + message
+
+
+def dkim_signer(
+    domain: str | None, selector: str | None, key_path: Path | str | None
+) -> DkimSigner | None:
+    """The signer the SMTP transport's three DKIM keys ask for: None when none is
+    given; ValueError naming the keys when only some are."""
+    given = [v is not None for v in (domain, selector, key_path)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError(
+            "keys 'dkim_domain', 'dkim_selector' and 'dkim_key_path' go together: give all three"
+        )
+    assert domain is not None and selector is not None and key_path is not None
+    options.text("dkim_domain", domain, style=KEY)
+    options.text("dkim_selector", selector, style=KEY)
+    return DkimSigner(domain=domain, selector=selector, key_path=key_path)

@@ -7,14 +7,12 @@ ledger's commit per message (``batch_size = 20`` sends about 1.4 times as fast,
 docs/BENCHMARKS.md) at the price of more possible second copies after a crash.
 How every phase's answer becomes an outcome: :mod:`digest.transports.smtp_outcomes`.
 
-Timeouts: ``timeout`` (default 30 s) for connecting and each command;
-``data_timeout`` (default 600 s, RFC 5321 4.5.3.2.6) for the reply to the end of
-the message body, which a server may give only after scanning and queueing it.
+Timeouts: ``timeout`` (30 s) for connecting and each command; ``data_timeout`` (600 s,
+RFC 5321 4.5.3.2.6) for the reply to the body, given after scanning and queueing it.
 
-After a lost connection the slot reconnects for the batch's next message: one
-message per transaction, so a message after the lost one was never written on the
-lost connection; it is sent on a new one, or ``deferred`` if that fails. Only the
-message whose body went out on the lost connection is ``unknown``.
+After a lost connection the slot reconnects for the batch's next message (one message
+per transaction: the next was never written on the lost connection); it is sent on a new
+one, or ``deferred`` if that fails. Only the message whose body went out is ``unknown``.
 
 After a refusal the session is still healthy: it is RSET (RFC 5321 4.1.1.5) and
 kept; if RSET fails, or on 421 (RFC 5321 3.8: the server is closing), or on any
@@ -25,9 +23,9 @@ connections into Postfix's ``smtp-sink`` on a 2-core machine, aiosmtplib managed
 about 800 messages/s, a plain asyncio-streams client 2,280 in lockstep and 2,600
 with RFC 2920 pipelining, Postfix's own ``smtp-source`` 2,600–3,000. aiosmtplib
 pays per-reply machinery and re-normalizes line ends and dot-stuffs every body with
-two regexes; its protocol parses one reply per read, so it cannot pipeline.
-``smtp_wire`` dot-stuffs canonical CRLF bodies with one ``bytes.replace`` and
-pipelines MAIL/RCPT/DATA when the server offers it. Its exceptions stop at this seam.
+two regexes; its protocol parses one reply per read, so it cannot pipeline. ``smtp_wire``
+dot-stuffs CRLF bodies with one ``bytes.replace`` and pipelines MAIL/RCPT/DATA when the
+server offers it. Its exceptions stop at this seam. DKIM: :mod:`digest.transports.dkim`.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from digest.common.options import KEY, KEY_MUST
 from digest.errors import TransportUnavailable
 from digest.transports import smtp_auth, smtp_wire
 from digest.transports.base import OutgoingMessage, SendResult
-from digest.transports.dkim import DkimSigner
+from digest.transports.dkim import dkim_signer
 from digest.transports.pacing import TokenBucket
 from digest.transports.smtp_codec import (
     SmtpAddressError,
@@ -153,7 +151,7 @@ class SmtpTransport:
         self.batch_size = batch_size
         self.ca_path = None if ca_path is None else str(ca_path)
         self.bucket = TokenBucket(rate_per_second)
-        self.dkim = _dkim_signer(dkim_domain, dkim_selector, dkim_key_path)
+        self.dkim = dkim_signer(dkim_domain, dkim_selector, dkim_key_path)
         self.sessions = 0  # sessions opened so far (connection reuse is visible in tests)
         self._ehlo_name = local_hostname
         self._context: ssl.SSLContext | None = None  # built once, on the first TLS connect
@@ -300,19 +298,3 @@ class SmtpTransport:
         session, slot.session = slot.session, None
         if session is not None:
             session.close()
-
-
-def _dkim_signer(
-    domain: str | None, selector: str | None, key_path: Path | str | None
-) -> DkimSigner | None:
-    given = [v is not None for v in (domain, selector, key_path)]
-    if not any(given):
-        return None
-    if not all(given):
-        raise ValueError(
-            "keys 'dkim_domain', 'dkim_selector' and 'dkim_key_path' go together: give all three"
-        )
-    assert domain is not None and selector is not None and key_path is not None
-    options.text("dkim_domain", domain, style=KEY)
-    options.text("dkim_selector", selector, style=KEY)
-    return DkimSigner(domain=domain, selector=selector, key_path=key_path)
