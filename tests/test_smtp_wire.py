@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from digest.transports import smtp_wire
+from digest.transports import smtp_codec, smtp_wire
 from digest.transports.smtp_codec import (
     SmtpAddressError,
     SmtpAuthError,
@@ -494,14 +494,14 @@ def test_prepare_data(data: bytes, wire: bytes) -> None:
 def test_canonical_input_skips_the_regex(monkeypatch: pytest.MonkeyPatch) -> None:
     """The common case stays cheap: three counts and one bytes.replace, no regex."""
     calls: list[bytes] = []
-    real = smtp_wire._LINE_ENDS
+    real = smtp_codec._LINE_ENDS
 
     class Spy:
         def sub(self, repl: bytes, data: bytes) -> bytes:
             calls.append(data)
             return real.sub(repl, data)
 
-    monkeypatch.setattr(smtp_wire, "_LINE_ENDS", Spy())
+    monkeypatch.setattr(smtp_codec, "_LINE_ENDS", Spy())
     prepare_data(b"Subject: x\r\n\r\n" + b"line\r\n" * 1000)
     assert calls == []
     assert prepare_data(b"Subject: x\n\nline\n") == b"Subject: x\r\n\r\nline\r\n.\r\n"
