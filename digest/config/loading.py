@@ -121,6 +121,7 @@ def _config(settings: DigestSettings, inputs: Inputs) -> Config:
         webhooks=_webhooks(settings, inputs),
         tracking=settings.tracking,
         votes=settings.votes,
+        bounces=settings.bounces,
         secret_keys=secrets,
         env=MappingProxyType({k: v for k, v in environ.items() if k.startswith("DIGEST_")}),
     )

@@ -76,9 +76,13 @@ class Runtime:
         """Token signer: ``DIGEST_SECRET_KEY`` keys, else a key generated once and kept
         in the database (so links keep working across runs and machines)."""
         if self._signer is None:
-            keys = self.config.secret_keys or (self._stored_secret(),)
-            self._signer = TokenSigner(keys)
+            self._signer = TokenSigner(self.secret_keys())
         return self._signer
+
+    def secret_keys(self) -> tuple[str, ...]:
+        """The signing secrets, newest first: ``DIGEST_SECRET_KEY`` keys, else the one
+        stored in the database. Every signed thing derives its own key from these."""
+        return tuple(self.config.secret_keys) or (self._stored_secret(),)
 
     def _stored_secret(self) -> str:
         table = InstanceSecret.__table__  # type: ignore[attr-defined]

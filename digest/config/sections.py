@@ -29,6 +29,7 @@ from pydantic import (
     SkipValidation,
 )
 
+from digest.config.bounce_sections import BouncesConfig
 from digest.config.section_base import Section, string_list
 from digest.config.web_sections import TrackingConfig, VotesConfig, WebConfig
 
@@ -60,6 +61,9 @@ class EmailConfig(Section):
     # Confirmation and welcome mails, operator notices: their own sender (Gmail asks
     # that subscription and other mail come from different addresses). None: from_.
     transactional_from: str | None = None
+    # VERP: digest messages leave with envelope sender bounces+<token>@… (the token
+    # names the delivery); transactional mail with this address as is. "": off.
+    bounce_address: str = ""
 
     @property
     def transactional_header(self) -> str:
@@ -210,6 +214,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     votes: VotesConfig = field(default_factory=VotesConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     secret_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -231,6 +236,7 @@ SECTIONS: dict[str, type[Section]] = {
     "schedule": ScheduleConfig,
     "tracking": TrackingConfig,
     "votes": VotesConfig,
+    "bounces": BouncesConfig,
 }
 ADAPTERS = ("feed", "transport", "failover")  # free-form tables, checked by their adapter
 # Every section name, in the order a "did you mean" hint for a section searches them.

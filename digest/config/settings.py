@@ -1,15 +1,13 @@
 """The settings model and its sources: init keywords, then ``DIGEST_<SECTION>__<KEY>``
 environment variables, then ``config.toml`` (pydantic-settings' TOML source).
 
-The environment beats the file. Only names of the form ``DIGEST_<SECTION>__<KEY>``
-(two underscores, a known section) are overrides; ``DIGEST_SECRET_KEY``,
-``DIGEST_DATABASE_URL``, ``DIGEST_SMTP_PASSWORD``, ``DIGEST_CONFIG`` and any other
-single-underscore ``DIGEST_*`` variable keep their own meaning and are never read as
-settings; an empty override is no override. Values are strings, converted to the
-key's type (``"1"`` → ``1``, ``"true"`` → ``True``); a list is JSON. Adapter
-tables (``[feed]``, ``[transport]``, ``[failover]``, ``[webhooks.<name>]``) have no
-types here: a value that parses as JSON (``2525``, ``true``, ``"2525"``) is taken
-as that JSON, anything else as the string it is.
+The environment beats the file. Only ``DIGEST_<SECTION>__<KEY>`` names (two
+underscores, a known section) are overrides; ``DIGEST_SECRET_KEY``, ``DIGEST_CONFIG``
+and every other single-underscore ``DIGEST_*`` variable keep their own meaning; an
+empty override is no override. Values are strings, converted to the key's type
+(``"1"`` → ``1``, ``"true"`` → ``True``); a list is JSON. Adapter tables (``[feed]``,
+``[transport]``, ``[failover]``, ``[webhooks.<name>]``) have no types here: a value
+that parses as JSON (``2525``, ``true``, ``"2525"``) is that JSON, else the string.
 
 :func:`read` is the only way in: the file and the environment are per call (a context
 variable hands them to ``settings_customise_sources``), kept in an :class:`Inputs`
@@ -39,6 +37,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from digest.config.bounce_sections import BouncesConfig, check_settings
 from digest.config.sections import (
     ADAPTERS,
     KNOWN_SECTIONS,
@@ -95,6 +94,7 @@ class DigestSettings(BaseSettings):
     webhooks: WebhooksTable = Field(default_factory=WebhooksTable)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     votes: VotesConfig = Field(default_factory=VotesConfig)
+    bounces: BouncesConfig = Field(default_factory=BouncesConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -150,15 +150,15 @@ _INPUTS: ContextVar[Inputs] = ContextVar("digest_config_inputs")
 
 def read(inputs: Inputs, **overrides: Any) -> DigestSettings:
     """Build :class:`DigestSettings` from ``inputs`` (``overrides``: init keywords, first).
-
-    Raises :class:`ConfigError` for a file that cannot be read, an unknown section,
-    a secret in an adapter table; pydantic's ``ValidationError`` for the rest.
-    """
+    Raises :class:`ConfigError` for a file that cannot be read, an unknown section, a
+    secret in an adapter table, a bad ``[bounces]``; pydantic's ``ValidationError`` else."""
     token = _INPUTS.set(inputs)
     try:
-        return DigestSettings(**overrides)
+        settings = DigestSettings(**overrides)
     finally:
         _INPUTS.reset(token)
+    check_settings(settings.email.bounce_address, settings.bounces, inputs.place, inputs.environ)
+    return settings
 
 
 def hint(name: str, choices: list[str]) -> str:

@@ -18,6 +18,7 @@ from email.utils import parseaddr
 from digest.config.runtime import Runtime, list_id, sender_address
 from digest.delivery.ledger import Recipient
 from digest.delivery.run import MessageFactory
+from digest.delivery.verp import verp_keys, verp_sender
 from digest.editions.segments import (
     PerSegment,
     Segment,
@@ -116,6 +117,9 @@ def message_factory(
     templates = PerSegment(for_segment)
     templates.get(tuple(available))
     envelope_from = sender_address(rt.config)
+    # [email] bounce_address: VERP, each reader's envelope sender names their row.
+    bounce_address = rt.config.email.bounce_address
+    verp_key = verp_keys(rt)[0] if bounce_address else b""
 
     def build(recipients: Sequence[Recipient], now: datetime) -> list[OutgoingMessage | Skip]:
         out: list[OutgoingMessage | Skip] = []
@@ -131,7 +135,11 @@ def message_factory(
             out.append(
                 OutgoingMessage(
                     r.delivery_id,
-                    envelope_from,
+                    (
+                        verp_sender(bounce_address, r.delivery_id, verp_key)
+                        if bounce_address
+                        else envelope_from
+                    ),
                     r.email,
                     template.message_id(r.subscriber_id),
                     functools.partial(_render, template, r, values, now),

@@ -15,7 +15,8 @@ ask again once ``[web] confirm_resend_minutes`` has passed.
 Both come from ``[email] transactional_from`` (default: ``from``), envelope
 sender and From header alike: Gmail's sender guidelines ask that subscription
 mail (the weekly digest) and other mail use different addresses, so a reader's
-spam verdict on one does not land on the other.
+spam verdict on one does not land on the other. With ``[email] bounce_address``
+set, that is the envelope sender instead, so bounces reach the bounce mailbox.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def confirmation_message(rt: Runtime, *, subscriber_id: int, address: str) -> Ou
         message_id=message_id,
         date=rt.now(),
     )
-    return OutgoingMessage(0, sender, address, message_id, data, CONFIRM_TAG)
+    return OutgoingMessage(0, envelope_sender(rt), address, message_id, data, CONFIRM_TAG)
 
 
 def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | None:
@@ -104,7 +105,7 @@ def welcome_message(rt: Runtime, *, subscriber_id: int) -> OutgoingMessage | Non
     )
     return OutgoingMessage(
         0,
-        sender,
+        envelope_sender(rt),
         subscriber.email,
         template.message_id(subscriber_id),
         data,
@@ -117,6 +118,12 @@ def transactional_sender(rt: Runtime) -> tuple[str, str]:
     bare envelope address. Both were checked when the config was loaded."""
     email = rt.config.email
     return email.transactional_header, email.transactional_address
+
+
+def envelope_sender(rt: Runtime) -> str:
+    """``[email] bounce_address`` when set (no VERP token: a bounce of these is
+    matched by its Message-ID or address), else the transactional address."""
+    return rt.config.email.bounce_address or rt.config.email.transactional_address
 
 
 def site_view_of(rt: Runtime) -> SiteView:

@@ -111,7 +111,7 @@ class ProofOfWork:
     def keys(self) -> tuple[bytes, ...]:
         """The HMAC keys, first one signing (may read the stored secret once)."""
         if self._keys is None:
-            secrets = self.rt.config.secret_keys or (self.rt._stored_secret(),)
+            secrets = self.rt.secret_keys()
             self._keys = tuple(
                 hmac.new(s.encode(), KEY_PURPOSE, hashlib.sha256).digest() for s in secrets
             )

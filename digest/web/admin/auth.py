@@ -153,7 +153,7 @@ class Guard:
     @cached_property
     def _key(self) -> bytes:
         # Lazily: the stored server secret needs the database (create_app must not).
-        servers = self.rt.config.secret_keys or (self.rt._stored_secret(),)
+        servers = self.rt.secret_keys()
         material = b"digest-admin/v1/" + self.credentials.fingerprint()
         return hmac.new(servers[0].encode(), material, hashlib.sha256).digest()
 
