@@ -19,6 +19,7 @@ from email.utils import getaddresses
 
 from digest.delivery.matching import parse_message_id
 from digest.delivery.refusals import enhanced_status
+from digest.webhooks.fields import sounds_like_block
 
 # Subjects and senders of the common non-standard bounces.
 _BOUNCE_SUBJECT = re.compile(
@@ -34,10 +35,6 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY = re.compile(r"(?<![\d.])([45])[0-5]\d(?=[ -])")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _OUR_ID = re.compile(r"<[^<>@\s]+\.s\d{1,18}\.digest@[^<>@\s]+>")
-# A policy or reputation block in the server's words (as the Resend adapter reads them).
-_POLICY_WORDS = re.compile(
-    r"\bblock(?:ed|list)|\bblacklist|\bpolicy\b|\bspam\b|\breputation\b|\bdmarc\b", re.I
-)
 NEAR_LINES = 6  # an address this many lines above a status code is its recipient
 
 
@@ -77,7 +74,7 @@ def looks_like_bounce(message: Message) -> bool:
 
 def is_policy(status: str, words: str) -> bool:
     """X.7.x (RFC 3463 §3.8 "security or policy status"), or a block in the words."""
-    return bool(re.fullmatch(r"[45]\.7\.\d{1,3}", status)) or bool(_POLICY_WORDS.search(words))
+    return bool(re.fullmatch(r"[45]\.7\.\d{1,3}", status)) or sounds_like_block(words)
 
 
 def status_in(text: str) -> str:

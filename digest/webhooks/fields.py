@@ -6,7 +6,20 @@ webhook; the raw payload is kept anyway.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+# A policy or reputation block in a receiving server's words ("blocked", "listed on a
+# blocklist", "spam", "DMARC policy"): the sender was refused, the reader is not gone.
+_BLOCK_WORDS = re.compile(
+    r"\bblock(?:ed|list)|\bblacklist|\bpolicy\b|\bspam\b|\breputation\b|\bdmarc\b", re.I
+)
+
+
+def sounds_like_block(words: str) -> bool:
+    """True when a bounce's text says the sender was blocked for policy or reputation
+    (shared by the Resend adapter and the bounce mailbox, :mod:`digest.bounces`)."""
+    return bool(_BLOCK_WORDS.search(words))
 
 
 def text(value: object) -> str:

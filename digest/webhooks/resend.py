@@ -40,12 +40,12 @@ from digest.webhooks.base import (
     WebhookRequest,
 )
 from digest.webhooks.fields import iso_time as _time
+from digest.webhooks.fields import sounds_like_block
 
 TOLERANCE: Final = timedelta(minutes=5)
 REPLAY_TTL_SECONDS: Final = 10 * 60  # covers the ±5 minute window
 _SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _STATUS: Final = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-_BLOCKED: Final = re.compile(r"\bblock(ed|list)|\bpolicy\b|\bspam\b|\breputation\b", re.I)
 
 # Resend event type → ours. email.bounced is refined by BOUNCE_TYPES; opened and
 # clicked (Resend's own tracking) are counted only; anything not here (sent,
@@ -163,7 +163,7 @@ def _bounce_details(details: Mapping[str, Any]) -> tuple[str, str, bool]:
     policy = (
         status.startswith("5.7.")
         or sub_type in POLICY_SUBTYPES
-        or bool(_BLOCKED.search(f"{sub_type} {message} {diagnostic}"))
+        or sounds_like_block(f"{sub_type} {message} {diagnostic}")
     )
     return status, (diagnostic or message or sub_type), policy
 
