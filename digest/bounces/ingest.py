@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import select
@@ -55,15 +54,6 @@ class Ingested:
     line: str  # one line for the operator
 
 
-def bounce_policy(rt: Runtime) -> BouncePolicy:
-    """The soft-bounce rule of ``[webhooks]``, as the webhook route builds it."""
-    rules = rt.config.webhooks
-    return BouncePolicy(
-        soft_bounce_limit=rules.soft_bounce_limit,
-        soft_bounce_window=timedelta(days=rules.soft_bounce_window_days),
-    )
-
-
 def ingest(rt: Runtime, raw: bytes, *, envelope_recipient: str = "") -> Ingested:
     """Classify, match and apply one message; see the module docstring. Raises
     :class:`BounceTooLarge` over ``[bounces] max_message_bytes``."""
@@ -77,7 +67,7 @@ def ingest(rt: Runtime, raw: bytes, *, envelope_recipient: str = "") -> Ingested
     events = list(report.events) or [_unknown_event(report)]
     with session_scope(rt.engine) as session:
         events = _matched(rt, session, report, events)
-        summary = apply(session, events, now=rt.now(), policy=bounce_policy(rt))
+        summary = apply(session, events, now=rt.now(), policy=BouncePolicy.of(rt.config.webhooks))
     kind = _kind(report, summary)
     return Ingested(kind, report, list(summary.outcomes), _line(kind, report, summary))
 

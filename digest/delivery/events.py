@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from digest.config import WebhooksConfig
 from digest.delivery.event_report import Attention, attention
 from digest.delivery.event_store import store_event
 from digest.delivery.matching import Match, match_event, parse_message_id
@@ -72,6 +73,11 @@ class BouncePolicy:
 
     soft_bounce_limit: int = 3
     soft_bounce_window: timedelta = timedelta(days=30)
+
+    @classmethod
+    def of(cls, rules: WebhooksConfig) -> BouncePolicy:
+        """The ``[webhooks]`` rule, for the webhook route and the bounce mailbox alike."""
+        return cls(rules.soft_bounce_limit, timedelta(days=rules.soft_bounce_window_days))
 
 
 @dataclass

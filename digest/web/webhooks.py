@@ -81,10 +81,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     app.state.webhooks = Hooks(
         rt=runtime,
         adapters=build_webhooks(cfg, runtime.config.env),
-        policy=BouncePolicy(
-            soft_bounce_limit=cfg.soft_bounce_limit,
-            soft_bounce_window=timedelta(days=cfg.soft_bounce_window_days),
-        ),
+        policy=BouncePolicy.of(cfg),
         max_body=cfg.max_body_bytes,
         auto_confirm=cfg.auto_confirm,
     )
