@@ -3,9 +3,8 @@
     fetch ──► compose ──► render ──► send
     feeds      editions    render/    deliveries + transports
 
-Every stage is a function of the runtime and an explicit ``now`` from its clock;
-preview runs the very same render and personalize code (:mod:`digest.delivery.messages`) as
-sending and never sends.
+Every stage is a function of the runtime and an explicit ``now`` from its clock; preview
+runs the same render and personalize code (:mod:`digest.delivery.messages`), never sends.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from digest.comparisons import fetch as ingest
 from digest.comparisons.fetch import FetchReport
@@ -24,7 +24,7 @@ from digest.delivery.leases import new_owner
 from digest.delivery.ledger import RetryPolicy
 from digest.delivery.sending import SendOptions, SendReport
 from digest.editions import lifecycle as editions
-from digest.editions import shaping
+from digest.editions import shaping, weeks
 from digest.editions.lifecycle import ComposeResult
 from digest.engagement import snapshot
 from digest.engagement.links import links_for
@@ -63,7 +63,7 @@ async def read_feed(
 
 def compose(rt: Runtime, *, key: str | None = None) -> ComposeResult:
     """This week's edition (created from eligible comparisons, or the existing one);
-    ``key``: a later week's, composed early to edit it (see ``editions.not_yet_due``)."""
+    ``key``: a later week's, composed early (see :func:`digest.editions.weeks.not_yet_due`)."""
     ensure_current(rt.engine)
     cfg = rt.config
     with session_scope(rt.engine) as session:
@@ -151,23 +151,9 @@ async def send(
     ``others_working``: see :func:`digest.delivery.sending.send_edition` (helper processes)."""
     if edition.status == EditionStatus.sent:
         return SendReport(edition.key, finished=True)
-    if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
-        note = edition.status_note or "by the operator"
-        return SendReport(
-            edition.key, halted=True, stopped_reason=f"edition {edition.status}: {note}"
-        )
-    if editions.awaiting_approval(edition):
-        return SendReport(
-            edition.key,
-            halted=True,
-            stopped_reason=f"edition {edition.key} awaits approval: 'digest approve {edition.key}'",
-        )
-    if editions.not_yet_due(edition, now=rt.now(), tz=rt.config.site.tz):
-        return SendReport(
-            edition.key,
-            halted=True,
-            stopped_reason=f"edition {edition.key} was composed early: it goes out in its week",
-        )
+    held = _held(rt, edition)
+    if held:
+        return SendReport(edition.key, halted=True, stopped_reason=held)
     with session_scope(rt.engine) as session:
         comparisons = editions.comparisons_of(session, edition=edition)
         revision = shaping.revision_of(session, edition)
@@ -181,7 +167,7 @@ async def send(
         pause_window=cfg.pause_window,
         max_retry_wait=cfg.max_retry_wait_seconds,
         lease_ttl=float(cfg.lease_seconds),
-        local_due=localtime.local_due(rt.config.schedule, edition.key),
+        local_due=localtime.local_due(rt.config.schedule, edition.key, _zone(rt)),
         content_revision=revision,
     )
     return await sending.send_edition(
@@ -218,11 +204,12 @@ async def run(
     fetch_progress: Callable[[int], None] | None = None,
     send_progress: Callable[[SendReport], None] | None = None,
     stop: asyncio.Event | None = None,
+    key: str | None = None,
 ) -> RunReport:
-    """The weekly job: fetch, compose, send. A failed fetch (after bounded retries, or
-    past ``[feed] deadline_seconds``) is reported (exit 1) but does not stop the
-    week's edition: comparisons stored earlier still go out. ``stop`` set during the
-    fetch ends the run there: nothing is composed or sent."""
+    """The weekly job: fetch, compose (week ``key``'s edition, default this week's),
+    send. A failed fetch (after bounded retries, or past ``[feed] deadline_seconds``)
+    is reported (exit 1) but does not stop the week's edition: comparisons stored
+    earlier still go out. ``stop`` set during the fetch ends it: nothing is composed."""
     report = RunReport()
     report.fetch = await read_feed(rt, progress=fetch_progress, stop=stop)
     if report.fetch.error is not None:
@@ -233,7 +220,7 @@ async def run(
             )
             report.stopped_in_fetch = True
             return report
-    report.compose = compose(rt)
+    report.compose = compose(rt, key=key)
     edition = report.compose.edition
     if edition is not None and edition.status != EditionStatus.sent:
         report.send = await send(rt, edition=edition, progress=send_progress, stop=stop)
@@ -287,5 +274,27 @@ def pending_editions(rt: Runtime) -> list[Edition]:
             for e in reversed(editions.all_editions(session))
             if e.status in (EditionStatus.composed, EditionStatus.sending)
             and not editions.awaiting_approval(e)
-            and not editions.not_yet_due(e, now=rt.now(), tz=rt.config.site.tz)
+            and not not_yet_due(rt, e)
         ]
+
+
+def _held(rt: Runtime, edition: Edition) -> str:
+    """Why ``edition`` may not be sent now ("": it may)."""
+    if edition.status in (EditionStatus.paused, EditionStatus.cancelled):
+        return f"edition {edition.status}: {edition.status_note or 'by the operator'}"
+    if editions.awaiting_approval(edition):
+        return f"edition {edition.key} awaits approval: 'digest approve {edition.key}'"
+    if not_yet_due(rt, edition):
+        starts = weeks.starts_at(rt.config.schedule, edition.key, _zone(rt))
+        return f"edition {edition.key} was composed early: it starts {starts:%Y-%m-%d %H:%M %Z}"
+    return ""
+
+
+def not_yet_due(rt: Runtime, edition: Edition) -> bool:
+    """:func:`digest.editions.weeks.not_yet_due` with this runtime's clock and schedule."""
+    tz, schedule = rt.config.site.tz, rt.config.schedule
+    return weeks.not_yet_due(edition, now=rt.now(), tz=tz, schedule=schedule, zone=_zone(rt))
+
+
+def _zone(rt: Runtime) -> ZoneInfo:
+    return rt.config.schedule.zone(rt.config.site)

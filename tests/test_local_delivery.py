@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from rich.console import Console
@@ -128,7 +129,7 @@ def test_each_reader_is_due_at_nine_in_their_own_zone(
     assert _due(rt) == {
         "ny@example.com": NINE_NEW_YORK,
         "tokyo@example.com": NINE_TOKYO,  # its 09:00 passed: due at once, instant kept
-        "plain@example.com": None,  # no zone: due at once
+        "plain@example.com": MONDAY_9_BERLIN,  # no zone: the site's time, now
     }
     assert _sent_to(rt) == ["plain@example.com", "tokyo@example.com"]
     assert first.sent == 2 and first.pending == 1 and not first.finished
@@ -182,12 +183,14 @@ def test_status_shows_rows_due_later(run_local: Open) -> None:
     assert "2026-W48: 1 due later (local delivery time)" in text
 
 
-def test_due_times_follow_daylight_saving_and_bad_zones_are_due_at_once() -> None:
+def test_due_times_follow_daylight_saving_and_bad_zones_are_due_at_the_sites_time() -> None:
     schedule = config.ScheduleConfig(day="mon", time="09:00", local_delivery=True)
     summer, winter = due_for(schedule, "2026-W27"), due_for(schedule, "2026-W48")
     assert summer("America/New_York") == datetime(2026, 6, 29, 13, 0, tzinfo=UTC)  # EDT
     assert winter("America/New_York") == NINE_NEW_YORK  # EST
     assert winter("Nowhere/Atlantis") is None
+    site = due_for(schedule, "2026-W48", ZoneInfo("Europe/Berlin"))
+    assert site("") == site("Nowhere/Atlantis") == MONDAY_9_BERLIN  # the site's time
 
 
 def test_subscriber_time_zones_are_checked(engine: Any) -> None:

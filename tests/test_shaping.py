@@ -14,12 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, select
 
+from digest.config import ScheduleConfig
 from digest.delivery.ledger import Recipient
 from digest.delivery.sending import send_edition
 from digest.editions import lifecycle as editions
 from digest.editions import shaping
 from digest.editions.segments import Skip
 from digest.editions.shaping import Edit, EditInvalid, EditRefused, Sponsor
+from digest.editions.weeks import not_yet_due
 from digest.store import audit
 from digest.store.db import session_scope
 from digest.store.models import Comparison, Delivery, Edition, EditionStatus
@@ -212,6 +214,7 @@ def test_cancelled_editions_refuse_edits_and_early_editions_wait(engine: Engine)
     with pytest.raises(EditRefused, match="is cancelled"):
         _edit(engine, key, Edit(note="x"))
     early = Edition(key="2026-W49", cutoff=MONDAY, composed_at=MONDAY)
-    assert editions.not_yet_due(early, now=MONDAY, tz=BERLIN)
-    assert not editions.not_yet_due(early, now=MONDAY + timedelta(days=7), tz=BERLIN)
+    weekly = ScheduleConfig()
+    assert not_yet_due(early, now=MONDAY, tz=BERLIN, schedule=weekly)
+    assert not not_yet_due(early, now=MONDAY + timedelta(days=7), tz=BERLIN, schedule=weekly)
     assert early.status == EditionStatus.composed

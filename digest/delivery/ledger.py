@@ -99,8 +99,9 @@ def plan(
     """Create a queued row for every active subscriber (once per edition); return rows.
 
     ``due_for`` (local delivery time, :mod:`digest.delivery.localtime`): each row whose reader
-    has a time zone is due at ``due_for(zone)``; the rest (and every row without
-    ``due_for``) are due at once (``due_at`` NULL). See :func:`due_at_expression`.
+    has a time zone is due at ``due_for(zone)``; the rest at ``due_for("")`` (the site's
+    instant; None: at once). Without ``due_for`` every row is due at once (``due_at``
+    NULL). See :func:`due_at_expression`.
     """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     active = S.c.status == SubscriberStatus.active.value
@@ -125,9 +126,9 @@ def plan(
 def due_at_expression(
     conn: Connection, due_for: Callable[[str], datetime | None], readers: Any
 ) -> Any | None:
-    """``CASE subscriber.time_zone WHEN zone THEN instant … END`` (NULL: due at once)
-    over the distinct zones of ``readers``, or None when none of them has a zone
-    with an instant. An instant in the past is kept, so the row is due at once and
+    """``CASE subscriber.time_zone WHEN zone THEN instant … ELSE due_for("") END`` over
+    the distinct zones of ``readers`` (NULL: due at once), or None when no row gets
+    an instant. An instant in the past is kept, so the row is due at once and
     the ledger says when it would have been due.
 
     Set in the very ``INSERT … SELECT`` that plans the ledger: on PostgreSQL, a
@@ -140,10 +141,12 @@ def due_at_expression(
         select(S.c.time_zone).distinct().where(readers, S.c.time_zone != "")
     ).scalars()
     due = {str(n): d for n in names if (d := due_for(str(n))) is not None}
+    default = due_for("")  # no zone, or one this machine cannot load (localtime.due_for)
+    otherwise = literal(default, D.c.due_at.type) if default is not None else None
     if not due:
-        return None
+        return otherwise
     whens = {zone: literal(instant, D.c.due_at.type) for zone, instant in sorted(due.items())}
-    return case(whens, value=S.c.time_zone)
+    return case(whens, value=S.c.time_zone, else_=otherwise)
 
 
 @dataclass(frozen=True, slots=True)

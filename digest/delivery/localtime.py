@@ -8,10 +8,16 @@ York, in Tokyo, in Berlin. Where that moment has already passed when the ledger 
 planned (Tokyo, seen from a Berlin morning), the row is due at once; its due time
 is still the past instant, so the ledger says when it *would* have been due.
 
-Readers without a zone, and every reader when the switch is off, are due at once
-(``due_at`` NULL). Due times are set once, in the statement that plans the
-edition's ledger (:func:`digest.delivery.ledger.plan`); a reader who changes zone
-afterwards keeps this edition's time.
+The edition itself may start a day before the site's scheduled instant
+(:func:`digest.editions.weeks.not_yet_due`), so readers in zones ahead of the site
+get it at their hour too. Readers without a zone, and readers whose zone this
+machine cannot load, are then due at the *site's* scheduled instant (``due_for("")``),
+not at once: started early, the edition must not reach them a day early.
+
+Every reader is due at once (``due_at`` NULL) when the switch is off. Due times are
+set once, in the statement that plans the edition's ledger
+(:func:`digest.delivery.ledger.plan`); a reader who changes zone afterwards keeps
+this edition's time.
 """
 
 from __future__ import annotations
@@ -24,33 +30,39 @@ from digest.config import ScheduleConfig
 from digest.editions.weeks import scheduled_at
 
 DueFor = Callable[[str], datetime | None]
+NO_ZONE = ""  # Subscriber.time_zone of a reader who set none: the site's time
 
 
-def due_for(schedule: ScheduleConfig, week_key: str) -> DueFor:
+def due_for(schedule: ScheduleConfig, week_key: str, site: ZoneInfo | None = None) -> DueFor:
     """A function from an IANA zone name to the instant (UTC) the edition ``week_key``
     (``2026-W48``) is due for readers in that zone.
 
-    It returns None (due at once) for a name :mod:`zoneinfo` cannot load: names are
-    checked when stored, but the zone database of this machine may lack one that
-    another machine had, and a send must not stop over it. Results are cached per
-    name, so a ledger of a million rows costs one computation per distinct zone.
+    ``""`` (no zone) and a name :mod:`zoneinfo` cannot load (names are checked when
+    stored, but this machine's zone database may lack one that another machine had,
+    and a send must not stop over it) are due at the scheduled instant in ``site``
+    (the schedule's zone), or at once (None) without ``site``. Results are cached
+    per name, so a ledger of a million rows costs one computation per distinct zone.
     """
     known: dict[str, datetime | None] = {}
+    fallback = scheduled_at(schedule, week_key, site).astimezone(UTC) if site else None
 
     def due(zone_name: str) -> datetime | None:
         if zone_name not in known:
             try:
-                zone = ZoneInfo(zone_name)
+                zone = ZoneInfo(zone_name) if zone_name != NO_ZONE else None
             except (ZoneInfoNotFoundError, ValueError):
-                known[zone_name] = None
-            else:
-                known[zone_name] = scheduled_at(schedule, week_key, zone).astimezone(UTC)
+                zone = None
+            known[zone_name] = (
+                scheduled_at(schedule, week_key, zone).astimezone(UTC) if zone else fallback
+            )
         return known[zone_name]
 
     return due
 
 
-def local_due(schedule: ScheduleConfig, week_key: str) -> DueFor | None:
+def local_due(
+    schedule: ScheduleConfig, week_key: str, site: ZoneInfo | None = None
+) -> DueFor | None:
     """:func:`due_for` when ``[schedule] local_delivery`` is on, else None (every row
     due at once): what :class:`digest.delivery.sending.SendOptions` takes as ``local_due``."""
-    return due_for(schedule, week_key) if schedule.local_delivery else None
+    return due_for(schedule, week_key, site) if schedule.local_delivery else None

@@ -72,7 +72,8 @@ def compose(
     Fewer than ``min_comparisons`` eligible: no edition (they roll over to next
     week). ``approval_deadline``: the edition is a draft that needs approval by then
     (``[edition] require_approval``). ``key``: a later week's edition, composed
-    early from the desk to edit it (it is not sent before its week: :func:`not_yet_due`)."""
+    early (from the desk, or a day ahead for local delivery): it waits, see
+    :func:`digest.editions.weeks.not_yet_due`."""
     key = key or edition_key(now, tz)
     existing = get(session, key=key)
     if existing is not None:
@@ -302,9 +303,3 @@ def awaiting_approval(edition: Edition) -> bool:
     cancelled draft, e.g. one past its approval deadline, awaits nothing)."""
     unapproved = edition.needs_approval and edition.approved_at is None
     return unapproved and edition.status != EditionStatus.cancelled
-
-
-def not_yet_due(edition: Edition, *, now: datetime, tz: ZoneInfo) -> bool:
-    """True for an edition of a later week than ``now``'s (composed early from the
-    desk): it waits for its week, when the weekly job sends it."""
-    return edition.key > edition_key(now, tz)

@@ -2,6 +2,10 @@
 
 - :func:`weekly`: fetch, compose this week's edition, send it (or, with
   ``[edition] require_approval``, email the operators that a draft awaits them).
+  With ``[schedule] local_delivery`` the scheduler fires it a day early and it
+  composes the next week's edition (:func:`digest.editions.weeks.due_week`); rows
+  whose readers' hour has not come stay queued for :func:`dispatch` (outcome
+  ``scheduled``, exit code 0: they wait by design, nothing is left undone).
   It first cancels drafts past their approval deadline (:func:`expire_drafts`,
   which ``digest check`` calls too), so approval expiry needs no scheduler.
   Holds the ``job:weekly`` lease: a second run while one works (a cron run during
@@ -35,6 +39,7 @@ from digest.config.runtime import Runtime
 from digest.delivery import leases
 from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
 from digest.editions import lifecycle as editions
+from digest.editions import weeks
 from digest.engagement import votes_webhook
 from digest.errors import FeedError, LeaseHeld
 from digest.ops import alerts, health
@@ -56,6 +61,7 @@ SENT, NOTHING, IN_PROGRESS, AWAITING, INCOMPLETE, FAILED = (
     "incomplete",
     "failed",
 )
+SCHEDULED = "scheduled"  # the rest wait for their readers' local delivery time
 
 
 @dataclass(slots=True)
@@ -117,7 +123,8 @@ async def weekly(
     with recorded(rt, "weekly", trigger) as result:
         result.notices.extend(expiry_subject(k) for k in await expire_drafts(rt))
         owner = leases.new_owner()
-        key = editions.edition_key(rt.now(), rt.config.site.tz)
+        cfg = rt.config
+        key = weeks.due_week(cfg.schedule, rt.now(), cfg.site.tz, cfg.schedule.zone(cfg.site))
         try:
             leases.acquire(rt.engine, name=WEEKLY_LEASE, owner=owner, ttl=LEASE_TTL, now=rt.now())
         except LeaseHeld as exc:
@@ -127,7 +134,7 @@ async def weekly(
         renewer = asyncio.create_task(_renew(rt, owner))
         try:
             report = await pipeline.run(
-                rt, fetch_progress=fetch_progress, send_progress=send_progress, stop=stop
+                rt, fetch_progress=fetch_progress, send_progress=send_progress, stop=stop, key=key
             )
         except LeaseHeld as exc:  # SQLite: 'digest send' has this edition
             result.outcome = IN_PROGRESS
@@ -170,7 +177,12 @@ async def _judge(rt: Runtime, result: JobResult, report: pipeline.RunReport) -> 
         result.outcome = FAILED
         words.append(send.error)
     elif send is not None and not send.finished:
-        result.outcome = INCOMPLETE
+        # Only rows held for their readers' hour left (or, around a daylight-saving
+        # change, the early fire an hour before the early start): scheduled, exit 0.
+        held = send.due_later and not send.outstanding and not send.interrupted
+        waiting = held or (send.halted and pipeline.not_yet_due(rt, edition))
+        result.outcome = SCHEDULED if waiting else INCOMPLETE
+        words.append(f"{send.sent} sent" if waiting else "")
         words.append(send.stopped_reason or f"{send.pending} deliveries still pending")
     else:
         result.outcome = FAILED if report.fetch_error else SENT

@@ -58,6 +58,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from digest.config import Config
 from digest.config.runtime import Runtime
 from digest.delivery import leases
+from digest.editions import weeks
 from digest.errors import LeaseHeld
 from digest.ops import alerts, health, jobs
 from digest.ops.jobstore import JOBS_TABLE as JOBS_TABLE
@@ -77,12 +78,18 @@ _STOPPING = threading.Event()
 
 
 def triggers(cfg: Config) -> dict[str, BaseTrigger]:
-    """The jobs' triggers, from ``[schedule]``: weekly cron in the schedule's zone."""
+    """The jobs' triggers, from ``[schedule]``: weekly cron in the schedule's zone.
+
+    With ``local_delivery`` the weekly job fires the day before, at the same time
+    (``mon`` → ``sun``, ``sun`` → ``sat``): it composes the coming edition a day
+    early (:func:`digest.editions.weeks.due_week`) so readers ahead of the site get
+    it at their hour; ``dispatch`` sends each row when its reader's hour comes."""
     schedule = cfg.schedule
     zone = schedule.zone(cfg.site)
     hour, minute = (int(part) for part in schedule.time.split(":"))
+    day = weeks.day_before(schedule) if schedule.local_delivery else schedule.day
     found: dict[str, BaseTrigger] = {
-        "weekly": CronTrigger(day_of_week=schedule.day, hour=hour, minute=minute, timezone=zone),
+        "weekly": CronTrigger(day_of_week=day, hour=hour, minute=minute, timezone=zone),
         "poll": IntervalTrigger(minutes=schedule.poll_minutes, timezone=zone),
         "dispatch": IntervalTrigger(seconds=schedule.dispatch_seconds, timezone=zone),
     }

@@ -20,7 +20,7 @@ GET      /confirm/{token}       a "Confirm subscription" button (changes nothing
 POST     /confirm/{token}       confirm; welcome email with the latest edition
 GET      /u/{token}             an "Unsubscribe" button (changes nothing)
 POST     /u/{token}             unsubscribe (RFC 8058 one-click, or the button)
-GET      /p/{token}             preferences: categories, pause, unsubscribe link
+GET      /p/{token}             preferences: categories, pause, time zone, unsubscribe link
 POST     /p/{token}             save preferences
 GET      /archive               sent editions, newest first
 GET      /archive/{key}         the web version of a sent edition

@@ -126,11 +126,12 @@ async def preferences(request: Request, token: str) -> Response:
 @router.post(
     "/p/{token}",
     responses=_BAD,
-    summary="Save categories and pause",
+    summary="Save categories, pause and time zone",
     openapi_extra=openapi_body(
         {
             "categories": {"type": "array", "items": {"type": "string"}},
             "pause_weeks": {"type": "string", "enum": ["keep", "0", "1", "2", "4", "8", "12"]},
+            "time_zone": {"type": "string", "description": "an IANA zone, or empty: none"},
         }
     ),
 )
