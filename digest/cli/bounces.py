@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -109,7 +112,15 @@ def poll_command() -> None:
         if not rt.config.bounces.enabled:
             fail(EXIT_USAGE, f"[bounces] enabled = false in {rt.config.source}: nothing to poll")
         ensure_current(rt.engine)
-        report = mailbox.poll(rt)
+        stop = threading.Event()  # SIGTERM: finish the message in hand, then stop
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            err.print(f"{signal.Signals(signum).name}: finishing this message, then stopping")
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        report = mailbox.poll(rt, stop=stop)
     out.print(
         f"Bounce mailbox: {report.seen} seen, {report.applied} applied, "
         f"{report.duplicates} duplicate(s), {report.unknown} unknown, "

@@ -54,7 +54,7 @@ class BouncesConfig(Section):
     unknown_folder: str = "Unknown"  # IMAP: where an unclassifiable message is moved
     delete: bool = False  # delete handled messages instead of moving them
     poll_minutes: PositiveInt = 10
-    timeout_seconds: PositiveFloat = Field(default=30.0, strict=False)  # one poll, in total
+    timeout_seconds: PositiveFloat = Field(default=30.0, strict=False)  # each network wait
     max_messages: PositiveInt = 500  # per poll; the rest wait for the next one
     max_message_bytes: PositiveInt = 10_000_000  # larger messages are refused, not read
     ca_file: str = ""  # a PEM to trust besides the system store (self-signed test servers)

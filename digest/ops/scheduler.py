@@ -60,7 +60,7 @@ from digest.config.runtime import Runtime
 from digest.delivery import leases
 from digest.editions import weeks
 from digest.errors import LeaseHeld
-from digest.ops import alerts, health, jobs
+from digest.ops import alerts, bounce_job, health, jobs
 from digest.ops.jobstore import JOBS_TABLE as JOBS_TABLE
 from digest.ops.jobstore import REPAIRED as REPAIRED
 from digest.ops.jobstore import RepairingJobStore
@@ -95,6 +95,7 @@ def triggers(cfg: Config) -> dict[str, BaseTrigger]:
     }
     if cfg.votes.enabled and cfg.votes.webhook_url:
         found[VOTES_JOB] = IntervalTrigger(minutes=1, timezone=zone)
+    found.update(bounce_job.triggers(cfg, zone))  # while [bounces] enabled
     return found
 
 
@@ -105,6 +106,8 @@ def fire(job: str, config_key: str) -> str:
         return jobs.poll(rt, trigger="schedule").outcome
     if job == VOTES_JOB:
         return asyncio.run(jobs.notify_votes(rt, trigger="schedule")).outcome
+    if job == bounce_job.JOB:
+        return bounce_job.fire(rt, _STOPPING)
     return asyncio.run(_fire_async(rt, job)).outcome
 
 
@@ -175,6 +178,8 @@ class Service:
             self._register(job_id, trigger, store.lost_fires.get(job_id))
         if VOTES_JOB not in wanted and scheduler.get_job(VOTES_JOB) is not None:
             scheduler.remove_job(VOTES_JOB)  # the webhook URL was taken out of the config
+        if bounce_job.JOB not in wanted and scheduler.get_job(bounce_job.JOB) is not None:
+            scheduler.remove_job(bounce_job.JOB)  # [bounces] was switched off
         if store.broken:
             self._report_repair(store.broken)
         scheduler.resume()
