@@ -8,26 +8,24 @@ other columns are reported once and ignored) and works in two passes:
    text, looks binary, is over ``MAX_IMPORT_BYTES`` or leaves a quote open is
    refused as a whole (:class:`CsvFileError`, naming the line or byte); a bad row
    is reported with its line number and reason, and the others are imported.
-2. write, in chunks of ``CHUNK_ROWS``: ``INSERT … ON CONFLICT DO NOTHING …
-   RETURNING``, suppression entries and consent events each in one statement.
+2. write, in chunks of ``CHUNK_ROWS``: ``INSERT … ON CONFLICT DO NOTHING … RETURNING``,
+   suppressions and consent events each in one statement (``progress`` after each).
 
 An import never resurrects: a suppressed address, or an existing reader who
 unsubscribed, bounced or complained, stays as it is and the consent log gets an
 ``import_skipped`` event saying why. Existing active and pending readers are left
-unchanged ("already present"). Rows are ``pending`` unless the operator states
-where the list's consent came from (``consent_source``); then ``status`` is
-honoured. Do-not-mail statuses (unsubscribed, bounced, complained) are honoured
-either way: they are imported with that status *and* suppressed.
+unchanged ("already present"). Rows are ``pending`` unless the operator states where
+the list's consent came from (``consent_source``); then ``status`` is honoured.
+Do-not-mail statuses are honoured either way: imported with that status *and* suppressed.
 
-Other services' exports, and any CSV through a column mapping: see
-:mod:`subscribers.csvformats` (a service's do-not-mail rows become suppressions only,
-and also stop a reader present here).
+Other services' exports and mapped CSVs: :mod:`subscribers.csvformats` (a service's
+do-not-mail rows become suppressions only, and stop a reader present here too).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from itertools import islice
 from typing import Any, BinaryIO, TextIO
@@ -100,17 +98,17 @@ def import_csv(
     file_name: str = "",
     forced: str | None = None,
     mapping: Mapping[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import readers from ``stream``; ``source`` is stored on new rows (e.g. the file name).
 
     ``consent_source`` says where the list's consent came from ("signup form 2025"):
     given, rows are imported ``active`` (or as their ``status`` column says); not
     given, ``pending`` (a service's export states its own). ``file_name``, ``forced``
-    and ``mapping`` choose the format (:func:`subscribers.csvformats.choose`). Raises
-    SubscriberInputError for a bad header or mapping, an unknown format or a blank
-    ``consent_source``, and its CsvFileError for a file refused as a whole (nothing
-    is written then). A binary ``stream`` is decoded as UTF-8 here, so the error
-    can name the offending byte; a text stream is read as it decodes.
+    and ``mapping`` choose the format (:func:`subscribers.csvformats.choose`).
+    ``progress(rows written, rows read)``. Raises SubscriberInputError for a bad header
+    or mapping, an unknown format or a blank ``consent_source``, and its CsvFileError for
+    a file refused as a whole (nothing written). A binary ``stream`` is decoded here.
     """
     if consent_source is not None and not consent_source.strip():
         raise SubscriberInputError("consent must say where it came from: the source is empty")
@@ -121,9 +119,12 @@ def import_csv(
         consent_source = consent_source or f"imported from {plan.label} {file_name}".strip()
     writer = _Writer(session, report, source=source, plan=plan, now=now)
     writer.consent_source = consent_source
-    iterator = iter(rows)
+    iterator, done = iter(rows), 0
     while chunk := list(islice(iterator, CHUNK_ROWS)):
         writer.write(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(rows))
     return report
 
 

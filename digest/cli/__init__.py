@@ -7,23 +7,28 @@ never a traceback. ``digest status`` before ``digest init`` exits 2 and says to 
 
 ``--config PATH`` (or ``-c``) may come before or after the subcommand:
 :class:`~digest.cli.common.ConfigAnywhere` moves it to the front before Click parses.
+
+Terminal output (:mod:`digest.cli.console`): bars and Rich log lines on a terminal;
+plain timestamped lines when stderr is a file, pipe or journal; ``--log-format json``
+(or ``DIGEST_LOG_FORMAT=json``) for log shippers. Help is plain text, so a config
+name in brackets ("[edition] require_approval") is shown as written.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.logging import RichHandler
 from rich.markup import escape
 
 from digest import __version__
 from digest import config as config_mod
+from digest.cli import console
 from digest.cli.api_keys import register as register_api_keys
+from digest.cli.bounces import register as register_bounces
 from digest.cli.common import (
     EXIT_USAGE,
     ConfigAnywhere,
@@ -43,19 +48,16 @@ from digest.cli.operators import register as register_operators
 from digest.cli.ops import notice_line, print_health
 from digest.cli.ops import register as register_ops
 from digest.cli.output import (
+    Stages,
     open_preview,
     print_compose,
     print_fetch,
-    print_send,
     print_status,
-    send_progress,
-    spinner,
     write_preview,
 )
 from digest.cli.sending import register as register_sending
 from digest.cli.stats import register as register_stats
 from digest.cli.subscribers import subscribers_app
-from digest.common import redaction
 from digest.delivery.sending import EXIT_INCOMPLETE
 
 
@@ -72,16 +74,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: "[edition] require_approval" is not markup
 )
 app.add_typer(subscribers_app, name="subscribers")
 register_desk(app)  # check-edition, approve
-register_ops(app)  # schedule, check
+register_ops(app)  # schedule, check, serve
 register_sending(app)  # send, pause, resume, cancel, worker
 register_edit(app)  # edit
 register_operators(app)  # operators, audit
 register_api_keys(app)  # api-keys
 register_stats(app)  # stats
 register_feed(app)  # feed-schema, validate-feed
+register_bounces(app)  # bounces ingest, bounces poll
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -94,9 +98,27 @@ ConfigOption = Annotated[
 ]
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar=console.ENV_LOG_FORMAT,
+        help="Log lines on stderr: text (Rich on a terminal, else timestamped lines) or "
+        "json (one object per line, for log shippers).",
+        show_envvar=True,
+    ),
+]
+
+
 @app.callback()
 def _main(
     config: ConfigOption = None,
+    log_format: LogFormatOption = LogFormat.text,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
     version: Annotated[
         bool,
@@ -105,13 +127,8 @@ def _main(
         ),
     ] = False,
 ) -> None:
-    State.config_path = config
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-    )
-    redaction.install()  # no URL credential, token or Bearer value in any log line
+    State.config_path, State.log_format = config, log_format.value
+    console.setup(verbose, log_format.value)  # also installs the secrets' redaction
 
 
 @app.command()
@@ -135,9 +152,12 @@ def fetch() -> None:
     keeps what they gave, then exits 1; SIGTERM stops the fetch (what was read is kept)."""
     from digest import pipeline
 
-    with runtime() as rt, spinner(out, "Reading the feed") as tick:
-        report = run_until_signalled(lambda stop: pipeline.read_feed(rt, progress=tick, stop=stop))
-    print_fetch(out, report)
+    with runtime() as rt, Stages(out, rt) as stages:
+        report = run_until_signalled(
+            lambda stop: pipeline.read_feed(rt, progress=stages.fetching, stop=stop)
+        )
+        stages.close()
+        print_fetch(out, report)
     if report.error is not None:
         fail(1, str(report.error))
 
@@ -179,23 +199,34 @@ def run() -> None:
     a run while another works on the edition says so and exits 0. Exit codes: 0 done,
     nothing to do, in progress elsewhere or awaiting approval; 1 failed; 2 bad config;
     3 interrupted or deliveries left pending: run 'digest send' to finish."""
+    from digest import pipeline
     from digest.ops import jobs
 
-    with runtime() as rt:
-        with send_progress(out) as progress:
-            result = run_until_signalled(
-                lambda stop: jobs.weekly(rt, trigger="cli", send_progress=progress, stop=stop)
+    with runtime() as rt, Stages(out, rt) as stages:
+        result = run_until_signalled(
+            lambda stop: jobs.weekly(
+                rt,
+                trigger="cli",
+                watch=pipeline.Watch(
+                    fetching=stages.fetching,
+                    fetched=stages.fetched,
+                    composed=stages.composed,
+                    sending=stages.sending,
+                ),
+                stop=stop,
             )
-        report = result.run
-        if report is not None and report.fetch is not None:
-            print_fetch(out, report.fetch)
-        if report is not None and report.fetch_error:
-            err.print(f"[bold red]feed error:[/] {escape(report.fetch_error)}", highlight=False)
-        if report is not None and report.compose is not None:
-            print_compose(out, report.compose)
+        )
+        report = result.run  # fetch and compose were summed up as each ended
+        if report is not None and report.stopped_in_fetch:
+            err.print(
+                "[bold yellow]interrupted:[/] nothing was composed or sent: run 'digest run' "
+                "again to finish the week",
+                highlight=False,
+            )
         if report is not None and report.send is not None:
-            print_send(out, rt, report.send)
-        if result.outcome in (jobs.IN_PROGRESS, jobs.AWAITING):
+            stages.sent(report.send)
+        stages.close()
+        if result.outcome in (jobs.IN_PROGRESS, jobs.AWAITING, jobs.SCHEDULED):
             out.print(escape(result.detail), highlight=False)
         for subject in result.notices:
             out.print(notice_line(rt, subject), highlight=False)
@@ -216,48 +247,6 @@ def status() -> None:
             fail(EXIT_USAGE, "the database has no tables yet: run 'digest init' first.")
         print_status(out, rt)
         print_health(out, health.report(rt, now=rt.now()))
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-) -> None:
-    """Serve the reader pages (sign-up, unsubscribe, preferences, archive). Never
-    starts a scheduler: run 'digest schedule' or cron for the weekly job."""
-    import uvicorn
-
-    from digest.web.app import create_app
-
-    with runtime() as rt:
-        problem = port_problem(host, port)
-        if problem:
-            fail(
-                1,
-                f"cannot listen on {host}:{port}: {problem}. Is another 'digest serve' "
-                "running? Stop it, or choose another --port.",
-            )
-        # proxy_headers off: create_app installs uvicorn's ProxyHeadersMiddleware
-        # itself, trusting only [web] trusted_proxies (uvicorn's own default would
-        # trust 127.0.0.1, and FORWARDED_ALLOW_IPS from the environment).
-        try:
-            uvicorn.run(create_app(rt), host=host, port=port, proxy_headers=False)
-        except SystemExit as exc:  # uvicorn exits 3 when it could not start
-            if exc.code not in (0, None):
-                fail(1, f"the web server could not start on {host}:{port} (see the log above)")
-            raise
-
-
-def port_problem(host: str, port: int) -> str:
-    """Why ``host:port`` cannot be listened on ("" when it can)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return ""
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
 """What every command shares: consoles, the config path, the runtime and exit codes.
+The consoles (``out`` for results, ``err`` for logs, progress and messages) come
+from :mod:`digest.cli.console`, which sets them up for a terminal or a file.
 
 Exit codes: 0 success or nothing to do; 1 the job failed; 2 bad usage or
 configuration; 3 interrupted or incomplete, resumable
@@ -11,28 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
 
 from digest import config as config_mod
+from digest.cli.console import err as err  # re-exported: every command prints through them
+from digest.cli.console import out as out
 from digest.config.runtime import Runtime
 from digest.errors import ConfigError, DigestError, LeaseHeld
 from subscribers.errors import SubscriberInputError
-
-# soft_wrap: long lines (paths, server answers) stay whole for logs and grep; tables
-# get room when the output is a file or a pipe (cron mail, CI logs), not 80 columns.
-_WIDTH = None if sys.stdout.isatty() else 132
-out = Console(soft_wrap=True, highlight=False, width=_WIDTH)
-err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -74,7 +70,10 @@ class ConfigAnywhere(TyperGroup):
 
 
 class State:
+    """The root options, for the command and the helper processes it starts."""
+
     config_path: Path | None = None
+    log_format: str = "text"
 
 
 def run_until_signalled(work: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:

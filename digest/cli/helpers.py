@@ -6,7 +6,8 @@ the OOM killer) is reaped at once: no zombie keeps looking alive to
 ``os.kill(pid, 0)``, and the parent takes its rows over (its claims are released,
 its rows in ``sending`` become ``unknown`` and are resolved). The parent keeps
 working while helpers run, checks again after they end, and finishes what is left
-itself. SIGTERM is passed on to the helpers.
+itself. SIGTERM is passed on to the helpers. On a terminal the helpers' log lines
+come through this process (:func:`_relay`), so they go above its progress bar.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import IO
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
+from digest.cli import console
 from digest.cli.common import State, err
 from digest.config.runtime import Runtime
 from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
@@ -36,14 +40,19 @@ class Helpers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Helpers:
-        command = [sys.executable, "-m", "digest"]
+        command = [sys.executable, "-m", "digest", "--log-format", State.log_format]
         if State.config_path is not None:
             command += ["--config", str(State.config_path)]
+        relay = console.live()  # a helper writing to the terminal would break the bar
         for _ in range(self.count):
             proc = subprocess.Popen(  # noqa: S603  (our own command, no shell)
-                [*command, "worker", "--exit-when-idle"], stdout=subprocess.DEVNULL
+                [*command, "worker", "--exit-when-idle"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE if relay else None,
             )
             self.procs.append(proc)
+            if proc.stderr is not None:
+                threading.Thread(target=_relay, args=(proc.stderr,), daemon=True).start()
             threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
         return self
 
@@ -118,6 +127,13 @@ class Helpers:
             return report
         finally:
             forward.cancel()
+
+
+def _relay(stream: IO[bytes]) -> None:
+    """Print a helper's stderr lines (plain: its stderr is a pipe) on this terminal."""
+    with stream:
+        for raw in stream:
+            err.print(Text(raw.decode("utf-8", "replace").rstrip()), highlight=False)
 
 
 async def _forward(stop: asyncio.Event, helpers: Helpers) -> None:

@@ -1,5 +1,5 @@
-"""Unattended operation: ``digest schedule``, ``digest check`` and the health part of
-``digest status``.
+"""Unattended operation: ``digest schedule``, ``digest serve``, ``digest check`` and the
+health part of ``digest status``.
 
 Exit codes of ``digest check``: 0 all is well; 1 something needs a human (each
 incident is printed, and the operators are emailed once per incident); 2 bad
@@ -11,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from digest.cli.common import err, out, runtime
+from digest.cli.common import err, fail, out, runtime
 from digest.config.runtime import Runtime
 
 
 def register(app: typer.Typer) -> None:
     app.command()(schedule)
     app.command()(check)
+    app.command()(serve)
 
 
 def schedule() -> None:
@@ -54,6 +56,51 @@ def schedule() -> None:
             on_standby=lambda why: out.print(f"Another scheduler is active ({why}): standing by."),
         )
         out.print("Scheduler stopped.")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the reader pages (sign-up, unsubscribe, preferences, archive). Never
+    starts a scheduler: run 'digest schedule' or cron for the weekly job."""
+    import uvicorn
+
+    from digest.web.app import create_app
+
+    with runtime() as rt:
+        problem = port_problem(host, port)
+        if problem:
+            fail(
+                1,
+                f"cannot listen on {host}:{port}: {problem}. Is another 'digest serve' "
+                "running? Stop it, or choose another --port.",
+            )
+        # proxy_headers off: create_app installs uvicorn's ProxyHeadersMiddleware
+        # itself, trusting only [web] trusted_proxies (uvicorn's own default would
+        # trust 127.0.0.1, and FORWARDED_ALLOW_IPS from the environment).
+        try:
+            # log_config None: uvicorn's lines go through our handler (timestamped or
+            # JSON off a terminal, like every other line), at INFO like schedule's.
+            logging.getLogger("uvicorn").setLevel(logging.INFO)
+            app = create_app(rt)
+            uvicorn.run(app, host=host, port=port, proxy_headers=False, log_config=None)
+        except SystemExit as exc:  # uvicorn exits 3 when it could not start
+            if exc.code not in (0, None):
+                fail(1, f"the web server could not start on {host}:{port} (see the log above)")
+            raise
+
+
+def port_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on ("" when it can)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""
 
 
 def check() -> None:

@@ -1,26 +1,18 @@
-"""How commands show their results: progress bars, summaries, tables, preview files."""
+"""How commands show their results: stage by stage with progress, summaries, tables,
+preview files (the consoles and meters themselves: :mod:`digest.cli.console`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from sqlalchemy import Connection
 
 from digest import pipeline
+from digest.cli.console import Meter, err
 from digest.comparisons.fetch import FetchReport
 from digest.config.runtime import Runtime
 from digest.delivery import ledger as deliveries
@@ -36,38 +28,61 @@ from digest.store.models import EditionStatus
 from subscribers.repository import count_by_status
 
 
-@contextmanager
-def spinner(console: Console, label: str) -> Iterator[Callable[[int], None]]:
-    """A spinner with a running count; yields the callback that advances it."""
-    with Progress(
-        SpinnerColumn(),
-        TextColumn(label),
-        TextColumn("{task.completed} comparisons"),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=None)
-        yield lambda n: progress.update(task, completed=n)
+class Stages:
+    """What a command shows while it works (``run``, ``fetch``, ``send``): a meter per
+    stage, each removed when its stage ends, and each stage's summary as it ends; the
+    send bar appears only once sending has begun (no "0/?" bar during fetch and compose).
+    The ``…ing`` methods are the progress callbacks; a context manager."""
 
+    def __init__(self, console: Console, rt: Runtime) -> None:
+        self.console, self.rt = console, rt
+        self.fetch = Meter("fetch", "Reading the feed", "comparisons")
+        self.send: Meter | None = None
+        self.shown: set[str] = set()
 
-@contextmanager
-def send_progress(console: Console) -> Iterator[Callable[[SendReport], None]]:
-    """A bar over the deliveries this run has to do; yields the progress callback."""
-    with Progress(
-        TextColumn("Sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("send", total=None)
+    def fetching(self, count: int) -> None:
+        self.fetch.update(count)
 
-        def update(report: SendReport) -> None:
-            done = report.sent + report.failed + report.skipped
-            progress.update(task, total=report.pending_at_start or None, completed=done)
+    def sending(self, report: SendReport) -> None:
+        self.fetch.close()
+        if self.send is None:
+            self.send = Meter("send", "Sending", "messages")
+        done = report.sent + report.failed + report.skipped
+        self.send.update(done, report.pending_at_start or None)
 
-        yield update
+    def fetched(self, report: FetchReport) -> None:
+        self.fetch.close()
+        if self._first("fetch"):
+            print_fetch(self.console, report)
+            if report.error is not None:
+                err.print(f"[bold red]feed error:[/] {escape(str(report.error))}", highlight=False)
+
+    def composed(self, result: ComposeResult) -> None:
+        self.fetch.close()
+        if self._first("compose"):
+            print_compose(self.console, result)
+
+    def sent(self, report: SendReport) -> None:
+        self.close()
+        if self._first("send"):
+            print_send(self.console, self.rt, report)
+
+    def _first(self, stage: str) -> bool:
+        """True the first time ``stage`` ends (its summary is printed once)."""
+        first = stage not in self.shown
+        self.shown.add(stage)
+        return first
+
+    def close(self) -> None:
+        self.fetch.close()
+        if self.send is not None:
+            self.send.close()
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def print_fetch(console: Console, report: FetchReport) -> None:

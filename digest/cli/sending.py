@@ -20,7 +20,7 @@ from sqlmodel import Session
 from digest.cli.common import err, fail, out, run_until_signalled, runtime
 from digest.cli.desk import send_test
 from digest.cli.helpers import Helpers, finish
-from digest.cli.output import print_ledger, print_send, send_progress
+from digest.cli.output import Stages, print_ledger, print_send
 from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
 from digest.store import audit
 
@@ -70,11 +70,11 @@ def send(
             fail(1, f"there is no {what} yet: run 'digest compose' (or 'digest run') first")
         if workers > 1 and rt.engine.dialect.name != "postgresql":
             fail(2, "--workers needs PostgreSQL: on SQLite one process sends an edition")
-        with Helpers(workers - 1) as helpers, send_progress(out) as progress:
+        with Helpers(workers - 1) as helpers, Stages(out, rt) as stages:
             report = run_until_signalled(
-                lambda stop: helpers.send_with(rt, found, progress=progress, stop=stop)
+                lambda stop: helpers.send_with(rt, found, progress=stages.sending, stop=stop)
             )
-        print_send(out, rt, report)
+        stages.sent(report)  # once the helpers have ended
         for note in helpers.notes():
             out.print(f"  [yellow]{escape(note)}[/]", highlight=False)
         if helpers.count:
@@ -107,11 +107,11 @@ def resume(key: EditionKey) -> None:
             edition = editions.resume(session, key=key)
             _audit(session, key, "resume", "", rt.now())
         out.print(f"Edition {key} resumed.")
-        with send_progress(out) as progress:
+        with Stages(out, rt) as stages:
             report = run_until_signalled(
-                lambda stop: pipeline.send(rt, edition=edition, progress=progress, stop=stop)
+                lambda stop: pipeline.send(rt, edition=edition, progress=stages.sending, stop=stop)
             )
-        print_send(out, rt, report)
+            stages.sent(report)
         finish(report)
 
 
@@ -158,7 +158,7 @@ def worker(
     last: dict[str, SendReport] = {}  # each edition's latest report from this worker
 
     def report(r: SendReport) -> None:
-        print_send(out, rt, r)
+        print_send(out, rt, r)  # once per edition worked, as that edition ends
         last[r.edition_key] = r
 
     with runtime() as rt:

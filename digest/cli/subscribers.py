@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from sqlmodel import Session
 
-from digest.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out, runtime
+from digest.cli.common import EXIT_FAILED, EXIT_USAGE, err, fail, out, runtime
+from digest.cli.console import Meter
 from digest.desk import readers
 from digest.store import audit
 from digest.store.db import ensure_current, session_scope
@@ -115,7 +116,7 @@ def import_(
     except OSError as exc:
         fail(EXIT_USAGE, f"cannot read {file}: {exc.strerror}")
     started = time.perf_counter()
-    with stream, runtime() as rt:
+    with stream, runtime() as rt, Meter("import", "Importing", "rows") as meter:
         ensure_current(rt.engine)
         with session_scope(rt.engine) as session:
             try:
@@ -128,6 +129,7 @@ def import_(
                     file_name=file.name,
                     forced=forced,
                     mapping=csvformats.parse_mapping(mapping or []),
+                    progress=meter.update,
                 )
             except csvio.CsvFileError as exc:  # the whole file refused, nothing written
                 fail(EXIT_USAGE, exc.about(str(file)))
@@ -255,4 +257,4 @@ def export_data(email: str) -> None:
     data |= {"suppression": None, **(held or {}), "deliveries": deliveries}
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     if held is None:
-        typer.echo(f"Nothing is held about {address}.", err=True)
+        err.print(f"Nothing is held about {escape(address)}.", highlight=False)

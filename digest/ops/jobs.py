@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -37,7 +37,7 @@ from digest import pipeline
 from digest.common.redaction import redact_text
 from digest.config.runtime import Runtime
 from digest.delivery import leases
-from digest.delivery.sending import EXIT_INCOMPLETE, SendReport
+from digest.delivery.sending import EXIT_INCOMPLETE
 from digest.editions import lifecycle as editions
 from digest.editions import weeks
 from digest.engagement import votes_webhook
@@ -116,8 +116,7 @@ async def weekly(
     *,
     trigger: str,
     stop: asyncio.Event | None = None,
-    fetch_progress: Callable[[int], None] | None = None,
-    send_progress: Callable[[SendReport], None] | None = None,
+    watch: pipeline.Watch | None = None,
 ) -> JobResult:
     """The weekly job (see the module docstring). Never raises for an outcome."""
     with recorded(rt, "weekly", trigger) as result:
@@ -133,9 +132,7 @@ async def weekly(
             return result
         renewer = asyncio.create_task(_renew(rt, owner))
         try:
-            report = await pipeline.run(
-                rt, fetch_progress=fetch_progress, send_progress=send_progress, stop=stop, key=key
-            )
+            report = await pipeline.run(rt, watch=watch, stop=stop, key=key)
         except LeaseHeld as exc:  # SQLite: 'digest send' has this edition
             result.outcome = IN_PROGRESS
             result.detail = f"edition {key} is being sent by another process ({exc})"

@@ -5,13 +5,14 @@
 
 Every stage is a function of the runtime and an explicit ``now`` from its clock; preview
 runs the same render and personalize code (:mod:`digest.delivery.messages`), never sends.
+Rendering an edition (its digest, its editorial, the web copy): :mod:`.rendering`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -26,14 +27,16 @@ from digest.delivery.sending import SendOptions, SendReport
 from digest.editions import lifecycle as editions
 from digest.editions import shaping, weeks
 from digest.editions.lifecycle import ComposeResult
-from digest.engagement import snapshot
-from digest.engagement.links import links_for
 from digest.errors import LeaseHeld
-from digest.render.base import Editorial, RenderedDigest
-from digest.render.digest import render_digest
-from digest.render.editorial import from_stored
+from digest.pipeline.rendering import (
+    editorial_of,
+    find_edition,
+    keep_web_copy,
+    render,
+    render_edition,
+)
 from digest.store.db import ensure_current, session_scope
-from digest.store.models import Comparison, Edition, EditionStatus
+from digest.store.models import Edition, EditionStatus
 
 
 def fetch(rt: Runtime, *, progress: Callable[[int], None] | None = None) -> FetchReport:
@@ -81,61 +84,6 @@ def compose(rt: Runtime, *, key: str | None = None) -> ComposeResult:
                 else None
             ),
         )
-
-
-def find_edition(rt: Runtime, key: str | None) -> Edition | None:
-    """The edition ``key``, or the newest one when ``key`` is None."""
-    with session_scope(rt.engine) as session:
-        return editions.get(session, key=key) if key else editions.latest(session)
-
-
-def render(
-    rt: Runtime,
-    edition_key: str,
-    comparisons: Sequence[Comparison],
-    *,
-    max_html_bytes: int | None = None,
-    web_copy: bool = False,
-) -> RenderedDigest:
-    """Jinja2 → MJML → HTML, plus text and subject, once per edition (and segment).
-    ``max_html_bytes`` overrides ``[edition] max_html_bytes`` (the pre-flight renders
-    an oversized edition anyway, to check the rest). ``web_copy``: the public web
-    copy (whole titles and quotes, the readers' vote, no personal links)."""
-    site = rt.config.site
-    return render_digest(
-        rt.templates,
-        editorial=editorial_of(rt, edition_key),
-        site_name=site.name,
-        base_url=site.base_url,
-        postal_address=site.postal_address,
-        edition_key=edition_key,
-        comparisons=comparisons,
-        max_html_bytes=max_html_bytes or rt.config.edition.max_html_bytes,
-        links=links_for(rt, edition_key, web_copy=web_copy),
-    )
-
-
-def editorial_of(rt: Runtime, edition_key: str) -> Editorial | None:
-    """What the editors wrote for ``edition_key`` (None: nothing, or no such edition yet)."""
-    with session_scope(rt.engine) as session:
-        edition = editions.get(session, key=edition_key)
-        found = shaping.editorial_of(session, edition) if edition is not None else None
-        return from_stored(found, shaping.SPONSOR_LABEL)
-
-
-def keep_web_copy(rt: Runtime, edition: Edition, comparisons: Sequence[Comparison]) -> None:
-    """Store the web copy of what is about to be sent (``/archive/{key}`` serves it):
-    replaced until the edition starts sending, kept as it was from then on."""
-    assert edition.id is not None
-    web = render(rt, edition.key, comparisons, web_copy=True, max_html_bytes=1 << 30)
-    first = edition.planned_at is None
-    snapshot.save(rt.engine, edition_id=edition.id, digest=web, now=rt.now(), replace=first)
-
-
-def render_edition(rt: Runtime, edition: Edition) -> RenderedDigest:
-    with session_scope(rt.engine) as session:
-        comparisons = editions.comparisons_of(session, edition=edition)
-    return render(rt, edition.key, comparisons)
 
 
 async def send(
@@ -198,11 +146,21 @@ class RunReport:
         return not self.fetch_error and send_ok
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What a watcher of the weekly job (the CLI's bars and summaries) is told as it
+    happens: feed progress, each stage's report as that stage ends, send progress."""
+
+    fetching: Callable[[int], None] | None = None
+    fetched: Callable[[FetchReport], None] | None = None
+    composed: Callable[[ComposeResult], None] | None = None
+    sending: Callable[[SendReport], None] | None = None
+
+
 async def run(
     rt: Runtime,
     *,
-    fetch_progress: Callable[[int], None] | None = None,
-    send_progress: Callable[[SendReport], None] | None = None,
+    watch: Watch | None = None,
     stop: asyncio.Event | None = None,
     key: str | None = None,
 ) -> RunReport:
@@ -210,8 +168,10 @@ async def run(
     send. A failed fetch (after bounded retries, or past ``[feed] deadline_seconds``)
     is reported (exit 1) but does not stop the week's edition: comparisons stored
     earlier still go out. ``stop`` set during the fetch ends it: nothing is composed."""
-    report = RunReport()
-    report.fetch = await read_feed(rt, progress=fetch_progress, stop=stop)
+    report, watch = RunReport(), watch or Watch()
+    report.fetch = await read_feed(rt, progress=watch.fetching, stop=stop)
+    if watch.fetched is not None:
+        watch.fetched(report.fetch)
     if report.fetch.error is not None:
         report.fetch_error = str(report.fetch.error)
         if stop is not None and stop.is_set():
@@ -221,9 +181,11 @@ async def run(
             report.stopped_in_fetch = True
             return report
     report.compose = compose(rt, key=key)
+    if watch.composed is not None:
+        watch.composed(report.compose)
     edition = report.compose.edition
     if edition is not None and edition.status != EditionStatus.sent:
-        report.send = await send(rt, edition=edition, progress=send_progress, stop=stop)
+        report.send = await send(rt, edition=edition, progress=watch.sending, stop=stop)
     return report
 
 
@@ -298,3 +260,21 @@ def not_yet_due(rt: Runtime, edition: Edition) -> bool:
 
 def _zone(rt: Runtime) -> ZoneInfo:
     return rt.config.schedule.zone(rt.config.site)
+
+
+__all__ = [
+    "RunReport",
+    "Watch",
+    "compose",
+    "editorial_of",
+    "fetch",
+    "find_edition",
+    "keep_web_copy",
+    "pending_editions",
+    "read_feed",
+    "render",
+    "render_edition",
+    "run",
+    "send",
+    "work",
+]
