@@ -96,9 +96,8 @@ def flush(app: Any) -> bool:
     return tracker_of(app).counter.flush()
 
 
-@router.api_route(
+@router.get(
     "/r/{token}/{ref}",
-    methods=["GET", "HEAD"],
     status_code=302,
     responses=_LINK,
     response_class=Response,
@@ -126,6 +125,13 @@ async def follow(request: Request, token: str, ref: str) -> Response:
             now=w.rt.now(),
         )
     return Response(status_code=302, headers={"location": url, **_NO_STORE})
+
+
+# HEAD is what link scanners send: answered like GET (and counted as a scanner), but
+# kept out of the OpenAPI document, where it would repeat GET's operation id.
+router.add_api_route(
+    "/r/{token}/{ref}", follow, methods=["HEAD"], status_code=302, include_in_schema=False
+)
 
 
 @router.get(
