@@ -1,6 +1,7 @@
 """Choose the comparisons for a week → :class:`~digest.store.models.Edition`, idempotent by key.
 
-An edition's key is the ISO week of ``now`` in the site's time zone (``2026-W48``);
+An edition's key is the ISO week of ``now`` in the site's time zone (``2026-W48``,
+:func:`digest.editions.weeks.edition_key`);
 the key is unique in the database, so composing twice, or two schedulers composing
 at once, gives one edition.
 
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+# Re-exported: callers say editions.edition_key / editions.week_bounds.
+from digest.editions.weeks import edition_key as edition_key
+from digest.editions.weeks import week_bounds as week_bounds
 from digest.store.models import (
     Comparison,
     Delivery,
@@ -34,19 +38,6 @@ from digest.store.models import (
 )
 
 _D = Delivery.__table__  # type: ignore[attr-defined]
-
-
-def edition_key(now: datetime, tz: ZoneInfo) -> str:
-    """The ISO week of ``now`` in ``tz``, e.g. ``2026-W48``."""
-    year, week, _ = now.astimezone(tz).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def week_bounds(key: str) -> tuple[date, date]:
-    """Monday and Sunday of the ISO week ``key``. Raises ValueError for a bad key."""
-    year, _, week = key.partition("-W")
-    monday = date.fromisocalendar(int(year), int(week), 1)
-    return monday, monday + timedelta(days=6)
 
 
 @dataclass(frozen=True, slots=True)

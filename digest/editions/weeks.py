@@ -20,8 +20,21 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.config import ScheduleConfig
-from digest.editions.lifecycle import edition_key
 from digest.store.models import Edition
+
+
+def edition_key(now: datetime, tz: ZoneInfo) -> str:
+    """The ISO week of ``now`` in ``tz``, e.g. ``2026-W48``."""
+    year, week, _ = now.astimezone(tz).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def week_bounds(key: str) -> tuple[date, date]:
+    """Monday and Sunday of the ISO week ``key``. Raises ValueError for a bad key."""
+    year, _, week = key.partition("-W")
+    monday = date.fromisocalendar(int(year), int(week), 1)
+    return monday, monday + timedelta(days=6)
+
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # How early an edition with local delivery may start: the widest gap between the
