@@ -7,6 +7,7 @@ answers. Each test gets its own schema, dropped afterwards.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -120,3 +121,16 @@ def page(browser: Browser) -> Iterator[Page]:
     context.set_default_timeout(10_000)
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in process (CliRunner) configures the root logger for a process
+    (digest.cli.console.setup: a handler on the real stderr); put it back after each
+    test, so later tests' log lines stay in pytest's capture, not on the terminal."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
