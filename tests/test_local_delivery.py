@@ -58,19 +58,31 @@ class Clock:
         return self.start + timedelta(seconds=time.monotonic() - self.origin)
 
 
-def _runtime(tmp_path: Path, db_url: str, clock: Clock, *, local: bool) -> Runtime:
+def _runtime(
+    tmp_path: Path,
+    db_url: str,
+    clock: Clock,
+    *,
+    local: bool,
+    readers: dict[str, str] = READERS,
+    added: datetime = MONDAY_9_BERLIN,
+    edition: dict[str, object] | None = None,
+) -> Runtime:
+    """A memory-transport runtime, Monday 09:00 delivery, with ``readers`` (address →
+    zone) added at ``added`` (tests/test_local_early.py uses it too)."""
     path = write_config(
         tmp_path,
         transport={"kind": "memory"},
         schedule={"day": "mon", "time": "09:00", "local_delivery": local},
         send={"max_retry_wait_seconds": 5},
+        edition=edition or {},
     )
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
     rt = Runtime.open(config.load(path, environ=env), clock=clock)
     upgrade(rt.engine)
     with session_scope(rt.engine) as session:
-        for email, zone in READERS.items():
-            repository.add(session, email=email, time_zone=zone, now=MONDAY_9_BERLIN)
+        for email, zone in readers.items():
+            repository.add(session, email=email, time_zone=zone, now=added)
     return rt
 
 

@@ -30,7 +30,13 @@ from digest.transports.memory import MemoryTransport
 from subscribers import repository
 from subscribers.models import Subscriber
 from tests.support import write_config
-from tests.test_local_delivery import MONDAY_9_BERLIN, NINE_NEW_YORK, NINE_TOKYO, Clock
+from tests.test_local_delivery import (
+    MONDAY_9_BERLIN,
+    NINE_NEW_YORK,
+    NINE_TOKYO,
+    Clock,
+    _runtime,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SUNDAY_9_BERLIN = MONDAY_9_BERLIN - timedelta(days=1)  # 22 Nov 2026, ISO week 2026-W47
@@ -43,20 +49,9 @@ READERS = {
 
 
 def _open(tmp_path: Path, db_url: str, clock: Clock, **edition: object) -> Runtime:
-    path = write_config(
-        tmp_path,
-        transport={"kind": "memory"},
-        schedule={"day": "mon", "time": "09:00", "local_delivery": True},
-        send={"max_retry_wait_seconds": 5},
-        edition=dict(edition),
+    return _runtime(
+        tmp_path, db_url, clock, local=True, readers=READERS, added=SUNDAY_9_BERLIN, edition=edition
     )
-    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k"}
-    rt = Runtime.open(config.load(path, environ=env), clock=clock)
-    upgrade(rt.engine)
-    with session_scope(rt.engine) as session:
-        for email, zone in READERS.items():
-            repository.add(session, email=email, time_zone=zone, now=SUNDAY_9_BERLIN)
-    return rt
 
 
 @pytest.fixture
