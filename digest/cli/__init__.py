@@ -76,16 +76,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: "[edition] require_approval" is not markup
 )
-app.add_typer(subscribers_app, name="subscribers")
-register_desk(app)  # check-edition, approve
-register_ops(app)  # schedule, check, serve
-register_sending(app)  # send, pause, resume, cancel, worker
-register_edit(app)  # edit
-register_operators(app)  # operators, audit
-register_api_keys(app)  # api-keys
-register_stats(app)  # stats
-register_feed(app)  # feed-schema, validate-feed
-register_bounces(app)  # bounces ingest, bounces poll
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -247,6 +237,19 @@ def status() -> None:
             fail(EXIT_USAGE, "the database has no tables yet: run 'digest init' first.")
         print_status(out, rt)
         print_health(out, health.report(rt, now=rt.now()))
+
+
+# Registered after the weekly job's own commands, so 'digest --help' lists those first.
+app.add_typer(subscribers_app, name="subscribers")
+register_desk(app)  # check-edition, approve
+register_ops(app)  # schedule, check, serve
+register_sending(app)  # send, pause, resume, cancel, worker
+register_edit(app)  # edit
+register_operators(app)  # operators, audit
+register_api_keys(app)  # api-keys
+register_stats(app)  # stats
+register_feed(app)  # feed-schema, validate-feed
+register_bounces(app)  # bounces ingest, bounces poll
 
 
 def main() -> None:
