@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
-from email.policy import default as default_policy
+from email.policy import compat32
 from typing import Any, Literal
 
 from digest.bounces import parse_text as t
@@ -65,7 +65,7 @@ class _Context:
 def classify(raw: bytes, *, envelope_recipient: str = "") -> Report:
     """Parse ``raw`` (one RFC 5322 message) into a :class:`Report`. Never raises for
     a malformed message: what cannot be read is kind ``unknown``."""
-    message = message_from_bytes(raw, policy=default_policy)
+    message = message_from_bytes(raw, policy=compat32)  # headers read lazily: t.header
     subject = t.header(message, "Subject")
     verp = _verp_addresses(message, envelope_recipient)
     returned = _returned_headers(message)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
-from email.policy import default as default_policy
+from email.policy import compat32
 from email.utils import getaddresses
 
 from digest.delivery.matching import parse_message_id
@@ -52,7 +53,10 @@ def header(message: Message, name: str) -> str:
     """A header as one clean line, "" when missing or unparseable."""
     try:
         value = message.get(name)
-        return " ".join(str(value).split()) if value is not None else ""
+        if value is None:
+            return ""
+        text = str(make_header(decode_header(str(value)))) if "=?" in str(value) else str(value)
+        return " ".join(text.split())
     except Exception:  # the stdlib's header parser raises odd errors on hostile input
         return ""
 
@@ -114,7 +118,7 @@ def recipient_near(text: str, status_line: str, exclude: set[str]) -> str:
 
 def headers_of(text: str) -> Message:
     """Headers given as text (``text/rfc822-headers``, or a copy in a bounce's body)."""
-    return HeaderParser(policy=default_policy).parsestr(text, headersonly=True)
+    return HeaderParser(policy=compat32).parsestr(text, headersonly=True)
 
 
 def our_message_ids(*sources: Message | str) -> list[str]:
