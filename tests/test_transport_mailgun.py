@@ -92,7 +92,8 @@ def test_recipient_variables_reproduce_each_readers_copy_exactly(
 
     assert all(r.outcome is Outcome.queued for r in results)
     forms = [mailgun_form(r) for r in rec.posts(MAILGUN_PATH)]
-    assert [len(f["to"]) for f in forms] == [1000, 1000, 500]
+    # Requests go out concurrently: the split is the promise, not the arrival order.
+    assert sorted((len(f["to"]) for f in forms), reverse=True) == [1000, 1000, 500]
     by_address = {m.recipient: m for m in messages}
     for form in forms:
         assert len(form["html"]) == 1  # one body per request, not per reader

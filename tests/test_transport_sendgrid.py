@@ -101,7 +101,8 @@ def test_substitutions_reproduce_each_readers_copy_exactly(fake: tuple[Recorder,
 
     assert all(r.outcome is Outcome.queued for r in results)
     sizes = [len(r.json()["personalizations"]) for r in rec.posts(SENDGRID_PATH)]
-    assert sizes == [1000, 1000, 500]
+    # Requests go out concurrently: the split is the promise, not the arrival order.
+    assert sorted(sizes, reverse=True) == [1000, 1000, 500]
     by_id = {m.delivery_id: m for m in messages}
     for request in rec.posts(SENDGRID_PATH):
         body = request.json()
