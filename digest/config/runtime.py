@@ -43,6 +43,7 @@ class Runtime:
     transport_adapter: Transport
     clock: Callable[[], datetime] = system_clock
     _signer: TokenSigner | None = field(default=None, repr=False)
+    _secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def open(cls, config: Config, *, clock: Callable[[], datetime] = system_clock) -> Runtime:
@@ -81,8 +82,11 @@ class Runtime:
 
     def secret_keys(self) -> tuple[str, ...]:
         """The signing secrets, newest first: ``DIGEST_SECRET_KEY`` keys, else the one
-        stored in the database. Every signed thing derives its own key from these."""
-        return tuple(self.config.secret_keys) or (self._stored_secret(),)
+        stored in the database (read once: the sign-up form, the desk's login and every
+        bounce ask). Every signed thing derives its own key from these."""
+        if not self._secrets:
+            self._secrets = tuple(self.config.secret_keys) or (self._stored_secret(),)
+        return self._secrets
 
     def _stored_secret(self) -> str:
         table = InstanceSecret.__table__  # type: ignore[attr-defined]
