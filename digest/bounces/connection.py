@@ -113,3 +113,17 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         line += " (a private CA or self-signed certificate: set [bounces] ca_file)"
     return line
+
+
+def unreachable(cfg: BouncesConfig, exc: BaseException) -> MailboxError:
+    """The one line for a mailbox that cannot be reached (IMAP and POP3 alike)."""
+    where = f"{cfg.host}:{cfg.effective_port}"
+    return MailboxError(f"cannot reach the bounce mailbox at {where}: {describe(exc)}")
+
+
+def no_starttls(cfg: BouncesConfig, command: str) -> MailboxError:
+    """A server that does not offer ``command`` (STARTTLS, STLS): nothing is sent."""
+    return MailboxError(
+        f"{cfg.host}:{cfg.effective_port} does not offer {command}: refusing to send the "
+        "password in clear text (use security = 'tls' and its port)"
+    )

@@ -26,6 +26,8 @@ from digest.bounces.connection import (
     MailboxError,
     check_plain_text,
     describe,
+    no_starttls,
+    unreachable,
 )
 from digest.config.bounce_sections import BouncesConfig
 
@@ -72,16 +74,11 @@ class ImapBox:
                 return imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=timeout)
             session = imaplib.IMAP4(host, port, timeout=timeout)
         except (OSError, imaplib.IMAP4.error) as exc:
-            raise MailboxError(
-                f"cannot reach the bounce mailbox at {host}:{port}: {describe(exc)}"
-            ) from None
+            raise unreachable(cfg, exc) from None
         try:
             if cfg.security == "starttls":
                 if "STARTTLS" not in session.capabilities:
-                    raise MailboxError(
-                        f"{host}:{port} does not offer STARTTLS: refusing to send the "
-                        "password in clear text (use security = 'tls' and its port)"
-                    )
+                    raise no_starttls(cfg, "STARTTLS")
                 self._call("STARTTLS", session.starttls, context, session=session)
             check_plain_text(cfg, isinstance(session.sock, ssl.SSLSocket))
         except BaseException:

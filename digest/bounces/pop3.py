@@ -36,6 +36,8 @@ from digest.bounces.connection import (
     MailboxError,
     check_plain_text,
     describe,
+    no_starttls,
+    unreachable,
 )
 from digest.config.bounce_sections import BouncesConfig
 from digest.store.models import WebhookReplay
@@ -78,9 +80,7 @@ class Pop3Box:
                 return poplib.POP3_SSL(host, port, timeout=timeout, context=context)
             session = poplib.POP3(host, port, timeout=timeout)
         except (OSError, poplib.error_proto) as exc:
-            raise MailboxError(
-                f"cannot reach the bounce mailbox at {host}:{port}: {describe(exc)}"
-            ) from None
+            raise unreachable(cfg, exc) from None
         self.session = session
         try:
             if cfg.security == "starttls":
@@ -89,10 +89,7 @@ class Pop3Box:
                 except poplib.error_proto:
                     caps = {}
                 if "STLS" not in caps:
-                    raise MailboxError(
-                        f"{host}:{port} does not offer STLS: refusing to send the password "
-                        "in clear text (use security = 'tls' and its port)"
-                    )
+                    raise no_starttls(cfg, "STLS")
                 self._call("STLS", session.stls, context)
             check_plain_text(cfg, isinstance(session.sock, ssl.SSLSocket))
         except BaseException:
