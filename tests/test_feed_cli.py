@@ -73,6 +73,23 @@ def test_every_bad_field_is_named(tmp_path: Path) -> None:
     assert lines[-1] == "2 comparisons, 0 valid, 2 with problems"
 
 
+def test_each_problem_is_named_once(tmp_path: Path) -> None:
+    """A tool missing its required fields: each field once, though several schema
+    rules require it (the first version printed 'tools[0].key: is missing' 4 times)."""
+    doc = json.loads(EXAMPLE.read_text("utf-8"))
+    doc["comparisons"] = [{"id": "", "title": 5, "tools": [{"name": "x"}]}]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc), "utf-8")
+
+    code, output = run("validate-feed", str(bad))
+
+    lines = output.strip().splitlines()
+    assert code == 1, output
+    assert len(lines) == len(set(lines)), output
+    assert sum("tools[0].key: is missing" in line for line in lines) == 1, output
+    assert sum(line.endswith("url: is missing") for line in lines) == 1, output
+
+
 def test_document_level_problems_are_all_listed(tmp_path: Path) -> None:
     bad = tmp_path / "doc.json"
     bad.write_text(json.dumps({"version": "2", "next_url": 3, "comparisons": []}), "utf-8")

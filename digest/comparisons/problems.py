@@ -118,7 +118,10 @@ def _items(count: int) -> str:
 def in_document_order(problems: Sequence[Problem], raw: Any) -> list[tuple[str, str]]:
     """``problems`` sorted by where their field is in ``raw`` (fields that are missing
     last), as ``(json path, reason)``, at most :data:`MAX_PROBLEMS` of them."""
-    ordered = sorted(problems, key=lambda p: _rank(raw, p[0]))
+    # One problem once: schema rules that overlap (a field required by two of them)
+    # report the same field with the same words.
+    unique = list({(json_path(path), reason): (path, reason) for path, reason in problems}.values())
+    ordered = sorted(unique, key=lambda p: _rank(raw, p[0]))
     shown = [(json_path(path), reason) for path, reason in ordered[:MAX_PROBLEMS]]
     if len(ordered) > MAX_PROBLEMS:
         shown.append(("...", f"{len(ordered) - MAX_PROBLEMS} more problems not listed"))
